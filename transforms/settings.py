@@ -1,0 +1,209 @@
+"""One typed settings object for the whole job, with defaults from shared/DESIGN.md section 4.
+
+Loaded from a TOML file, then overridden by environment variables, then by `--set` pairs from
+the command line, and passed down explicitly. Nothing else in the code reads the environment.
+
+    [core]
+    cart_delay = "1h"          # durations: int milliseconds or "500ms", "10s", "30m", "1h", "30d"
+    [kafka]
+    bootstrap = "127.0.0.1:9092"
+
+Environment: PERSONALIZE_<SECTION>__<KEY>=value (e.g. PERSONALIZE_KAFKA__BOOTSTRAP=...).
+Command line: --set core.cart_delay=2h.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+_UNITS = {"ms": 1, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+
+ENV_PREFIX = "PERSONALIZE_"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value of the wrong type; the message says which."""
+
+
+def parse_duration(value: int | str) -> int:
+    """Milliseconds from an int (already ms) or a string like "90s", "30m", "1h", "24h", "30d"."""
+    if isinstance(value, bool):
+        raise SettingsError(f"not a duration: {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise SettingsError(f"not a duration: {value!r} (use e.g. 500ms, 10s, 30m, 1h, 30d)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def duration(default_ms: int) -> Any:
+    """A dataclass field holding a duration in milliseconds (parsed from strings on load)."""
+    return field(default=default_ms, metadata={"duration": True})
+
+
+@dataclass(slots=True)
+class CoreSettings:
+    """Business rules of transforms/: every number of DESIGN.md section 4."""
+
+    dedup_ttl: int = duration(24 * HOUR)
+    max_out_of_orderness: int = duration(10 * SECOND)
+    # Events whose occurred_at is more than this ahead of the watermark are dead-lettered.
+    max_future: int = duration(5 * MINUTE)
+    cart_delay: int = duration(1 * HOUR)
+    cart_ttl: int = duration(7 * DAY)
+    browse_window: int = duration(30 * MINUTE)
+    browse_views: int = 5
+    browse_cooldown: int = duration(24 * HOUR)
+    max_per_day: int = 2
+    max_per_type_per_day: int = 1
+    cap_window: int = duration(24 * HOUR)
+    quiet_start_hour: int = 22
+    quiet_end_hour: int = 8
+    payload_ttl: int = duration(24 * HOUR)
+    erasure_ttl: int = duration(30 * DAY)
+    recent_items: int = 20
+    top_k: int = 4
+    feature_write_interval: int = duration(60 * SECOND)
+    max_string_length: int = 2048
+    max_properties: int = 32
+    default_time_zone: str = "UTC"
+
+
+@dataclass(slots=True)
+class KafkaSettings:
+    """Where the job reads and writes; partitions are used when topics are created."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = "behaviour-events"
+    profiles_topic: str = "customer-profiles"
+    payloads_topic: str = "email-payloads"
+    dead_letters_topic: str = "dead-letters"
+    audit_topic: str = "policy-audit"
+    partitions: int = 4
+    group_id: str = "personalize"
+
+
+@dataclass(slots=True)
+class RedisSettings:
+    """The feature store and catalog."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    feature_ttl: int = duration(30 * DAY)
+    key_prefix: str = "personalize:"
+
+
+@dataclass(slots=True)
+class FlinkSettings:
+    """PyFlink runtime and the standalone cluster started by `personalize services`."""
+
+    jobmanager_port: int = 8081
+    rpc_port: int = 6123
+    parallelism: int = 1
+    task_slots: int = 2
+    execution_mode: str = "thread"
+    checkpoint_interval: int = duration(5 * SECOND)
+    checkpoint_mode: str = "exactly_once"
+    state_backend: str = "hashmap"
+    idleness: int = duration(2 * SECOND)
+
+
+@dataclass(slots=True)
+class PathSettings:
+    """Where generated state lives (git-ignored)."""
+
+    state_dir: str = ".state"
+    jars_dir: str = ".jars"
+    model: str = ""
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything, by section."""
+
+    core: CoreSettings = field(default_factory=CoreSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+
+    def with_overrides(self, pairs: Iterable[str]) -> Settings:
+        """A copy with `section.key=value` pairs applied (the CLI's --set)."""
+        new = dataclasses.replace(
+            self, **{f.name: dataclasses.replace(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        )
+        for pair in pairs:
+            if "=" not in pair or "." not in pair.split("=", 1)[0]:
+                raise SettingsError(f"--set wants section.key=value, got {pair!r}")
+            dotted, value = pair.split("=", 1)
+            section, key = dotted.split(".", 1)
+            _assign(new, section.strip(), key.strip(), value.strip())
+        return new
+
+
+def _assign(settings: Settings, section: str, key: str, value: Any) -> None:
+    if section not in {f.name for f in dataclasses.fields(settings)}:
+        raise SettingsError(f"unknown settings section {section!r}")
+    target = getattr(settings, section)
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if key not in fields:
+        known = ", ".join(sorted(fields))
+        raise SettingsError(f"unknown setting {section}.{key} (known: {known})")
+    f = fields[key]
+    current = getattr(target, key)
+    try:
+        if f.metadata.get("duration"):
+            coerced: Any = parse_duration(value)
+        elif isinstance(current, bool):
+            coerced = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+        elif isinstance(current, int):
+            coerced = int(value)
+        elif isinstance(current, float):
+            coerced = float(value)
+        else:
+            coerced = str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{section}.{key}: {exc}") from exc
+    setattr(target, key, coerced)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> Settings:
+    """Defaults <- TOML file <- environment (PERSONALIZE_SECTION__KEY) <- `overrides`."""
+    settings = Settings()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise SettingsError(f"settings file not found: {p}")
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise SettingsError(f"[{section}] must be a table in {p}")
+            for key, value in values.items():
+                _assign(settings, section, key, value)
+    for name, value in (env or {}).items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            section, key = name[len(ENV_PREFIX) :].lower().split("__", 1)
+            _assign(settings, section, key, value)
+    return settings.with_overrides(overrides)
