@@ -1,0 +1,195 @@
+"""Typed records flowing through the job; their wire form is in avro_schemas/.
+
+All timestamps are UTC epoch milliseconds (Avro timestamp-millis). Records are plain slotted
+dataclasses: cheap to build, picklable for engine state, and free of any engine import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+# Behaviour event types (the Avro enum EventType).
+PRODUCT_VIEW: Final = "product_view"
+PAGE_VIEW: Final = "page_view"
+ADD_TO_CART: Final = "add_to_cart"
+REMOVE_FROM_CART: Final = "remove_from_cart"
+PURCHASE: Final = "purchase"
+EMAIL_OPEN: Final = "email_open"
+EMAIL_CLICK: Final = "email_click"
+CONSENT_CHANGE: Final = "consent_change"
+CUSTOMER_ERASURE: Final = "customer_erasure"
+EVENT_TYPES: Final = (
+    PRODUCT_VIEW, PAGE_VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE,
+    EMAIL_OPEN, EMAIL_CLICK, CONSENT_CHANGE, CUSTOMER_ERASURE,
+)
+CART_CHANGES: Final = frozenset({ADD_TO_CART, REMOVE_FROM_CART})
+
+EMAIL_CHANNEL: Final = "email"
+
+# Output kinds of the core's step/wake: adapters route each to its sink.
+PAYLOAD: Final = "payload"          # EmailPayload -> output topic
+AUDIT: Final = "audit"              # AuditRecord  -> audit topic
+DEAD_LETTER: Final = "dead_letter"  # DeadLetter   -> dead-letter topic
+FEATURES: Final = "features"        # FeatureSnapshot -> Redis feature store
+DROPPED: Final = "dropped"          # str reason (e.g. "duplicate") -> counted only
+
+# Dead-letter reasons (machine readable).
+R_DECODE: Final = "decode_error"            # not Avro / truncated / corrupt
+R_SCHEMA: Final = "wrong_schema"            # unknown Confluent schema id or wrong record shape
+R_MISSING: Final = "missing_field"          # a required id is empty or absent
+R_INVALID: Final = "invalid_value"          # negative price / quantity, bad email, unknown type...
+R_FUTURE: Final = "future_timestamp"        # occurred_at too far ahead of the watermark
+R_OVERSIZED: Final = "oversized_field"      # a string or map beyond the configured bounds
+R_LATE: Final = "late"                      # behind the watermark
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where a raw record came from: a Kafka position, or a file and line (partition = -1)."""
+
+    topic: str
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(slots=True)
+class Product:
+    """The product an event is about."""
+
+    product_id: str
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+
+
+@dataclass(slots=True)
+class BehaviourEvent:
+    """One behavioural event of a customer (Avro `BehaviourEvent`, nested records flattened)."""
+
+    event_id: str
+    customer_id: str
+    event_type: str
+    occurred_at: int
+    session_id: str | None = None
+    product: Product | None = None
+    quantity: int | None = None
+    order_id: str | None = None
+    order_total: float | None = None
+    email_message_id: str | None = None
+    email_campaign: str | None = None
+    consent_channel: str | None = None
+    consent_granted: bool | None = None
+    properties: dict[str, str] | None = None
+    # Runtime only, not on the wire: where the decoder found it (for dead letters).
+    origin: Origin | None = None
+
+
+@dataclass(slots=True)
+class CustomerProfile:
+    """A CRM profile update (Avro `CustomerProfile`); the newest `updated_at` wins."""
+
+    customer_id: str
+    updated_at: int
+    email: str | None = None
+    first_name: str | None = None
+    locale: str | None = None
+    time_zone: str | None = None
+    consents: dict[str, bool] = field(default_factory=dict)
+    lifecycle_stage: str | None = None
+    origin: Origin | None = None
+
+
+@dataclass(slots=True)
+class Recommendation:
+    """One recommended product with its score and the catalog data used to render it."""
+
+    product_id: str
+    score: float
+    name: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    url: str | None = None
+    image_url: str | None = None
+
+
+@dataclass(slots=True)
+class FiredTrigger:
+    """A trigger that fired: what, which instance (`key`), when, and why (`evidence`)."""
+
+    type: str
+    key: str
+    fired_at: int
+    evidence: list[str]
+    source_event_ids: list[str] = field(default_factory=list)
+    category: str | None = None
+
+
+@dataclass(slots=True)
+class EmailPayload:
+    """A ready-to-send personalized email (Avro `PersonalizedEmail`)."""
+
+    message_id: str
+    customer_id: str
+    recipient_email: str
+    recipient_name: str | None
+    locale: str | None
+    time_zone: str
+    trigger: FiredTrigger
+    campaign: str
+    variant: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    fallback: bool
+    fallback_reason: str | None
+    recommendations: list[Recommendation]
+    engagement_score: float
+    send_after: int | None
+    expires_at: int
+    source_event_ids: list[str]
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """The policy decision on one fired trigger: `emitted` or `suppressed:<reason>`."""
+
+    customer_id: str
+    type: str
+    key: str
+    fired_at: int
+    decision: str
+    message_id: str | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Input that could not be used, with everything needed to replay it (Avro `DeadLetter`)."""
+
+    raw: bytes
+    origin: Origin
+    reason: str
+    error: str
+    received_at: int
+
+
+@dataclass(slots=True)
+class FeatureSnapshot:
+    """A customer's windowed features, score and last trigger, for the Redis feature store."""
+
+    customer_id: str
+    as_of: int
+    features: dict[str, Any]
+    engagement_score: float
+    last_trigger: str | None
+
+
+Item = BehaviourEvent | CustomerProfile
+Output = tuple[str, Any]
+
+
+def event_time(item: Item) -> int:
+    """The event time of an input item: occurred_at for events, updated_at for profiles."""
+    return item.occurred_at if isinstance(item, BehaviourEvent) else item.updated_at
