@@ -19,6 +19,12 @@ from transforms.settings import SettingsError, load_settings
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = [
     "runners.services",
+    "runners.run",
+    "runners.train",
+    "runners.catalog",
+    "runners.generate",
+    "runners.replay",
+    "runners.bench_decode",
 ]
 
 

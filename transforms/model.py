@@ -33,6 +33,7 @@ AUDIT: Final = "audit"              # AuditRecord  -> audit topic
 DEAD_LETTER: Final = "dead_letter"  # DeadLetter   -> dead-letter topic
 FEATURES: Final = "features"        # FeatureSnapshot -> Redis feature store
 DROPPED: Final = "dropped"          # str reason (e.g. "duplicate") -> counted only
+ERASE: Final = "erase"              # customer_id -> delete the customer's feature-store keys
 
 # Dead-letter reasons (machine readable).
 R_DECODE: Final = "decode_error"            # not Avro / truncated / corrupt

@@ -97,6 +97,9 @@ class KafkaSettings:
     audit_topic: str = "policy-audit"
     partitions: int = 4
     group_id: str = "personalize"
+    # The local broker of `personalize services` (KRaft controller listener and JVM heap).
+    controller_port: int = 9093
+    heap: str = "512m"
 
 
 @dataclass(slots=True)
@@ -123,6 +126,9 @@ class FlinkSettings:
     checkpoint_mode: str = "exactly_once"
     state_backend: str = "hashmap"
     idleness: int = duration(2 * SECOND)
+    # Process sizes of the local standalone cluster started by `personalize services`.
+    jobmanager_memory: str = "1024m"
+    taskmanager_memory: str = "2048m"
 
 
 @dataclass(slots=True)
@@ -131,7 +137,8 @@ class PathSettings:
 
     state_dir: str = ".state"
     jars_dir: str = ".jars"
-    model: str = ""
+    model: str = ""      # item-to-item model written by `personalize train` (.npz)
+    catalog: str = ""    # catalog JSONL for offline runs (Kafka runs read Redis)
 
 
 @dataclass(slots=True)

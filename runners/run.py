@@ -1,0 +1,45 @@
+"""`personalize run`: the streaming job on Kafka, on the engine of your choice.
+
+    personalize run --runner direct          Beam DirectRunner, in this process
+    personalize run --runner flink           PyFlink local mini-cluster, in this process
+    personalize run --runner flink-cluster   submitted to the standalone cluster (`personalize services up`)
+
+Each engine module exposes `run_kafka(settings, options) -> int` (pipelines.beam_pipeline,
+pipelines.flink_pipeline); options are this command's parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from transforms.settings import Settings
+
+ENGINES = {
+    "direct": "pipelines.beam_pipeline",
+    "flink": "pipelines.flink_pipeline",
+    "flink-cluster": "pipelines.flink_pipeline",
+}
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add `run` to the CLI."""
+    p = sub.add_parser("run", parents=parents, help="run the streaming job: Kafka in, payloads out",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runner", choices=sorted(ENGINES), default="direct", help="engine (default: direct)")
+    p.add_argument("--max-events", type=int, default=None, metavar="N",
+                   help="stop after N input records (bounded runs, tests)")
+    p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
+                   help="stop when no input arrived for SECONDS (then flush all deadlines)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="read topics from the earliest offset when the consumer group has none")
+    p.add_argument("--savepoint", metavar="PATH", help="flink-cluster: resume from this savepoint")
+    p.add_argument("--detached", action="store_true", help="flink-cluster: submit and return")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Dispatch to the engine module."""
+    module = importlib.import_module(ENGINES[args.runner])
+    return int(module.run_kafka(settings, args))

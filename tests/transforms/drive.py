@@ -1,0 +1,29 @@
+"""A minimal in-test driver of the core: step everything, then let event time reach `until`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from transforms.core import Core
+from transforms.model import AUDIT, PAYLOAD, Item, Output
+from transforms.state import CustomerState
+
+
+def drive(core: Core, items: Iterable[Item], until: int,
+          state: CustomerState | None = None) -> tuple[CustomerState | None, list[Output]]:
+    """Buffer `items` (arrival order, no watermark), then wake at `until`."""
+    outputs: list[Output] = []
+    for item in items:
+        state, out, _ = core.step(state, item)
+        outputs += out
+    state, out, _ = core.wake(state, until)
+    return state, outputs + out
+
+
+def decisions(outputs: list[Output]) -> list[tuple[str, str, int, str]]:
+    """(type, key, fired_at, decision) of every audit record, in output order."""
+    return [(a.type, a.key, a.fired_at, a.decision) for kind, a in outputs if kind == AUDIT]
+
+
+def payloads(outputs: list[Output]) -> list:
+    return [p for kind, p in outputs if kind == PAYLOAD]

@@ -1,0 +1,459 @@
+"""The keyed contract of the job, per customer, engine free (DESIGN.md section 3).
+
+    step(state | None, item, watermark) -> (state | None, outputs, wake_at)
+    wake(state | None, t)               -> (state | None, outputs, wake_at)
+
+`step` only dedups, rejects late items and buffers; `wake(t)` processes every buffered item with
+event time <= t in (event time, profiles first, event_id) order, interleaved with trigger
+deadlines <= t (events at an instant before deadlines at that instant), then applies the
+contact policy per instant. So outputs are those of processing in event-time order whatever
+the arrival order, provided nothing arrives behind the watermark. Adapters keep the state,
+turn `wake_at` into event-time timers (calling `wake` with the watermark, or the timer's time,
+when one fires), and route outputs by kind (see transforms.model: PAYLOAD, AUDIT,
+DEAD_LETTER, FEATURES, ERASE, DROPPED).
+
+Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
+convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
+last processed up to. Late events go to the dead-letter output with reason `late`; a late
+profile is still applied when it is the newest (a CRM update is never dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from transforms import policy
+from transforms.catalog import Catalog, CatalogItem
+from transforms.codec import encode_event
+from transforms.model import (
+    ADD_TO_CART,
+    AUDIT,
+    CONSENT_CHANGE,
+    CUSTOMER_ERASURE,
+    DEAD_LETTER,
+    DROPPED,
+    EMAIL_CHANNEL,
+    EMAIL_CLICK,
+    EMAIL_OPEN,
+    ERASE,
+    FEATURES,
+    PAYLOAD,
+    PRODUCT_VIEW,
+    PURCHASE,
+    R_LATE,
+    REMOVE_FROM_CART,
+    AuditRecord,
+    BehaviourEvent,
+    CustomerProfile,
+    DeadLetter,
+    EmailPayload,
+    FeatureSnapshot,
+    FiredTrigger,
+    Origin,
+    Output,
+    Product,
+    Recommendation,
+)
+from transforms.payload import message_id
+from transforms.recommend import Recommender
+from transforms.render import Renderer, choose_variant
+from transforms.scoring import engagement_score
+from transforms.settings import DAY, HOUR, CoreSettings
+from transforms.state import CustomerState, Item
+from transforms.triggers import load_triggers
+
+RECENT_VIEW_TTL = DAY
+PURCHASED_TTL = 30 * DAY
+PROFILE_TTL = 30 * DAY
+PURGE_EVERY = HOUR              # an active customer's state is trimmed at most this often
+# Beyond any watermark an engine can send (Flink's MAX_WATERMARK is 2**63 - 1).
+_NEVER = 1 << 64
+END_OF_TIME = (1 << 63) - 1
+
+Result = tuple[CustomerState | None, list[Output], list[int]]
+
+
+def _order(item: Item) -> tuple[int, int, str]:
+    """Processing order within the buffer: event time, profiles first, then event_id."""
+    if isinstance(item, CustomerProfile):
+        return (item.updated_at, 0, "")
+    return (item.occurred_at, 1, item.event_id)
+
+
+class Core:
+    """The rules, configured once: settings, triggers, recommender, catalog and templates."""
+
+    def __init__(
+        self,
+        settings: CoreSettings | None = None,
+        recommender: Recommender | None = None,
+        catalog: Catalog | None = None,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.settings = settings = settings or CoreSettings()
+        self.triggers = load_triggers(settings)
+        self.priorities = {t.type: t.priority for t in self.triggers}
+        self.recommender = recommender or Recommender(None)
+        self.catalog = catalog
+        self.renderer = renderer or Renderer()
+
+    # ------------------------------------------------------------------ the keyed contract
+
+    def step(self, state: CustomerState | None, item: Item, watermark: int | None = None) -> Result:
+        """Take one input item of this customer: dedup, reject if late, else buffer it."""
+        if state is None:
+            state = CustomerState(item.customer_id)
+        floor = watermark if watermark is not None else -_NEVER
+        if state.processed_until is not None and state.processed_until > floor:
+            floor = state.processed_until
+        if isinstance(item, CustomerProfile):
+            if item.updated_at > floor:
+                state.pending.append(item)
+                return state, [], [item.updated_at]
+            self._apply_profile(state, item)          # late CRM update: newest still wins
+            return self._finish(state, [], floor)
+        seen_at = state.seen.get(item.event_id)
+        if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
+            return state, [(DROPPED, "duplicate")], []
+        if item.occurred_at <= floor:
+            return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
+        state.seen[item.event_id] = item.occurred_at
+        state.pending.append(item)
+        return state, [], [item.occurred_at]
+
+    def wake(self, state: CustomerState | None, t: int) -> Result:
+        """Event time has reached t: process everything due by t, in event-time order."""
+        if state is None:
+            return None, [], []
+        outputs: list[Output] = []
+        due: list[Item] = []
+        if state.pending:
+            rest: list[Item] = []
+            for item in state.pending:
+                (due if _order(item)[0] <= t else rest).append(item)
+            state.pending = rest
+            due.sort(key=_order)
+        self._advance(state, due, t, outputs)
+        if state.processed_until is None or t > state.processed_until:
+            state.processed_until = t
+        return self._finish(state, outputs, t)
+
+    # ------------------------------------------------------------------ processing
+
+    def _advance(self, state: CustomerState, due: list[Item], t: int, outputs: list[Output]) -> None:
+        """Process `due` (sorted) and deadlines <= t, instant by instant."""
+        triggers = self.triggers
+        i, n = 0, len(due)
+        while True:
+            ts = _order(due[i])[0] if i < n else _NEVER
+            for trig in triggers:
+                d = trig.deadline(state)
+                if d is not None and d < ts:
+                    ts = d
+            if ts > t:
+                return
+            fires: list[FiredTrigger] = []
+            while i < n and _order(due[i])[0] == ts:
+                item = due[i]
+                i += 1
+                if isinstance(item, CustomerProfile):
+                    self._apply_profile(state, item)
+                else:
+                    self._apply_event(state, item, fires, outputs)
+            for trig in triggers:
+                if trig.deadline(state) == ts:
+                    fires.extend(trig.on_deadline(state, ts))
+            if fires:
+                self._decide(state, fires, ts, outputs)
+
+    def _apply_profile(self, state: CustomerState, profile: CustomerProfile) -> None:
+        if state.erased_at is not None:
+            return
+        if state.profile is None or profile.updated_at >= state.profile.updated_at:
+            state.profile = profile
+            granted = profile.consents.get(EMAIL_CHANNEL)
+            if granted is not None:
+                state.set_consent(granted, profile.updated_at)
+
+    def _apply_event(
+        self, state: CustomerState, ev: BehaviourEvent, fires: list[FiredTrigger],
+        outputs: list[Output],
+    ) -> None:
+        ts = ev.occurred_at
+        etype = ev.event_type
+        if etype == CUSTOMER_ERASURE:
+            self._erase(state, ev, outputs)
+            return
+        if state.erased_at is not None:
+            outputs.append((DROPPED, "erased"))
+            return
+        windows = state.windows
+        windows.touch(ts, ev.session_id)
+        product = ev.product
+        if etype == PRODUCT_VIEW:
+            if product is not None:
+                if product.category:
+                    windows.add_view(ts, product.category)
+                recent = state.recent_views
+                recent.pop(product.product_id, None)
+                recent[product.product_id] = (ts, product)
+                if len(recent) > self.settings.recent_items:
+                    del recent[next(iter(recent))]
+        elif etype == ADD_TO_CART:
+            windows.add_cart(ts)
+            if product is not None:
+                held = state.cart.get(product.product_id)
+                qty = (held[0] if held else 0) + (ev.quantity or 1)
+                state.cart[product.product_id] = (qty, product, ev.event_id)
+            state.cart_changed_at = ts
+        elif etype == REMOVE_FROM_CART:
+            if product is not None:
+                state.cart.pop(product.product_id, None)
+            state.cart_changed_at = ts
+        elif etype == PURCHASE:
+            revenue = ev.order_total
+            if revenue is None and product is not None and product.price is not None:
+                revenue = product.price * (ev.quantity or 1)
+            windows.add_purchase(ts, revenue or 0.0)
+            if product is not None:
+                state.purchased[product.product_id] = ts
+            state.cart.clear()
+            state.cart_changed_at = ts
+        elif etype == EMAIL_OPEN or etype == EMAIL_CLICK:
+            windows.add_email(ts, etype == EMAIL_CLICK)
+        elif etype == CONSENT_CHANGE:
+            if ev.consent_channel == EMAIL_CHANNEL and ev.consent_granted is not None:
+                state.set_consent(ev.consent_granted, ts)
+        for trig in self.triggers:
+            fired = trig.on_event(state, ev)
+            if fired:
+                fires.extend(fired)
+        last = state.last_features_at
+        if last is None or ts - last >= self.settings.feature_write_interval:
+            state.last_features_at = ts
+            outputs.append((FEATURES, self._snapshot(state, ts)))
+
+    def _erase(self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]) -> None:
+        """GDPR erasure: forget everything but the dedup ids and the tombstone."""
+        cid = state.customer_id
+        seen, pending, processed = state.seen, state.pending, state.processed_until
+        state.__init__(cid)  # type: ignore[misc]
+        state.seen, state.pending, state.processed_until = seen, pending, processed
+        state.erased_at = ev.occurred_at
+        outputs.append((ERASE, cid))
+        outputs.append((AUDIT, AuditRecord(cid, CUSTOMER_ERASURE, "", ev.occurred_at, "erased")))
+
+    def _decide(
+        self, state: CustomerState, fires: list[FiredTrigger], t: int, outputs: list[Output]
+    ) -> None:
+        cid = state.customer_id
+        for fired, reason in policy.decide(state, fires, t, self.settings, self.priorities):
+            state.last_trigger = fired.type
+            if reason is not None:
+                audit = AuditRecord(cid, fired.type, fired.key, t, f"suppressed:{reason}")
+                outputs.append((AUDIT, audit))
+                continue
+            payload = self._payload(state, fired)
+            state.sent.append((t, fired.type))
+            outputs.append((PAYLOAD, payload))
+            outputs.append(
+                (AUDIT, AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, payload.message_id))
+            )
+        if state.erased_at is None:
+            outputs.append((FEATURES, self._snapshot(state, t)))
+
+    # ------------------------------------------------------------------ payload
+
+    def _payload(self, state: CustomerState, fired: FiredTrigger) -> EmailPayload:
+        """Score, recommend, render and assemble the payload of a trigger that goes on."""
+        s = self.settings
+        profile = state.profile
+        assert profile is not None and profile.email   # policy.decide checked both
+        t = fired.fired_at
+        features = state.windows.features(t)
+        score = engagement_score(features, t)
+        known = self._known_products(state, t)
+        # Filter by time here, not by the last purge, so results never depend on purge timing.
+        recent = [p for p, (at, _) in reversed(state.recent_views.items()) if at > t - RECENT_VIEW_TTL]
+        seeds = list(fired.evidence) + [p for p in recent if p not in fired.evidence]
+        categories = [fired.category] if fired.category else []
+        categories += [known[p].category for p in fired.evidence if p in known and known[p].category]
+        bought = {p for p, at in state.purchased.items() if at > t - PURCHASED_TTL}
+        exclude = set(state.cart) | bought | set(fired.evidence)
+        ranked = self.recommender.recommend(seeds, list(dict.fromkeys(categories)), exclude, s.top_k)
+        lookup = self._lookup([*fired.evidence, *(pid for pid, _ in ranked)], known)
+        recommendations = [_recommendation(pid, score_, lookup.get(pid)) for pid, score_ in ranked]
+        items = [lookup.get(pid) for pid in fired.evidence]
+        variant = choose_variant(state.customer_id, fired.type, self.renderer.variants(fired.type))
+        rendered = self.renderer.render(fired, profile, items, recommendations, variant)
+        tz = profile.time_zone or s.default_time_zone
+        defer = policy.send_after(t, tz, s)
+        return EmailPayload(
+            message_id=message_id(state.customer_id, fired.type, fired.key, t),
+            customer_id=state.customer_id,
+            recipient_email=profile.email,
+            recipient_name=profile.first_name,
+            locale=profile.locale,
+            time_zone=tz,
+            trigger=fired,
+            campaign=f"{fired.type}.v1",
+            variant=variant,
+            subject=rendered.subject,
+            preheader=rendered.preheader,
+            html=rendered.html,
+            text=rendered.text,
+            fallback=rendered.fallback,
+            fallback_reason=rendered.fallback_reason,
+            recommendations=recommendations,
+            engagement_score=score,
+            send_after=defer,
+            expires_at=policy.expires_at(t, defer, s),
+            source_event_ids=list(fired.source_event_ids),
+        )
+
+    def _known_products(self, state: CustomerState, t: int) -> dict[str, Product]:
+        """Products this customer's own events described (recent views, cart) as of t."""
+        known = {p: prod for p, (at, prod) in state.recent_views.items() if at > t - RECENT_VIEW_TTL}
+        known.update({pid: entry[1] for pid, entry in state.cart.items()})
+        return known
+
+    def _lookup(self, ids: Iterable[str], known: dict[str, Product]) -> dict[str, CatalogItem]:
+        """Catalog data for `ids`; products missing there fall back to what the stream said."""
+        ids = list(dict.fromkeys(ids))
+        found = self.catalog.get_many(ids) if self.catalog is not None else {}
+        for pid in ids:
+            if pid not in found and pid in known:
+                p = known[pid]
+                found[pid] = CatalogItem(
+                    product_id=pid, name=None, category=p.category, brand=p.brand, price=p.price,
+                    url=None, image_url=None,
+                )
+        return found
+
+    def _snapshot(self, state: CustomerState, t: int) -> FeatureSnapshot:
+        features = state.windows.features(t)
+        return FeatureSnapshot(
+            customer_id=state.customer_id,
+            as_of=t,
+            features={
+                "views_1h": features.views_1h,
+                "views_24h": features.views_24h,
+                "cart_adds_24h": features.cart_adds_24h,
+                "purchases_30d": features.purchases_30d,
+                "revenue_30d": features.revenue_30d,
+                "sessions_7d": features.sessions_7d,
+                "email_opens_30d": features.email_opens_30d,
+                "email_clicks_30d": features.email_clicks_30d,
+                "last_activity_at": features.last_activity_at,
+                "cart_items": len(state.cart),
+            },
+            engagement_score=engagement_score(features, t),
+            last_trigger=state.last_trigger,
+        )
+
+    def _late(self, ev: BehaviourEvent, floor: int) -> DeadLetter:
+        return DeadLetter(
+            raw=encode_event(ev),
+            origin=ev.origin or Origin("unknown"),
+            reason=R_LATE,
+            error=f"occurred_at {ev.occurred_at} is behind the watermark {floor}",
+            received_at=floor,
+        )
+
+    # ------------------------------------------------------------------ expiry
+
+    def _finish(self, state: CustomerState, outputs: list[Output], now: int) -> Result:
+        """Trim expired parts (at most every PURGE_EVERY), then the next wake, or None state.
+
+        The purge wake is the next time some part of the state wholly expires, at least an hour
+        on and rounded up to the hour so one timer serves many events: an idle customer wakes a
+        handful of times, an active one is trimmed at most hourly, and the state is None once
+        all of it has expired.
+        """
+        if state.next_purge is None or now >= state.next_purge:
+            self._purge(state, now)
+            ends = self._part_ends(state)
+            if not ends:
+                return None, outputs, []
+            due = max(min(ends), now + PURGE_EVERY)
+            state.next_purge = -(-due // PURGE_EVERY) * PURGE_EVERY
+        wake = state.next_purge
+        if state.pending:
+            wake = min(wake, min(_order(item)[0] for item in state.pending))
+        for trig in self.triggers:
+            d = trig.deadline(state)
+            if d is not None and d < wake:
+                wake = d
+        return state, outputs, [wake]
+
+    def _purge(self, state: CustomerState, now: int) -> None:
+        s = self.settings
+        seen = state.seen
+        if seen:
+            horizon = now - s.dedup_ttl
+            for eid in [e for e, at in seen.items() if at <= horizon]:
+                del seen[eid]
+        state.windows.purge(now)
+        if state.cart and state.cart_changed_at is not None and state.cart_changed_at <= now - s.cart_ttl:
+            state.cart.clear()
+        if state.recent_views:
+            state.recent_views = {p: v for p, v in state.recent_views.items() if v[0] > now - RECENT_VIEW_TTL}
+        if state.purchased:
+            state.purchased = {p: at for p, at in state.purchased.items() if at > now - PURCHASED_TTL}
+        if state.sent:
+            state.sent = [(at, kind) for at, kind in state.sent if at > now - s.cap_window]
+        for trig in self.triggers:
+            trig.purge(state, now)
+        if state.erased_at is not None and state.erased_at <= now - s.erasure_ttl:
+            state.erased_at = None
+        last = self._last_touch(state)
+        if state.profile is not None and (last is None or last <= now - PROFILE_TTL):
+            state.profile = None
+            state.consent = None
+
+    def _last_touch(self, state: CustomerState) -> int | None:
+        """The newest time anything was learnt about the customer (activity or profile)."""
+        times = [t for t in (state.windows.last_activity,) if t is not None]
+        if state.profile is not None:
+            times.append(state.profile.updated_at)
+        if state.consent is not None:
+            times.append(state.consent[1])
+        return max(times) if times else None
+
+    def _part_ends(self, state: CustomerState) -> list[int]:
+        """For each non-empty part of the state, when all it holds will have expired."""
+        s = self.settings
+        ends: list[int] = []
+        if state.pending:
+            ends.append(_NEVER)
+        if state.seen:
+            ends.append(max(state.seen.values()) + s.dedup_ttl)
+        w = state.windows.expires_at()
+        if w is not None:
+            ends.append(w)
+        if state.cart and state.cart_changed_at is not None:
+            ends.append(state.cart_changed_at + s.cart_ttl)
+        if state.recent_views:
+            ends.append(max(at for at, _ in state.recent_views.values()) + RECENT_VIEW_TTL)
+        if state.purchased:
+            ends.append(max(state.purchased.values()) + PURCHASED_TTL)
+        if state.sent:
+            ends.append(max(at for at, _ in state.sent) + s.cap_window)
+        for trig in self.triggers:
+            e = trig.expires_at(state)
+            if e is not None:
+                ends.append(e)
+        if state.erased_at is not None:
+            ends.append(state.erased_at + s.erasure_ttl)
+        if state.profile is not None or state.consent is not None:
+            ends.append((self._last_touch(state) or 0) + PROFILE_TTL)
+        return ends
+
+
+def _recommendation(pid: str, score: float, item: CatalogItem | None) -> Recommendation:
+    if item is None:
+        return Recommendation(product_id=pid, score=score)
+    return Recommendation(
+        product_id=pid, score=score, name=item.name, category=item.category, brand=item.brand,
+        price=item.price, url=item.url, image_url=item.image_url,
+    )

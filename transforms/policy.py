@@ -1,0 +1,89 @@
+"""Contact policy, applied to the triggers that fired for one customer at one event time.
+
+Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<reason>`:
+
+    erased         the customer asked to be forgotten (tombstone within erasure_ttl)
+    no_consent     no email consent as of the fire time (newest statement of profile or events)
+    no_address     consent, but no email address on file
+    priority       several fired at this instant: only the first (priority, key) goes on
+    frequency_cap  max_per_day payloads in (t - cap_window, t], or one of this type already
+    (quiet hours)  not a suppression: send_after = next quiet_end_hour local time
+
+A suppressed trigger does not count against the caps.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from transforms.model import FiredTrigger
+from transforms.settings import CoreSettings
+from transforms.state import CustomerState
+
+EMITTED = "emitted"
+ERASED = "erased"
+NO_CONSENT = "no_consent"
+NO_ADDRESS = "no_address"
+PRIORITY = "priority"
+FREQUENCY_CAP = "frequency_cap"
+
+
+def decide(
+    state: CustomerState, fires: list[FiredTrigger], t: int, settings: CoreSettings,
+    priorities: dict[str, int],
+) -> list[tuple[FiredTrigger, str | None]]:
+    """Each fire with its suppression reason, or None for the one that goes on."""
+    fires = sorted(fires, key=lambda f: (priorities.get(f.type, 99), f.key))
+    if state.erased_at is not None:
+        return [(f, ERASED) for f in fires]
+    if not state.has_consent():
+        return [(f, NO_CONSENT) for f in fires]
+    profile = state.profile
+    if profile is None or not profile.email:
+        return [(f, NO_ADDRESS) for f in fires]
+    first, rest = fires[0], fires[1:]
+    decisions: list[tuple[FiredTrigger, str | None]] = [
+        (first, FREQUENCY_CAP if capped(state.sent, first.type, t, settings) else None)
+    ]
+    decisions += [(f, PRIORITY) for f in rest]
+    return decisions
+
+
+def capped(sent: list[tuple[int, str]], trigger_type: str, t: int, settings: CoreSettings) -> bool:
+    """True when the caps over (t - cap_window, t] forbid another payload of this type."""
+    lo = t - settings.cap_window
+    recent = [kind for at, kind in sent if lo < at <= t]
+    if len(recent) >= settings.max_per_day:
+        return True
+    return recent.count(trigger_type) >= settings.max_per_type_per_day
+
+
+@lru_cache(maxsize=512)
+def zone(name: str | None, default: str = "UTC") -> ZoneInfo:
+    """The IANA zone `name`, or `default` when absent or unknown."""
+    try:
+        return ZoneInfo(name or default)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(default)
+
+
+def send_after(fired_at: int, time_zone: str | None, settings: CoreSettings) -> int | None:
+    """Quiet hours: the next `quiet_end_hour` local time if fired_at is inside them, else None."""
+    tz = zone(time_zone, settings.default_time_zone)
+    local = datetime.fromtimestamp(fired_at / 1000, tz=UTC).astimezone(tz)
+    start, end = settings.quiet_start_hour, settings.quiet_end_hour
+    hour = local.hour
+    quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)
+    if not quiet:
+        return None
+    day = local.date() if hour < end else local.date() + timedelta(days=1)
+    wake = datetime(day.year, day.month, day.day, end, tzinfo=tz)
+    # Round-trip through UTC so a DST gap lands on a real instant.
+    return int(wake.astimezone(UTC).timestamp() * 1000)
+
+
+def expires_at(fired_at: int, send_after_at: int | None, settings: CoreSettings) -> int:
+    """After this instant the ESP must not send the payload."""
+    return (send_after_at if send_after_at is not None else fired_at) + settings.payload_ttl

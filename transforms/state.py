@@ -1,0 +1,79 @@
+"""Per-customer state of the core: everything the rules remember about one customer.
+
+Every part has a time limit (STYLE.md rule 7):
+
+    pending          items waiting for the watermark          until processed
+    seen             event ids, for dedup                     dedup_ttl after occurred_at
+    windows          bucketed behaviour counters              30 d (see windows.py)
+    cart             product -> (qty, product, event id)      cart_ttl after the last change
+    recent_views     last `recent_items` viewed products      24 h
+    purchased        bought products (never re-recommended)   30 d
+    triggers         each trigger's own slot                  the trigger's expires_at
+    sent             emitted payloads (fired_at, type)        cap_window
+    profile, consent the CRM profile and email consent        profile_ttl after last activity
+    erased_at        erasure tombstone                        erasure_ttl
+
+The state is picklable (engines keep it in their state backends) and `None` once all of it
+has expired.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transforms.model import BehaviourEvent, CustomerProfile, Product
+from transforms.windows import Windows
+
+Item = BehaviourEvent | CustomerProfile
+
+
+class CustomerState:
+    """Mutable per-customer state; see the module docstring for what each part holds."""
+
+    __slots__ = (
+        "customer_id", "pending", "seen", "windows", "cart", "cart_changed_at",
+        "recent_views", "purchased", "triggers", "sent", "profile", "consent",
+        "erased_at", "last_features_at", "last_trigger", "processed_until", "next_purge",
+    )
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.pending: list[Item] = []
+        self.seen: dict[str, int] = {}
+        self.windows = Windows()
+        self.cart: dict[str, tuple[int, Product, str]] = {}
+        self.cart_changed_at: int | None = None
+        self.recent_views: dict[str, tuple[int, Product]] = {}
+        self.purchased: dict[str, int] = {}
+        self.triggers: dict[str, Any] = {}
+        self.sent: list[tuple[int, str]] = []
+        self.profile: CustomerProfile | None = None
+        # Email consent as (granted, as_of): the newest of profile consents and consent events.
+        self.consent: tuple[bool, int] | None = None
+        self.erased_at: int | None = None
+        self.last_features_at: int | None = None
+        self.last_trigger: str | None = None
+        self.processed_until: int | None = None
+        self.next_purge: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"CustomerState({self.customer_id!r}, pending={len(self.pending)}, "
+            f"seen={len(self.seen)}, cart={sorted(self.cart)}, triggers={self.triggers!r})"
+        )
+
+    def set_consent(self, granted: bool, as_of: int) -> None:
+        """Record an email consent statement; the newest statement wins."""
+        if self.consent is None or as_of >= self.consent[1]:
+            self.consent = (granted, as_of)
+
+    def has_consent(self) -> bool:
+        """Email consent as of now (the last statement processed)."""
+        return self.consent is not None and self.consent[0]

@@ -1,0 +1,48 @@
+"""The shape of a trigger: pure functions of the customer's state and time.
+
+A trigger keeps its own slot of per-customer state (`state.triggers[trigger.type]`) and sees
+the customer's shared state (cart, recent items) read-only. The core calls, in event-time
+order:
+
+    on_event(state, event) -> list[FiredTrigger]    every processed behaviour event
+    deadline(state) -> int | None                   its next timer, if any
+    on_deadline(state, t) -> list[FiredTrigger]     when event time reaches that deadline
+    expires_at(state) -> int | None                 when its slot may be dropped
+    purge(state, now)                                drop what no rule can use any more
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from transforms.model import BehaviourEvent, FiredTrigger
+
+if TYPE_CHECKING:
+    from transforms.state import CustomerState
+
+
+class Trigger(Protocol):
+    """A behaviour trigger (see module docstring)."""
+
+    type: str
+    priority: int
+
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
+        """Fires caused by this event (processed at its occurred_at)."""
+        ...
+
+    def deadline(self, state: CustomerState) -> int | None:
+        """The next event time at which `on_deadline` must be called, if any."""
+        ...
+
+    def on_deadline(self, state: CustomerState, t: int) -> list[FiredTrigger]:
+        """Fires when event time reaches `t` (== the deadline), after the events at t."""
+        ...
+
+    def expires_at(self, state: CustomerState) -> int | None:
+        """When this trigger's slot holds nothing any rule can use (None: holds nothing)."""
+        ...
+
+    def purge(self, state: CustomerState, now: int) -> None:
+        """Drop what has expired by `now`; leave the slot None when empty."""
+        ...

@@ -1,0 +1,133 @@
+"""Browse intensity (DESIGN.md section 4).
+
+When a customer's product views in one category within the trailing window (t - browse_window, t]
+reach `browse_views`, and the customer has no add_to_cart in that category within the same
+window, the trigger fires at the time of that view, keyed by the category, with the viewed
+product ids (sorted, unique) as evidence. At most once per customer and category per
+`browse_cooldown`: a fire starts the cooldown whether the policy then emits it or not.
+
+Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire time).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent, FiredTrigger
+from transforms.settings import CoreSettings
+from transforms.state import CustomerState
+
+TYPE = "browse_intensity"
+
+
+class BrowseSlot:
+    """Per-category views in the window, last add_to_cart, and last fire (cooldown)."""
+
+    __slots__ = ("views", "last_add", "fired")
+
+    def __init__(self) -> None:
+        self.views: dict[str, deque[tuple[int, str, str]]] = {}  # cat -> (ts, product, event)
+        self.last_add: dict[str, int] = {}
+        self.fired: dict[str, int] = {}
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return (self.views, self.last_add, self.fired)
+
+    def __setstate__(self, values: tuple[dict, dict, dict]) -> None:
+        self.views, self.last_add, self.fired = values
+
+    def __repr__(self) -> str:
+        return f"BrowseSlot(views={dict(self.views)}, last_add={self.last_add}, fired={self.fired})"
+
+
+class BrowseIntensity:
+    """Fires on the `browse_views`-th view of a category within `browse_window`."""
+
+    type = TYPE
+    priority = 1
+
+    def __init__(self, settings: CoreSettings) -> None:
+        self.window = settings.browse_window
+        self.views_needed = settings.browse_views
+        self.cooldown = settings.browse_cooldown
+
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
+        """Count views per category; fire when the threshold is reached."""
+        etype = event.event_type
+        if etype != PRODUCT_VIEW and etype != ADD_TO_CART:
+            return []
+        product = event.product
+        if product is None or not product.category:
+            return []
+        category = product.category
+        t = event.occurred_at
+        slot: BrowseSlot | None = state.triggers.get(TYPE)
+        if slot is None:
+            slot = state.triggers[TYPE] = BrowseSlot()
+        if etype == ADD_TO_CART:
+            slot.last_add[category] = t
+            return []
+        views = slot.views.get(category)
+        if views is None:
+            views = slot.views[category] = deque()
+        views.append((t, product.product_id, event.event_id))
+        horizon = t - self.window
+        while views[0][0] <= horizon:
+            views.popleft()
+        if len(views) < self.views_needed:
+            return []
+        last_add = slot.last_add.get(category)
+        if last_add is not None and last_add > horizon:
+            return []
+        fired = slot.fired.get(category)
+        if fired is not None and fired > t - self.cooldown:
+            return []
+        slot.fired[category] = t
+        return [
+            FiredTrigger(
+                type=TYPE,
+                key=category,
+                fired_at=t,
+                evidence=sorted({pid for _, pid, _ in views}),
+                source_event_ids=sorted(eid for _, _, eid in views),
+                category=category,
+            )
+        ]
+
+    def deadline(self, state: CustomerState) -> int | None:
+        """Browse intensity has no timers: it fires on views."""
+        return None
+
+    def on_deadline(self, state: CustomerState, t: int) -> list[FiredTrigger]:
+        """Never called (no deadlines)."""
+        return []
+
+    def expires_at(self, state: CustomerState) -> int | None:
+        """When the newest view, add and cooldown have all left their windows."""
+        slot: BrowseSlot | None = state.triggers.get(TYPE)
+        if slot is None:
+            return None
+        ends = [views[-1][0] + self.window for views in slot.views.values() if views]
+        ends += [t + self.window for t in slot.last_add.values()]
+        ends += [t + self.cooldown for t in slot.fired.values()]
+        return max(ends) if ends else None
+
+    def purge(self, state: CustomerState, now: int) -> None:
+        """Drop views and adds out of the window and cooldowns that ended."""
+        slot: BrowseSlot | None = state.triggers.get(TYPE)
+        if slot is None:
+            return
+        horizon = now - self.window
+        for category in list(slot.views):
+            views = slot.views[category]
+            while views and views[0][0] <= horizon:
+                views.popleft()
+            if not views:
+                del slot.views[category]
+        slot.last_add = {c: t for c, t in slot.last_add.items() if t > horizon}
+        slot.fired = {c: t for c, t in slot.fired.items() if t > now - self.cooldown}
+        if not (slot.views or slot.last_add or slot.fired):
+            del state.triggers[TYPE]
+
+
+TRIGGER = BrowseIntensity
