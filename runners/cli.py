@@ -25,6 +25,8 @@ COMMANDS = [
     "runners.generate",
     "runners.replay",
     "runners.bench_decode",
+    "runners.deliver",
+    "runners.preview",
 ]
 
 

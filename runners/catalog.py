@@ -1,0 +1,83 @@
+"""`personalize catalog`: product data for rendering.
+
+    personalize catalog derive --input data.csv --format rees46 --out catalog.jsonl
+    personalize catalog load --input catalog.jsonl
+
+`derive` builds a catalog from clickstream events, for data that comes without one: per
+product the latest price, brand and category seen, a stand-in name ("Lenovo notebook") and
+synthetic shop URLs (transforms.catalog.catalog_from_events). One JSON object per line.
+`load` puts such a file into Redis, a hash per product (<prefix>product:<id>, see
+pipelines/redis_catalog.py), where the Kafka runs read it through a small local cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from runners.train import FORMATS, read_items
+from transforms.settings import Settings
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add `catalog` and its actions to the CLI."""
+    p = sub.add_parser("catalog", parents=parents,
+                       help="product catalog: derive from events, load into Redis",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    d = actions.add_parser("derive", parents=parents, help="derive a catalog JSONL from events")
+    d.add_argument("--input", required=True, type=Path, metavar="PATH",
+                   help="behaviour events file")
+    d.add_argument("--format", choices=FORMATS, default="rees46",
+                   help="input format (default: rees46)")
+    d.add_argument("--out", required=True, type=Path, metavar="CATALOG.jsonl", help="output file")
+    d.add_argument("--shop-url", default=None, metavar="URL",
+                   help="base of the synthetic product URLs (default: https://shop.example.invalid)")
+    d.set_defaults(func=derive)
+    ld = actions.add_parser("load", parents=parents, help="load a catalog JSONL into Redis")
+    ld.add_argument("--input", required=True, type=Path, metavar="CATALOG.jsonl",
+                    help="a file written by `catalog derive` (or by hand, same fields)")
+    ld.add_argument("--batch-size", type=int, default=1000, metavar="N",
+                    help="products per pipelined round trip (default: 1000)")
+    ld.set_defaults(func=load)
+
+
+def derive(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the catalog derived from the input's events."""
+    from transforms.catalog import DEFAULT_SHOP_URL, catalog_from_events, write_catalog_jsonl
+
+    events = read_items(args.input, args.format)
+    items = catalog_from_events(events, args.shop_url or DEFAULT_SHOP_URL)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    count = write_catalog_jsonl(items, args.out)
+    print(f"catalog: {count} products from {args.input} -> {args.out}")
+    return 0
+
+
+def load(args: argparse.Namespace, settings: Settings) -> int:
+    """Put every product of the file into Redis (settings.redis)."""
+    import redis
+
+    from pipelines.redis_catalog import load_catalog
+    from transforms.catalog import read_catalog_jsonl
+
+    try:
+        items = read_catalog_jsonl(args.input)
+    except (OSError, ValueError) as exc:
+        print(f"catalog load: {exc}", file=sys.stderr)
+        return 2
+    r = settings.redis
+    client = redis.Redis(host=r.host, port=r.port, db=r.db)
+    try:
+        count = load_catalog(client, items, r.key_prefix, max(1, args.batch_size))
+    except redis.RedisError as exc:
+        print(f"catalog load: Redis at {r.host}:{r.port}: {exc} "
+              "(start it with `personalize services up --only redis`)", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"catalog: {count} products from {args.input} -> redis {r.host}:{r.port}/{r.db} "
+          f"({r.key_prefix}product:<id>)")
+    return 0

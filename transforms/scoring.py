@@ -1,0 +1,116 @@
+"""Engagement score of a customer, 0-100, from their windowed behaviour (DESIGN.md section 4).
+
+    Features (as of some time), now (epoch ms) -> float in [0, 100], 2 decimals
+
+The score is a weighted sum of saturating transforms, each in [0, 1):
+
+    recency    r = 0.5 ** (days since last activity / recency_half_life_days)   (0 if never seen)
+    counts     s(x, h) = x / (x + h)          half-saturation h: s(h, h) = 0.5, s(inf, h) -> 1
+    revenue    s(log1p(revenue), log1p(revenue_half))
+
+    score = 100 * w . [r, s(sessions_7d), s(views_24h), s(cart_adds_24h), s(purchases_30d),
+                       s(log revenue_30d), s(email_opens_30d), s(email_clicks_30d)]
+
+with w >= 0 summing to 1, grouped as recency 0.25, frequency 0.30 (sessions, views, cart adds),
+monetary 0.25 (purchases, revenue) and email engagement 0.20 (opens, clicks). Why saturating:
+the tenth session in a week says much less than the first, and a single big spender must not
+swamp everything else. Revenue is log-compressed first because money is heavy-tailed.
+
+Deterministic (no randomness, no wall clock: `now` is data) and cheap (one 8-element dot).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transforms.settings import DAY
+from transforms.windows import Features
+
+# Component order of the vectors below; `GROUPS` maps the score's four parts onto it.
+COMPONENTS = (
+    "recency", "sessions", "views", "cart_adds", "purchases", "revenue", "opens", "clicks",
+)
+GROUPS = {
+    "recency": ("recency",),
+    "frequency": ("sessions", "views", "cart_adds"),
+    "monetary": ("purchases", "revenue"),
+    "email": ("opens", "clicks"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringParams:
+    """The formula's constants: weights per component and the half-saturation points."""
+
+    weights: tuple[float, ...] = (0.25, 0.15, 0.10, 0.05, 0.15, 0.10, 0.08, 0.12)
+    recency_half_life_days: float = 3.0
+    sessions_half: float = 2.0        # sessions in 7 d
+    views_half: float = 10.0          # product views in 24 h, all categories
+    cart_adds_half: float = 1.0       # cart adds in 24 h
+    purchases_half: float = 1.0       # purchases in 30 d
+    revenue_half: float = 100.0       # revenue in 30 d, before log1p
+    opens_half: float = 2.0           # email opens in 30 d
+    clicks_half: float = 1.0          # email clicks in 30 d
+    _w: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weights, dtype=np.float64)
+        if w.shape != (len(COMPONENTS),) or np.any(w < 0) or not math.isclose(w.sum(), 1.0):
+            raise ValueError(f"weights: {len(COMPONENTS)} non-negative numbers summing to 1")
+        object.__setattr__(self, "_w", w)
+
+
+DEFAULT_PARAMS = ScoringParams()
+
+
+def _count(x: float) -> float:
+    """A count or amount as a finite non-negative float (bad values count as 0)."""
+    x = float(x)
+    return x if x > 0.0 and math.isfinite(x) else 0.0
+
+
+def component_vector(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> np.ndarray:
+    """The eight saturating transforms of `f` at `now`, each in [0, 1), in `COMPONENTS` order."""
+    p = params
+    if f.last_activity_at is None:
+        recency = 0.0
+    else:
+        days = max(0, now - f.last_activity_at) / DAY  # activity "after" now counts as now
+        recency = 0.5 ** (days / p.recency_half_life_days)
+    x = np.array([
+        _count(f.sessions_7d),
+        _count(sum(f.views_24h.values())),
+        _count(f.cart_adds_24h),
+        _count(f.purchases_30d),
+        math.log1p(_count(f.revenue_30d)),
+        _count(f.email_opens_30d),
+        _count(f.email_clicks_30d),
+    ])
+    half = np.array([
+        p.sessions_half, p.views_half, p.cart_adds_half, p.purchases_half,
+        math.log1p(p.revenue_half), p.opens_half, p.clicks_half,
+    ])
+    return np.concatenate(([recency], x / (x + half)))
+
+
+def engagement_score(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> float:
+    """Engagement 0-100 of a customer with features `f` at event time `now` (ms), 2 decimals."""
+    raw = 100.0 * float(params._w @ component_vector(f, now, params))
+    return round(min(100.0, max(0.0, raw)), 2)
+
+
+def engagement_components(
+    f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS
+) -> dict[str, float]:
+    """The score's four parts in points (recency, frequency, monetary, email), plus the total.
+
+    For the feature store: the parts sum to `score` up to the 2-decimal rounding of each.
+    """
+    contrib = 100.0 * params._w * component_vector(f, now, params)
+    by_name = dict(zip(COMPONENTS, contrib.tolist(), strict=True))
+    parts = {g: round(sum(by_name[c] for c in names), 2) for g, names in GROUPS.items()}
+    parts["score"] = engagement_score(f, now, params)
+    return parts
