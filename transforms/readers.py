@@ -6,19 +6,28 @@ rees46 CSV (the public "eCommerce behavior data from multi category store" datas
     -> BehaviourEvent(event_id = SHA-1 of the raw line, customer_id = user_id, ...)
 
 Exact duplicate rows hash to the same event_id, so the job's dedup treats them as one event.
-With `synthesize_profiles`, a customer's first event is preceded by a CRM profile
-(`<id>@example.invalid`, email consent granted, UTC) stamped with that event's time, so replays
-of data without a CRM still reach the contact policy.
+With `synthesize_profiles` (with_synthesized_profiles), a customer's first event is preceded by
+a CRM profile (`<id>@example.invalid`, email consent granted, UTC) stamped with that event's
+time, so replays of data without a CRM still reach the contact policy.
+
+Events JSONL (transforms/jsonl.py): one JSON object per line, {"kind": "event" | "profile", ...}
+or a bare event.
+
+Every row is validated (transforms/validate.py) with no watermark (a file has none; lateness is
+the runner's business); a row that fails to parse or validate becomes a DeadLetter whose origin
+is (file path, -1, 1-based line number) and whose raw bytes are the line.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from transforms.jsonl import item_from_json
 from transforms.model import (
     ADD_TO_CART,
     EMAIL_CHANNEL,
@@ -34,6 +43,8 @@ from transforms.model import (
     Origin,
     Product,
 )
+from transforms.settings import CoreSettings
+from transforms.validate import validate_event, validate_profile
 
 REES46_COLUMNS = (
     "event_time", "event_type", "product_id", "category_id", "category_code",
@@ -63,7 +74,8 @@ def rees46_event(line: str, fields: list[str]) -> BehaviourEvent:
     """One parsed CSV row -> a behaviour event; raises ValueError / KeyError on bad rows."""
     if len(fields) != len(REES46_COLUMNS):
         raise ValueError(f"expected {len(REES46_COLUMNS)} columns, got {len(fields)}")
-    event_time, etype, product_id, category_id, category_code, brand, price, user_id, session = fields
+    (event_time, etype, product_id, category_id, category_code, brand, price, user_id,
+     session) = fields
     if not user_id or not product_id:
         raise KeyError("user_id" if not user_id else "product_id")
     event_type = REES46_TYPES.get(etype)
@@ -97,14 +109,36 @@ def synthesized_profile(customer_id: str, at: int) -> CustomerProfile:
     )
 
 
+Items = Iterator[BehaviourEvent | CustomerProfile | DeadLetter]
+
+
+def with_synthesized_profiles(
+    items: Iterable[BehaviourEvent | CustomerProfile | DeadLetter],
+) -> Items:
+    """`items` with a synthesized profile before the first event of each customer who has had
+    no profile yet (customers whose profile comes first keep theirs)."""
+    known: set[str] = set()
+    for item in items:
+        if isinstance(item, BehaviourEvent):
+            if item.customer_id not in known:
+                known.add(item.customer_id)
+                yield synthesized_profile(item.customer_id, item.occurred_at)
+        elif isinstance(item, CustomerProfile):
+            known.add(item.customer_id)
+        yield item
+
+
 def read_rees46(
-    path: str | Path, synthesize_profiles: bool = True
-) -> Iterator[BehaviourEvent | CustomerProfile | DeadLetter]:
+    path: str | Path, synthesize_profiles: bool = True, core: CoreSettings | None = None
+) -> Items:
     """Items of a rees46 CSV file in file order; bad rows become dead letters (origin = line)."""
-    path = Path(path)
+    items = _read_rees46(Path(path), core or CoreSettings())
+    return with_synthesized_profiles(items) if synthesize_profiles else items
+
+
+def _read_rees46(path: Path, core: CoreSettings) -> Items:
     topic = str(path)
-    seen_customers: set[str] = set()
-    with path.open("r", encoding="utf-8", newline="") as fh:
+    with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         header = fh.readline().rstrip("\r\n")
         if tuple(header.split(",")) != REES46_COLUMNS:
             raise ValueError(f"{path}: not a rees46 CSV (header {header!r})")
@@ -123,12 +157,54 @@ def read_rees46(
                 reason = R_INVALID if "event_type" in str(exc) or "price" in str(exc) else R_DECODE
                 yield _dead(line, origin, reason, str(exc) or type(exc).__name__)
                 continue
+            problem = validate_event(event, core, None)
+            if problem is not None:
+                yield _dead(line, origin, *problem)
+                continue
             event.origin = origin
-            if synthesize_profiles and event.customer_id not in seen_customers:
-                seen_customers.add(event.customer_id)
-                yield synthesized_profile(event.customer_id, event.occurred_at)
             yield event
 
 
 def _dead(line: str, origin: Origin, reason: str, error: str) -> DeadLetter:
-    return DeadLetter(raw=line.encode(), origin=origin, reason=reason, error=error, received_at=0)
+    raw = line.encode("utf-8", errors="surrogateescape")
+    return DeadLetter(raw=raw, origin=origin, reason=reason, error=error, received_at=0)
+
+
+def read_events_jsonl(
+    path: str | Path, synthesize_profiles: bool = False, core: CoreSettings | None = None
+) -> Items:
+    """Items of an events JSONL file in file order; bad lines become dead letters (origin: line)."""
+    items = _read_events_jsonl(Path(path), core or CoreSettings())
+    return with_synthesized_profiles(items) if synthesize_profiles else items
+
+
+def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
+    topic = str(path)
+    with path.open("rb") as fh:
+        for line_no, raw_line in enumerate(fh, start=1):
+            raw = raw_line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            origin = Origin(topic, -1, line_no)
+            try:
+                text = raw.decode("utf-8")
+                data = json.loads(text)
+                if "\\u" in text:  # escapes may spell lone surrogates, which no sink can encode
+                    json.dumps(data, ensure_ascii=False).encode("utf-8")
+                item = item_from_json(data)
+            except (UnicodeError, json.JSONDecodeError) as exc:
+                yield DeadLetter(raw, origin, R_DECODE, str(exc)[:200], 0)
+                continue
+            except KeyError as exc:
+                yield DeadLetter(raw, origin, R_MISSING, f"missing {exc.args[0]}", 0)
+                continue
+            except (TypeError, ValueError) as exc:  # a wrong type, an unknown field or kind
+                yield DeadLetter(raw, origin, R_INVALID, str(exc)[:200], 0)
+                continue
+            problem = (validate_event(item, core, None) if isinstance(item, BehaviourEvent)
+                       else validate_profile(item, core))
+            if problem is not None:
+                yield DeadLetter(raw, origin, problem[0], problem[1], 0)
+                continue
+            item.origin = origin
+            yield item
