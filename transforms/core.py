@@ -73,11 +73,13 @@ END_OF_TIME = (1 << 63) - 1
 Result = tuple[CustomerState | None, list[Output], list[int]]
 
 
-def _order(item: Item) -> tuple[int, int, str]:
-    """Processing order within the buffer: event time, profiles first, then event_id."""
-    if isinstance(item, CustomerProfile):
-        return (item.updated_at, 0, "")
-    return (item.occurred_at, 1, item.event_id)
+def _key(p: Pending) -> tuple[int, int, str]:
+    return p[0], p[1], p[2]
+
+
+# Pending items are kept as (event time, rank, event_id, item): their processing order is
+# the tuple order (profiles rank before events at the same instant, then by event_id).
+Pending = tuple[int, int, str, Item]
 
 
 class Core:
@@ -108,7 +110,7 @@ class Core:
             floor = state.processed_until
         if isinstance(item, CustomerProfile):
             if item.updated_at > floor:
-                state.pending.append(item)
+                state.pending.append((item.updated_at, 0, "", item))
                 return state, [], [item.updated_at]
             self._apply_profile(state, item)          # late CRM update: newest still wins
             return self._finish(state, [], floor)
@@ -118,7 +120,7 @@ class Core:
         if item.occurred_at <= floor:
             return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
         state.seen[item.event_id] = item.occurred_at
-        state.pending.append(item)
+        state.pending.append((item.occurred_at, 1, item.event_id, item))
         return state, [], [item.occurred_at]
 
     def wake(self, state: CustomerState | None, t: int) -> Result:
@@ -126,13 +128,19 @@ class Core:
         if state is None:
             return None, [], []
         outputs: list[Output] = []
-        due: list[Item] = []
-        if state.pending:
-            rest: list[Item] = []
-            for item in state.pending:
-                (due if _order(item)[0] <= t else rest).append(item)
-            state.pending = rest
-            due.sort(key=_order)
+        pending = state.pending
+        if not pending:
+            due: list[Pending] = []
+        elif len(pending) == 1:
+            due = pending if pending[0][0] <= t else []
+            if due:
+                state.pending = []
+        else:
+            pending.sort(key=_key)
+            cut = 0
+            while cut < len(pending) and pending[cut][0] <= t:
+                cut += 1
+            due, state.pending = pending[:cut], pending[cut:]
         self._advance(state, due, t, outputs)
         if state.processed_until is None or t > state.processed_until:
             state.processed_until = t
@@ -140,12 +148,12 @@ class Core:
 
     # ------------------------------------------------------------------ processing
 
-    def _advance(self, state: CustomerState, due: list[Item], t: int, outputs: list[Output]) -> None:
+    def _advance(self, state: CustomerState, due: list[Pending], t: int, outputs: list[Output]) -> None:
         """Process `due` (sorted) and deadlines <= t, instant by instant."""
         triggers = self.triggers
         i, n = 0, len(due)
         while True:
-            ts = _order(due[i])[0] if i < n else _NEVER
+            ts = due[i][0] if i < n else _NEVER
             for trig in triggers:
                 d = trig.deadline(state)
                 if d is not None and d < ts:
@@ -153,8 +161,8 @@ class Core:
             if ts > t:
                 return
             fires: list[FiredTrigger] = []
-            while i < n and _order(due[i])[0] == ts:
-                item = due[i]
+            while i < n and due[i][0] == ts:
+                item = due[i][3]
                 i += 1
                 if isinstance(item, CustomerProfile):
                     self._apply_profile(state, item)
@@ -370,7 +378,10 @@ class Core:
         handful of times, an active one is trimmed at most hourly, and the state is None once
         all of it has expired.
         """
-        if state.next_purge is None or now >= state.next_purge:
+        if state.next_purge is None:
+            # A new state has nothing old to trim: first purge an hour on.
+            state.next_purge = (now + PURGE_EVERY) // PURGE_EVERY * PURGE_EVERY + PURGE_EVERY
+        elif now >= state.next_purge:
             self._purge(state, now)
             ends = self._part_ends(state)
             if not ends:
@@ -379,7 +390,7 @@ class Core:
             state.next_purge = -(-due // PURGE_EVERY) * PURGE_EVERY
         wake = state.next_purge
         if state.pending:
-            wake = min(wake, min(_order(item)[0] for item in state.pending))
+            wake = min(wake, min(p[0] for p in state.pending))
         for trig in self.triggers:
             d = trig.deadline(state)
             if d is not None and d < wake:

@@ -38,7 +38,7 @@ class CustomerState:
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
-        self.pending: list[Item] = []
+        self.pending: list[tuple[int, int, str, Item]] = []  # (time, rank, event_id, item)
         self.seen: dict[str, int] = {}
         self.windows = Windows()
         self.cart: dict[str, tuple[int, Product, str]] = {}
