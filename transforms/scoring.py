@@ -16,12 +16,14 @@ monetary 0.25 (purchases, revenue) and email engagement 0.20 (opens, clicks). Wh
 the tenth session in a week says much less than the first, and a single big spender must not
 swamp everything else. Revenue is log-compressed first because money is heavy-tailed.
 
-Deterministic (no randomness, no wall clock: `now` is data) and cheap (one 8-element dot).
+Deterministic (no randomness, no wall clock: `now` is data) and cheap (eight floats per
+customer; `engagement_scores` does many customers as one numpy product).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,12 +57,18 @@ class ScoringParams:
     opens_half: float = 2.0           # email opens in 30 d
     clicks_half: float = 1.0          # email clicks in 30 d
     _w: np.ndarray = field(init=False, repr=False, compare=False)
+    _half: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         w = np.asarray(self.weights, dtype=np.float64)
         if w.shape != (len(COMPONENTS),) or np.any(w < 0) or not math.isclose(w.sum(), 1.0):
             raise ValueError(f"weights: {len(COMPONENTS)} non-negative numbers summing to 1")
         object.__setattr__(self, "_w", w)
+        half = (
+            self.sessions_half, self.views_half, self.cart_adds_half, self.purchases_half,
+            math.log1p(self.revenue_half), self.opens_half, self.clicks_half,
+        )
+        object.__setattr__(self, "_half", half)
 
 
 DEFAULT_PARAMS = ScoringParams()
@@ -72,15 +80,19 @@ def _count(x: float) -> float:
     return x if x > 0.0 and math.isfinite(x) else 0.0
 
 
-def component_vector(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> np.ndarray:
-    """The eight saturating transforms of `f` at `now`, each in [0, 1), in `COMPONENTS` order."""
+def component_vector(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> list[float]:
+    """The eight saturating transforms of `f` at `now`, each in [0, 1), in `COMPONENTS` order.
+
+    Plain floats: this runs for one customer at a time on the stream's hot path, where building
+    numpy arrays for eight numbers costs more than the arithmetic (about 20 us against 3 us).
+    """
     p = params
     if f.last_activity_at is None:
         recency = 0.0
     else:
         days = max(0, now - f.last_activity_at) / DAY  # activity "after" now counts as now
         recency = 0.5 ** (days / p.recency_half_life_days)
-    x = np.array([
+    x = (
         _count(f.sessions_7d),
         _count(sum(f.views_24h.values())),
         _count(f.cart_adds_24h),
@@ -88,18 +100,22 @@ def component_vector(f: Features, now: int, params: ScoringParams = DEFAULT_PARA
         math.log1p(_count(f.revenue_30d)),
         _count(f.email_opens_30d),
         _count(f.email_clicks_30d),
-    ])
-    half = np.array([
-        p.sessions_half, p.views_half, p.cart_adds_half, p.purchases_half,
-        math.log1p(p.revenue_half), p.opens_half, p.clicks_half,
-    ])
-    return np.concatenate(([recency], x / (x + half)))
+    )
+    return [recency, *(v / (v + h) for v, h in zip(x, p._half, strict=True))]
 
 
 def engagement_score(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> float:
     """Engagement 0-100 of a customer with features `f` at event time `now` (ms), 2 decimals."""
-    raw = 100.0 * float(params._w @ component_vector(f, now, params))
+    raw = 100.0 * math.fsum(w * c for w, c in zip(params.weights, component_vector(f, now, params), strict=True))
     return round(min(100.0, max(0.0, raw)), 2)
+
+
+def engagement_scores(features: Sequence[Features], now: int, params: ScoringParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Scores of many customers at once (batch jobs, benchmarks): one matrix product."""
+    if not features:
+        return np.zeros(0)
+    matrix = np.array([component_vector(f, now, params) for f in features])
+    return np.clip(np.round(100.0 * matrix @ params._w, 2), 0.0, 100.0)
 
 
 def engagement_components(
@@ -109,8 +125,8 @@ def engagement_components(
 
     For the feature store: the parts sum to `score` up to the 2-decimal rounding of each.
     """
-    contrib = 100.0 * params._w * component_vector(f, now, params)
-    by_name = dict(zip(COMPONENTS, contrib.tolist(), strict=True))
+    vector = component_vector(f, now, params)
+    by_name = {c: 100.0 * w * v for c, w, v in zip(COMPONENTS, params.weights, vector, strict=True)}
     parts = {g: round(sum(by_name[c] for c in names), 2) for g, names in GROUPS.items()}
     parts["score"] = engagement_score(f, now, params)
     return parts

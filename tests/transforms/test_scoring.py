@@ -95,3 +95,11 @@ def test_weights_must_be_a_distribution_over_the_components():
 
 def _fields(f: Features) -> dict[str, object]:
     return {name: getattr(f, name) for name in Features.__slots__ if name != "as_of"}
+
+
+def test_batch_scores_match_one_by_one():
+    from transforms.scoring import engagement_scores
+
+    batch = [features(last_activity_at=T0 - i * HOUR) for i in range(5)]
+    assert engagement_scores(batch, T0).tolist() == [engagement_score(f, T0) for f in batch]
+    assert engagement_scores([], T0).shape == (0,)
