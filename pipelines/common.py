@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transforms.catalog import Catalog, read_catalog_jsonl, InMemoryCatalog
+from transforms.catalog import Catalog, InMemoryCatalog, read_catalog_jsonl
 from transforms.core import Core
 from transforms.recommend import Model, Recommender
 from transforms.render import Renderer

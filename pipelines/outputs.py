@@ -5,6 +5,7 @@
     DIR/dead_letters.jsonl  one DeadLetter per line (raw bytes base64)
     DIR/features.jsonl      feature-store snapshots (what would go to Redis)
     DIR/summary.json        counts
+    DIR/timeline.json       (wall seconds, inputs, payloads) samples: throughput over time
 
 Lines are written sorted (payloads by message_id, audit by customer/time/type/key) so that
 runs of different engines compare byte for byte.
@@ -13,6 +14,7 @@ runs of different engines compare byte for byte.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,20 +43,42 @@ class OutputFiles:
 
     def __init__(self, out_dir: Path) -> None:
         self.dir = Path(out_dir)
-        self.rows: dict[str, list[dict[str, Any]]] = {PAYLOAD: [], AUDIT: [], DEAD_LETTER: [], FEATURES: []}
-        self.summary: dict[str, Any] = {
-            "input_events": 0, "input_profiles": 0, "input_dead_letters": 0,
-            "payloads": 0, "dropped": {}, "decisions": {}, "dead_letters": {}, "erasures": 0,
+        self.rows: dict[str, list[dict[str, Any]]] = {
+            PAYLOAD: [],
+            AUDIT: [],
+            DEAD_LETTER: [],
+            FEATURES: [],
         }
+        self.summary: dict[str, Any] = {
+            "input_events": 0,
+            "input_profiles": 0,
+            "input_dead_letters": 0,
+            "payloads": 0,
+            "dropped": {},
+            "decisions": {},
+            "dead_letters": {},
+            "erasures": 0,
+        }
+        self.started = time.perf_counter()
+        self.inputs = 0
+        self.timeline: list[tuple[float, int, int]] = [(0.0, 0, 0)]
 
     def count_input(self, item: BehaviourEvent | CustomerProfile | DeadLetter) -> None:
-        """Count one input item by kind."""
+        """Count one input item by kind (and sample throughput every 1000 items)."""
+        self.inputs += 1
+        if self.inputs % 1000 == 0:
+            self.sample()
         if isinstance(item, BehaviourEvent):
             self.summary["input_events"] += 1
         elif isinstance(item, CustomerProfile):
             self.summary["input_profiles"] += 1
         else:
             self.summary["input_dead_letters"] += 1
+
+    def sample(self) -> None:
+        """Record (wall seconds since start, inputs so far, payloads so far)."""
+        elapsed = round(time.perf_counter() - self.started, 4)
+        self.timeline.append((elapsed, self.inputs, self.summary["payloads"]))
 
     def write(self, output: Output) -> None:
         """One (kind, record) output of the core or of the decoder."""
@@ -71,7 +95,7 @@ class OutputFiles:
         if kind == PAYLOAD:
             s["payloads"] += 1
         elif kind == AUDIT:
-            key = f'{row["type"]}:{row["decision"]}'
+            key = f"{row['type']}:{row['decision']}"
             s["decisions"][key] = s["decisions"].get(key, 0) + 1
         elif kind == DEAD_LETTER:
             s["dead_letters"][row["reason"]] = s["dead_letters"].get(row["reason"], 0) + 1
@@ -82,22 +106,39 @@ class OutputFiles:
         orders = {
             PAYLOAD: lambda r: r["message_id"],
             AUDIT: _audit_order,
-            DEAD_LETTER: lambda r: (r["origin"]["topic"], r["origin"]["partition"], r["origin"]["offset"], r["reason"]),
+            DEAD_LETTER: lambda r: (
+                r["origin"]["topic"],
+                r["origin"]["partition"],
+                r["origin"]["offset"],
+                r["reason"],
+            ),
             FEATURES: lambda r: (r["customer_id"], r["as_of"]),
         }
-        names = {PAYLOAD: "payloads", AUDIT: "audit", DEAD_LETTER: "dead_letters", FEATURES: "features"}
+        names = {
+            PAYLOAD: "payloads",
+            AUDIT: "audit",
+            DEAD_LETTER: "dead_letters",
+            FEATURES: "features",
+        }
         for kind, rows in self.rows.items():
             rows.sort(key=orders[kind])
             with (self.dir / f"{names[kind]}.jsonl").open("w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
-        (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
+        self.sample()
+        (self.dir / "summary.json").write_text(
+            json.dumps(self.summary, indent=2, sort_keys=True) + "\n"
+        )
+        (self.dir / "timeline.json").write_text(json.dumps(self.timeline) + "\n")
 
     def __enter__(self) -> OutputFiles:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.close()

@@ -12,40 +12,39 @@ at its own time.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
+from pipelines.wire import admit
 from transforms.core import END_OF_TIME, Core
-from transforms.codec import encode_event, encode_profile
-from transforms.model import (
-    DEAD_LETTER,
-    R_FUTURE,
-    BehaviourEvent,
-    DeadLetter,
-    Item,
-    Origin,
-    Output,
-    event_time,
-)
+from transforms.model import DEAD_LETTER, DeadLetter, Item, Output, event_time
 from transforms.settings import Settings
 from transforms.state import CustomerState
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds (only bounds future timestamps)."""
+    return time.time_ns() // 1_000_000
 
 
 class ReferenceRunner:
     """Feeds items to the core in arrival order and fires timers as the watermark passes."""
 
-    def __init__(self, core: Core, emit: Callable[[Output], None]) -> None:
+    def __init__(
+        self, core: Core, emit: Callable[[Output], None], clock: Callable[[], int] = wall_ms
+    ) -> None:
         self.core = core
+        self.clock = clock
         self.emit = emit
         self.states: dict[str, CustomerState] = {}
         self.timers: list[tuple[int, str]] = []
         self.scheduled: set[tuple[int, str]] = set()
         self.max_seen: int | None = None
         self.ooo = core.settings.max_out_of_orderness
-        self.max_future = core.settings.max_future
 
     @property
     def watermark(self) -> int | None:
@@ -59,9 +58,10 @@ class ReferenceRunner:
             return
         t = event_time(item)
         watermark = self.watermark
-        if watermark is not None and t > watermark + self.max_future:
+        admitted = admit(item, watermark, self.core.settings, self.clock())
+        if isinstance(admitted, DeadLetter):
             # Checked before the item can move the watermark (the decoders do the same).
-            self.emit((DEAD_LETTER, _future(item, t, watermark)))
+            self.emit((DEAD_LETTER, admitted))
             return
         cid = item.customer_id
         state, outputs, wake_at = self.core.step(self.states.get(cid), item, watermark)
@@ -87,7 +87,9 @@ class ReferenceRunner:
         """End of a bounded input: the watermark goes to the end of time."""
         self.advance(END_OF_TIME)
 
-    def _store(self, cid: str, state: CustomerState | None, outputs: list[Output], wake_at: list[int]) -> None:
+    def _store(
+        self, cid: str, state: CustomerState | None, outputs: list[Output], wake_at: list[int]
+    ) -> None:
         if state is None:
             self.states.pop(cid, None)
         else:
@@ -99,14 +101,6 @@ class ReferenceRunner:
             if key not in self.scheduled:
                 self.scheduled.add(key)
                 heapq.heappush(self.timers, key)
-
-
-def _future(item: Item, t: int, watermark: int) -> DeadLetter:
-    raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
-    return DeadLetter(
-        raw=raw, origin=item.origin or Origin("unknown"), reason=R_FUTURE,
-        error=f"event time {t} is {t - watermark} ms ahead of the watermark", received_at=watermark,
-    )
 
 
 def run_replay(

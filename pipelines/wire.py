@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from transforms.codec import decode_event, decode_profile, encode_dead_letter, encode_payload
+from transforms.codec import (
+    decode_event,
+    decode_profile,
+    encode_dead_letter,
+    encode_event,
+    encode_payload,
+    encode_profile,
+)
 from transforms.core import Core
 from transforms.jsonl import dumps, to_json
 from transforms.model import (
@@ -25,12 +32,15 @@ from transforms.model import (
     ERASE,
     FEATURES,
     PAYLOAD,
+    R_FUTURE,
     AuditRecord,
+    BehaviourEvent,
     DeadLetter,
     EmailPayload,
     Item,
     Origin,
     Output,
+    event_time,
 )
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
@@ -53,7 +63,80 @@ def decode(
     origin = Origin(topic, partition, offset)
     if source == PROFILES:
         return decode_profile(raw, origin, settings, received_at)
-    return decode_event(raw, origin, watermark, settings, received_at)
+    return decode_event(raw, origin, _horizon(watermark, received_at or None), settings, received_at)
+
+
+def admit(
+    item: Item, watermark: int | None, settings: CoreSettings, now: int | None = None
+) -> Item | DeadLetter:
+    """An input item against the watermark its source had when it read it: an item more than
+    max_future ahead of it is a dead letter (`future_timestamp`), so a bogus timestamp cannot
+    drag the watermark forward and make every later event late.
+
+    The bound is the later of the watermark and `now`, the wall clock at receipt when known:
+    after a quiet spell in the traffic the watermark lags, and the next real event must not
+    look like it came from the future. decode() applies the same bound to events; this also
+    covers profiles, and items read from files (decoded and validated without a watermark).
+    """
+    horizon = _horizon(watermark, now)
+    if horizon is None:
+        return item
+    t = event_time(item)
+    if t <= horizon + settings.max_future:
+        return item
+    raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
+    return DeadLetter(
+        raw=raw, origin=item.origin or Origin("unknown"), reason=R_FUTURE,
+        error=f"event time {t} is {t - horizon} ms ahead of the watermark", received_at=now or horizon,
+    )
+
+
+def _horizon(watermark: int | None, now: int | None) -> int | None:
+    if watermark is None:
+        return now
+    return watermark if now is None else max(watermark, now)
+
+
+def event_time_of(source: str, raw: bytes, settings: CoreSettings) -> int | None:
+    """The event time of a raw record, or None if it cannot be read; for source watermarks.
+
+    Events are not decoded: occurred_at is the fourth field of the Avro record, after two
+    strings and an enum, so it is read straight from the bytes (schemaless or Confluent-framed).
+    Profiles carry updated_at last and are rare: they are decoded. What decode() later rejects
+    for another reason may still have a readable time here.
+    """
+    if source == PROFILES:
+        profile = decode_profile(raw, _PEEK, settings, 0)
+        return None if isinstance(profile, DeadLetter) else profile.updated_at
+    pos = 5 if raw[:1] == b"\x00" else 0
+    try:
+        for _ in range(2):                      # event_id, customer_id: length, then bytes
+            length, pos = _zigzag(raw, pos)
+            if length < 0:
+                return None
+            pos += length
+        _, pos = _zigzag(raw, pos)              # event_type: the enum's index
+        t, pos = _zigzag(raw, pos)              # occurred_at: long (timestamp-millis)
+    except IndexError:
+        return None
+    return t if pos <= len(raw) else None
+
+
+_PEEK = Origin("peek")
+
+
+def _zigzag(raw: bytes, pos: int) -> tuple[int, int]:
+    """An Avro int/long (zig-zag varint) at pos -> (value, next pos); IndexError past the end."""
+    shift = n = 0
+    while True:
+        b = raw[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (n >> 1) ^ -(n & 1), pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
 
 
 def route(outputs: Iterable[Output]) -> tuple[Routed, dict[str, int]]:

@@ -1,7 +1,8 @@
 """`personalize`: the command line of the engine.
 
 Each subcommand lives in its own module under runners/ and exposes
-`register(subparsers, parents) -> None`, which adds its parser and sets `func(args, settings) -> int`.
+`register(subparsers, parents) -> None`, which adds its parser and sets
+`func(args, settings) -> int`.
 Heavy imports (Beam, PyFlink) happen inside the commands, so `--help` stays instant.
 """
 
@@ -20,6 +21,7 @@ from transforms.settings import SettingsError, load_settings
 COMMANDS = [
     "runners.services",
     "runners.run",
+    "runners.report",
     "runners.train",
     "runners.catalog",
     "runners.generate",
@@ -33,9 +35,15 @@ COMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="settings file (TOML); see transforms/settings.py")
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "--config", metavar="FILE", help="settings file (TOML); see transforms/settings.py"
+    )
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one setting, e.g. --set core.cart_delay=30m (repeatable)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -2,7 +2,8 @@
 
     personalize run --runner direct          Beam DirectRunner, in this process
     personalize run --runner flink           PyFlink local mini-cluster, in this process
-    personalize run --runner flink-cluster   submitted to the standalone cluster (`personalize services up`)
+    personalize run --runner flink-cluster   submitted to the standalone cluster
+                                             (start it with `personalize services up`)
 
 Each engine module exposes `run_kafka(settings, options) -> int` (pipelines.beam_pipeline,
 pipelines.flink_pipeline); options are this command's parsed arguments.
@@ -25,15 +26,35 @@ ENGINES = {
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add `run` to the CLI."""
-    p = sub.add_parser("run", parents=parents, help="run the streaming job: Kafka in, payloads out",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runner", choices=sorted(ENGINES), default="direct", help="engine (default: direct)")
-    p.add_argument("--max-events", type=int, default=None, metavar="N",
-                   help="stop after N input records (bounded runs, tests)")
-    p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
-                   help="stop when no input arrived for SECONDS (then flush all deadlines)")
-    p.add_argument("--from-beginning", action="store_true",
-                   help="read topics from the earliest offset when the consumer group has none")
+    p = sub.add_parser(
+        "run",
+        parents=parents,
+        help="run the streaming job: Kafka in, payloads out",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--runner", choices=sorted(ENGINES), default="direct", help="engine (default: direct)"
+    )
+    p.add_argument(
+        "--max-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N input records (bounded runs, tests)",
+    )
+    p.add_argument(
+        "--until-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop when no input arrived for SECONDS (then flush all deadlines)",
+    )
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read topics from the earliest offset when the consumer group has none",
+    )
     p.add_argument("--savepoint", metavar="PATH", help="flink-cluster: resume from this savepoint")
     p.add_argument("--detached", action="store_true", help="flink-cluster: submit and return")
     p.set_defaults(func=run)

@@ -32,26 +32,49 @@ def _eid(prefix: str) -> str:
     return f"{prefix}-{next(_ids):06d}"
 
 
-def profile(t: int = T0 - HOUR, cid: str = CID, consent: bool = True, tz: str = "UTC",
-            email: str | None = "ada@example.com", name: str | None = "Ada") -> CustomerProfile:
-    return CustomerProfile(customer_id=cid, updated_at=t, email=email, first_name=name,
-                           locale="en-GB", time_zone=tz, consents={EMAIL_CHANNEL: consent})
+def profile(
+    t: int = T0 - HOUR,
+    cid: str = CID,
+    consent: bool = True,
+    tz: str = "UTC",
+    email: str | None = "ada@example.com",
+    name: str | None = "Ada",
+) -> CustomerProfile:
+    return CustomerProfile(
+        customer_id=cid,
+        updated_at=t,
+        email=email,
+        first_name=name,
+        locale="en-GB",
+        time_zone=tz,
+        consents={EMAIL_CHANNEL: consent},
+    )
 
 
 def product(pid: str = "p1", category: str = "shoes", price: float = 50.0) -> Product:
     return Product(product_id=pid, category=category, brand="acme", price=price)
 
 
-def event(etype: str, t: int, cid: str = CID, eid: str | None = None, **kw: object) -> BehaviourEvent:
-    return BehaviourEvent(event_id=eid or _eid(etype), customer_id=cid, event_type=etype,
-                          occurred_at=t, session_id="s1", **kw)  # type: ignore[arg-type]
+def event(
+    etype: str, t: int, cid: str = CID, eid: str | None = None, **kw: object
+) -> BehaviourEvent:
+    return BehaviourEvent(
+        event_id=eid or _eid(etype),
+        customer_id=cid,
+        event_type=etype,
+        occurred_at=t,
+        session_id="s1",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def view(t: int, pid: str = "p1", category: str = "shoes", **kw: object) -> BehaviourEvent:
     return event(PRODUCT_VIEW, t, product=product(pid, category), **kw)
 
 
-def add(t: int, pid: str = "p1", category: str = "shoes", qty: int = 1, **kw: object) -> BehaviourEvent:
+def add(
+    t: int, pid: str = "p1", category: str = "shoes", qty: int = 1, **kw: object
+) -> BehaviourEvent:
     return event(ADD_TO_CART, t, product=product(pid, category), quantity=qty, **kw)
 
 
@@ -59,7 +82,9 @@ def remove(t: int, pid: str = "p1", category: str = "shoes", **kw: object) -> Be
     return event(REMOVE_FROM_CART, t, product=product(pid, category), quantity=1, **kw)
 
 
-def purchase(t: int, pid: str = "p1", category: str = "shoes", price: float = 50.0, **kw: object) -> BehaviourEvent:
+def purchase(
+    t: int, pid: str = "p1", category: str = "shoes", price: float = 50.0, **kw: object
+) -> BehaviourEvent:
     return event(PURCHASE, t, product=product(pid, category, price), quantity=1, **kw)
 
 

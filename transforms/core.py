@@ -65,7 +65,7 @@ from transforms.triggers import load_triggers
 RECENT_VIEW_TTL = DAY
 PURCHASED_TTL = 30 * DAY
 PROFILE_TTL = 30 * DAY
-PURGE_EVERY = HOUR              # an active customer's state is trimmed at most this often
+PURGE_EVERY = HOUR  # an active customer's state is trimmed at most this often
 # Beyond any watermark an engine can send (Flink's MAX_WATERMARK is 2**63 - 1).
 _NEVER = 1 << 64
 END_OF_TIME = (1 << 63) - 1
@@ -112,7 +112,7 @@ class Core:
             if item.updated_at > floor:
                 state.pending.append((item.updated_at, 0, "", item))
                 return state, [], [item.updated_at]
-            self._apply_profile(state, item)          # late CRM update: newest still wins
+            self._apply_profile(state, item)  # late CRM update: newest still wins
             return self._finish(state, [], floor)
         seen_at = state.seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
@@ -148,7 +148,9 @@ class Core:
 
     # ------------------------------------------------------------------ processing
 
-    def _advance(self, state: CustomerState, due: list[Pending], t: int, outputs: list[Output]) -> None:
+    def _advance(
+        self, state: CustomerState, due: list[Pending], t: int, outputs: list[Output]
+    ) -> None:
         """Process `due` (sorted) and deadlines <= t, instant by instant."""
         triggers = self.triggers
         i, n = 0, len(due)
@@ -184,7 +186,10 @@ class Core:
                 state.set_consent(granted, profile.updated_at)
 
     def _apply_event(
-        self, state: CustomerState, ev: BehaviourEvent, fires: list[FiredTrigger],
+        self,
+        state: CustomerState,
+        ev: BehaviourEvent,
+        fires: list[FiredTrigger],
         outputs: list[Output],
     ) -> None:
         ts = ev.occurred_at
@@ -265,7 +270,10 @@ class Core:
             state.sent.append((t, fired.type))
             outputs.append((PAYLOAD, payload))
             outputs.append(
-                (AUDIT, AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, payload.message_id))
+                (
+                    AUDIT,
+                    AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, payload.message_id),
+                )
             )
         if state.erased_at is None:
             outputs.append((FEATURES, self._snapshot(state, t)))
@@ -276,19 +284,25 @@ class Core:
         """Score, recommend, render and assemble the payload of a trigger that goes on."""
         s = self.settings
         profile = state.profile
-        assert profile is not None and profile.email   # policy.decide checked both
+        assert profile is not None and profile.email  # policy.decide checked both
         t = fired.fired_at
         features = state.windows.features(t)
         score = engagement_score(features, t)
         known = self._known_products(state, t)
         # Filter by time here, not by the last purge, so results never depend on purge timing.
-        recent = [p for p, (at, _) in reversed(state.recent_views.items()) if at > t - RECENT_VIEW_TTL]
+        recent = [
+            p for p, (at, _) in reversed(state.recent_views.items()) if at > t - RECENT_VIEW_TTL
+        ]
         seeds = list(fired.evidence) + [p for p in recent if p not in fired.evidence]
         categories = [fired.category] if fired.category else []
-        categories += [known[p].category for p in fired.evidence if p in known and known[p].category]
+        categories += [
+            known[p].category for p in fired.evidence if p in known and known[p].category
+        ]
         bought = {p for p, at in state.purchased.items() if at > t - PURCHASED_TTL}
         exclude = set(state.cart) | bought | set(fired.evidence)
-        ranked = self.recommender.recommend(seeds, list(dict.fromkeys(categories)), exclude, s.top_k)
+        ranked = self.recommender.recommend(
+            seeds, list(dict.fromkeys(categories)), exclude, s.top_k
+        )
         lookup = self._lookup([*fired.evidence, *(pid for pid, _ in ranked)], known)
         recommendations = [_recommendation(pid, score_, lookup.get(pid)) for pid, score_ in ranked]
         items = [lookup.get(pid) for pid in fired.evidence]
@@ -321,7 +335,9 @@ class Core:
 
     def _known_products(self, state: CustomerState, t: int) -> dict[str, Product]:
         """Products this customer's own events described (recent views, cart) as of t."""
-        known = {p: prod for p, (at, prod) in state.recent_views.items() if at > t - RECENT_VIEW_TTL}
+        known = {
+            p: prod for p, (at, prod) in state.recent_views.items() if at > t - RECENT_VIEW_TTL
+        }
         known.update({pid: entry[1] for pid, entry in state.cart.items()})
         return known
 
@@ -333,8 +349,13 @@ class Core:
             if pid not in found and pid in known:
                 p = known[pid]
                 found[pid] = CatalogItem(
-                    product_id=pid, name=None, category=p.category, brand=p.brand, price=p.price,
-                    url=None, image_url=None,
+                    product_id=pid,
+                    name=None,
+                    category=p.category,
+                    brand=p.brand,
+                    price=p.price,
+                    url=None,
+                    image_url=None,
                 )
         return found
 
@@ -378,10 +399,10 @@ class Core:
         handful of times, an active one is trimmed at most hourly, and the state is None once
         all of it has expired.
         """
-        if state.next_purge is None:
+        if state.next_purge is None and now < END_OF_TIME:
             # A new state has nothing old to trim: first purge an hour on.
             state.next_purge = (now + PURGE_EVERY) // PURGE_EVERY * PURGE_EVERY + PURGE_EVERY
-        elif now >= state.next_purge:
+        elif state.next_purge is None or now >= state.next_purge:
             self._purge(state, now)
             ends = self._part_ends(state)
             if not ends:
@@ -405,12 +426,20 @@ class Core:
             for eid in [e for e, at in seen.items() if at <= horizon]:
                 del seen[eid]
         state.windows.purge(now)
-        if state.cart and state.cart_changed_at is not None and state.cart_changed_at <= now - s.cart_ttl:
+        if (
+            state.cart
+            and state.cart_changed_at is not None
+            and state.cart_changed_at <= now - s.cart_ttl
+        ):
             state.cart.clear()
         if state.recent_views:
-            state.recent_views = {p: v for p, v in state.recent_views.items() if v[0] > now - RECENT_VIEW_TTL}
+            state.recent_views = {
+                p: v for p, v in state.recent_views.items() if v[0] > now - RECENT_VIEW_TTL
+            }
         if state.purchased:
-            state.purchased = {p: at for p, at in state.purchased.items() if at > now - PURCHASED_TTL}
+            state.purchased = {
+                p: at for p, at in state.purchased.items() if at > now - PURCHASED_TTL
+            }
         if state.sent:
             state.sent = [(at, kind) for at, kind in state.sent if at > now - s.cap_window]
         for trig in self.triggers:
@@ -465,6 +494,12 @@ def _recommendation(pid: str, score: float, item: CatalogItem | None) -> Recomme
     if item is None:
         return Recommendation(product_id=pid, score=score)
     return Recommendation(
-        product_id=pid, score=score, name=item.name, category=item.category, brand=item.brand,
-        price=item.price, url=item.url, image_url=item.image_url,
+        product_id=pid,
+        score=score,
+        name=item.name,
+        category=item.category,
+        brand=item.brand,
+        price=item.price,
+        url=item.url,
+        image_url=item.image_url,
     )

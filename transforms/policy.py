@@ -31,7 +31,10 @@ FREQUENCY_CAP = "frequency_cap"
 
 
 def decide(
-    state: CustomerState, fires: list[FiredTrigger], t: int, settings: CoreSettings,
+    state: CustomerState,
+    fires: list[FiredTrigger],
+    t: int,
+    settings: CoreSettings,
     priorities: dict[str, int],
 ) -> list[tuple[FiredTrigger, str | None]]:
     """Each fire with its suppression reason, or None for the one that goes on."""

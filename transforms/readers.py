@@ -47,8 +47,15 @@ from transforms.settings import CoreSettings
 from transforms.validate import validate_event, validate_profile
 
 REES46_COLUMNS = (
-    "event_time", "event_type", "product_id", "category_id", "category_code",
-    "brand", "price", "user_id", "user_session",
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
 )
 REES46_TYPES = {
     "view": PRODUCT_VIEW,
@@ -74,8 +81,9 @@ def rees46_event(line: str, fields: list[str]) -> BehaviourEvent:
     """One parsed CSV row -> a behaviour event; raises ValueError / KeyError on bad rows."""
     if len(fields) != len(REES46_COLUMNS):
         raise ValueError(f"expected {len(REES46_COLUMNS)} columns, got {len(fields)}")
-    (event_time, etype, product_id, category_id, category_code, brand, price, user_id,
-     session) = fields
+    (event_time, etype, product_id, category_id, category_code, brand, price, user_id, session) = (
+        fields
+    )
     if not user_id or not product_id:
         raise KeyError("user_id" if not user_id else "product_id")
     event_type = REES46_TYPES.get(etype)
@@ -201,8 +209,11 @@ def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
             except (TypeError, ValueError) as exc:  # a wrong type, an unknown field or kind
                 yield DeadLetter(raw, origin, R_INVALID, str(exc)[:200], 0)
                 continue
-            problem = (validate_event(item, core, None) if isinstance(item, BehaviourEvent)
-                       else validate_profile(item, core))
+            problem = (
+                validate_event(item, core, None)
+                if isinstance(item, BehaviourEvent)
+                else validate_profile(item, core)
+            )
             if problem is not None:
                 yield DeadLetter(raw, origin, problem[0], problem[1], 0)
                 continue

@@ -114,6 +114,32 @@ class RedisSettings:
 
 
 @dataclass(slots=True)
+class DeliverSettings:
+    """`personalize deliver`, the reference ESP connector: SMTP server, sender, dedup ledger."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_timeout: int = duration(10 * SECOND)
+    sender: str = "Example Shop <shop@example.invalid>"
+    # Placeholders {customer_id}, {message_id}, {campaign} (URL-quoted). A real deployment
+    # points this at an endpoint that accepts RFC 8058 one-click POSTs, ideally with a signed
+    # token in place of the raw ids.
+    unsubscribe_url_template: str = (
+        "https://shop.example.invalid/unsubscribe?c={customer_id}&m={message_id}"
+    )
+    # Right-hand side of the Message-ID header: <message_id@domain>.
+    message_id_domain: str = "personalize.example.invalid"
+    group_id: str = "personalize-deliver"
+    # How long the Redis ledger remembers a delivered message_id (drops repeats in between).
+    dedup_ttl: int = duration(7 * DAY)
+    # A claim on a message_id being sent; a crashed sender's claim lapses after this.
+    claim_ttl: int = duration(5 * MINUTE)
+    # Deferred messages (send_after in the future) held in memory; fetching pauses when full.
+    max_held: int = 10_000
+    audit_file: str = ""  # JSONL of every decision (no personal data); "" = log lines only
+
+
+@dataclass(slots=True)
 class FlinkSettings:
     """PyFlink runtime and the standalone cluster started by `personalize services`."""
 
@@ -137,8 +163,8 @@ class PathSettings:
 
     state_dir: str = ".state"
     jars_dir: str = ".jars"
-    model: str = ""      # item-to-item model written by `personalize train` (.npz)
-    catalog: str = ""    # catalog JSONL for offline runs (Kafka runs read Redis)
+    model: str = ""  # item-to-item model written by `personalize train` (.npz)
+    catalog: str = ""  # catalog JSONL for offline runs (Kafka runs read Redis)
 
 
 @dataclass(slots=True)
@@ -149,12 +175,16 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
+    deliver: DeliverSettings = field(default_factory=DeliverSettings)
     paths: PathSettings = field(default_factory=PathSettings)
 
     def with_overrides(self, pairs: Iterable[str]) -> Settings:
         """A copy with `section.key=value` pairs applied (the CLI's --set)."""
         new = dataclasses.replace(
-            self, **{f.name: dataclasses.replace(getattr(self, f.name)) for f in dataclasses.fields(self)}
+            self,
+            **{
+                f.name: dataclasses.replace(getattr(self, f.name)) for f in dataclasses.fields(self)
+            },
         )
         for pair in pairs:
             if "=" not in pair or "." not in pair.split("=", 1)[0]:
@@ -179,7 +209,9 @@ def _assign(settings: Settings, section: str, key: str, value: Any) -> None:
         if f.metadata.get("duration"):
             coerced: Any = parse_duration(value)
         elif isinstance(current, bool):
-            coerced = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+            coerced = (
+                value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+            )
         elif isinstance(current, int):
             coerced = int(value)
         elif isinstance(current, float):

@@ -31,9 +31,23 @@ class CustomerState:
     """Mutable per-customer state; see the module docstring for what each part holds."""
 
     __slots__ = (
-        "customer_id", "pending", "seen", "windows", "cart", "cart_changed_at",
-        "recent_views", "purchased", "triggers", "sent", "profile", "consent",
-        "erased_at", "last_features_at", "last_trigger", "processed_until", "next_purge",
+        "customer_id",
+        "pending",
+        "seen",
+        "windows",
+        "cart",
+        "cart_changed_at",
+        "recent_views",
+        "purchased",
+        "triggers",
+        "sent",
+        "profile",
+        "consent",
+        "erased_at",
+        "last_features_at",
+        "last_trigger",
+        "processed_until",
+        "next_purge",
     )
 
     def __init__(self, customer_id: str) -> None:

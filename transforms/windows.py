@@ -36,8 +36,8 @@ class Features:
     """A customer's windowed behaviour as of `as_of` (epoch ms); input of scoring."""
 
     as_of: int
-    views_1h: dict[str, int] = field(default_factory=dict)     # category -> product views
-    views_24h: dict[str, int] = field(default_factory=dict)    # category -> product views
+    views_1h: dict[str, int] = field(default_factory=dict)  # category -> product views
+    views_24h: dict[str, int] = field(default_factory=dict)  # category -> product views
     cart_adds_24h: int = 0
     purchases_30d: int = 0
     revenue_30d: float = 0.0
@@ -53,11 +53,11 @@ class Windows:
     __slots__ = ("views", "cart_adds", "purchases", "emails", "sessions", "last_activity")
 
     def __init__(self) -> None:
-        self.views: dict[str, dict[int, int]] = {}          # category -> 5-min bucket -> views
-        self.cart_adds: dict[int, int] = {}                 # 5-min bucket -> adds
-        self.purchases: dict[int, list[float]] = {}         # hour bucket -> [count, revenue]
-        self.emails: dict[int, list[int]] = {}              # hour bucket -> [opens, clicks]
-        self.sessions: dict[str, int] = {}                  # session id -> last seen
+        self.views: dict[str, dict[int, int]] = {}  # category -> 5-min bucket -> views
+        self.cart_adds: dict[int, int] = {}  # 5-min bucket -> adds
+        self.purchases: dict[int, list[float]] = {}  # hour bucket -> [count, revenue]
+        self.emails: dict[int, list[int]] = {}  # hour bucket -> [opens, clicks]
+        self.sessions: dict[str, int] = {}  # session id -> last seen
         self.last_activity: int | None = None
 
     def touch(self, ts: int, session_id: str | None) -> None:
@@ -65,7 +65,7 @@ class Windows:
         self.last_activity = ts
         if session_id:
             sessions = self.sessions
-            sessions.pop(session_id, None)     # keep insertion order = last-seen order
+            sessions.pop(session_id, None)  # keep insertion order = last-seen order
             sessions[session_id] = ts
 
     def add_view(self, ts: int, category: str) -> None:
@@ -120,7 +120,11 @@ class Windows:
     def is_empty(self) -> bool:
         """True when nothing is left in any window."""
         return not (
-            self.views or self.cart_adds or self.purchases or self.emails or self.sessions
+            self.views
+            or self.cart_adds
+            or self.purchases
+            or self.emails
+            or self.sessions
             or self.last_activity is not None
         )
 
@@ -189,7 +193,9 @@ class Windows:
         )
 
 
-def _purge(buckets: dict[int, int] | dict[int, list[float]] | dict[int, list[int]], floor: int) -> bool:
+def _purge(
+    buckets: dict[int, int] | dict[int, list[float]] | dict[int, list[int]], floor: int
+) -> bool:
     """Delete buckets <= floor; True when the dict is left empty."""
     if buckets and min(buckets) <= floor:
         for b in [b for b in buckets if b <= floor]:

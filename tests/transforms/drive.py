@@ -9,8 +9,9 @@ from transforms.model import AUDIT, PAYLOAD, Item, Output
 from transforms.state import CustomerState
 
 
-def drive(core: Core, items: Iterable[Item], until: int,
-          state: CustomerState | None = None) -> tuple[CustomerState | None, list[Output]]:
+def drive(
+    core: Core, items: Iterable[Item], until: int, state: CustomerState | None = None
+) -> tuple[CustomerState | None, list[Output]]:
     """Buffer `items` (arrival order, no watermark), then wake at `until`."""
     outputs: list[Output] = []
     for item in items:

@@ -43,12 +43,20 @@ def test_add_to_cart_in_the_category_within_the_window_blocks():
 
 
 def test_add_to_cart_older_than_the_window_does_not_block():
-    _, out = drive(Core(), [profile(), add(T0 - BROWSE_WINDOW + 4 * MINUTE, "p7"), *burst(T0)], T0 + 30 * MINUTE)
-    assert [d for d in decisions(out) if d[0] == BROWSE] == [(BROWSE, "shoes", T0 + 4 * MINUTE, "emitted")]
+    _, out = drive(
+        Core(),
+        [profile(), add(T0 - BROWSE_WINDOW + 4 * MINUTE, "p7"), *burst(T0)],
+        T0 + 30 * MINUTE,
+    )
+    assert [d for d in decisions(out) if d[0] == BROWSE] == [
+        (BROWSE, "shoes", T0 + 4 * MINUTE, "emitted")
+    ]
 
 
 def test_add_to_cart_in_another_category_does_not_block():
-    _, out = drive(Core(), [profile(), add(T0 - MINUTE, "h1", "hats"), *burst(T0)], T0 + 30 * MINUTE)
+    _, out = drive(
+        Core(), [profile(), add(T0 - MINUTE, "h1", "hats"), *burst(T0)], T0 + 30 * MINUTE
+    )
     assert (BROWSE, "shoes", T0 + 4 * MINUTE, "emitted") in decisions(out)
 
 
@@ -59,6 +67,11 @@ def test_cooldown_one_fire_per_category_per_24h():
 
 
 def test_cooldown_starts_even_when_the_policy_suppresses():
-    items = [profile(consent=False), *burst(T0), profile(T0 + HOUR, consent=True), *burst(T0 + 2 * HOUR)]
+    items = [
+        profile(consent=False),
+        *burst(T0),
+        profile(T0 + HOUR, consent=True),
+        *burst(T0 + 2 * HOUR),
+    ]
     _, out = drive(Core(), items, T0 + 5 * HOUR)
     assert decisions(out) == [(BROWSE, "shoes", T0 + 4 * MINUTE, "suppressed:no_consent")]

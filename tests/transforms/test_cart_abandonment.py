@@ -25,8 +25,11 @@ def test_not_before_the_deadline():
 
 
 def test_each_cart_change_rearms_the_deadline():
-    _, out = drive(Core(), [profile(), add(T0), add(T0 + 30 * MINUTE, "p2"), remove(T0 + 50 * MINUTE, "p2")],
-                   T0 + 4 * HOUR)
+    _, out = drive(
+        Core(),
+        [profile(), add(T0), add(T0 + 30 * MINUTE, "p2"), remove(T0 + 50 * MINUTE, "p2")],
+        T0 + 4 * HOUR,
+    )
     assert fired(out) == [(CART, T0 + 50 * MINUTE + CART_DELAY)]
 
 

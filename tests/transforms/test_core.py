@@ -4,7 +4,18 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.builders import CART_DELAY, HOUR, MINUTE, SECOND, T0, add, erasure, profile, purchase, view
+from tests.builders import (
+    CART_DELAY,
+    HOUR,
+    MINUTE,
+    SECOND,
+    T0,
+    add,
+    erasure,
+    profile,
+    purchase,
+    view,
+)
 from tests.transforms.drive import decisions, drive, payloads
 from transforms.core import Core
 from transforms.model import AUDIT, DEAD_LETTER, DROPPED, ERASE, FEATURES, PAYLOAD
@@ -72,8 +83,12 @@ def test_processing_follows_event_time_not_arrival():
 
 def test_state_is_none_once_everything_has_expired():
     core = Core()
-    items = [profile(), *(view(T0 + i * MINUTE) for i in range(6)), add(T0 + HOUR, "x", "hats"),
-             purchase(T0 + 2 * HOUR, "x", "hats")]
+    items = [
+        profile(),
+        *(view(T0 + i * MINUTE) for i in range(6)),
+        add(T0 + HOUR, "x", "hats"),
+        purchase(T0 + 2 * HOUR, "x", "hats"),
+    ]
     state, _ = drive(core, items, T0 + 3 * HOUR)
     assert state is not None
     t = T0 + 3 * HOUR
@@ -102,7 +117,12 @@ def test_idle_customer_wakes_only_a_handful_of_times():
 
 def test_erasure_clears_state_audits_and_suppresses_everything_after():
     core = Core()
-    items = [profile(), add(T0), erasure(T0 + 10 * MINUTE), *(view(T0 + HOUR + i * MINUTE) for i in range(5))]
+    items = [
+        profile(),
+        add(T0),
+        erasure(T0 + 10 * MINUTE),
+        *(view(T0 + HOUR + i * MINUTE) for i in range(5)),
+    ]
     state, out = drive(core, items, T0 + 5 * HOUR)
     assert (ERASE, "c1") in out
     assert [(a.type, a.decision) for k, a in out if k == AUDIT] == [("customer_erasure", "erased")]
@@ -125,7 +145,9 @@ def test_feature_snapshots_are_rate_limited_per_customer():
 
 def test_state_pickles_and_stays_small():
     core = Core()
-    state, _ = drive(core, [profile(), *(view(T0 + i * MINUTE, f"p{i}") for i in range(20))], T0 + HOUR)
+    state, _ = drive(
+        core, [profile(), *(view(T0 + i * MINUTE, f"p{i}") for i in range(20))], T0 + HOUR
+    )
     blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     again = pickle.loads(blob)
     assert again.customer_id == "c1" and again.seen == state.seen
@@ -135,9 +157,17 @@ def test_state_pickles_and_stays_small():
 def journey():
     items = [profile()]
     items += [view(T0 + i * 20 * SECOND, f"p{i % 4}", "shoes") for i in range(8)]
-    items += [add(T0 + 5 * MINUTE, "p1"), view(T0 + 6 * MINUTE, "h1", "hats"), add(T0 + 7 * MINUTE, "h1", "hats"),
-              purchase(T0 + 20 * MINUTE, "h1", "hats"), add(T0 + 21 * MINUTE, "b1", "bags")]
-    items += [view(T0 + CART_DELAY + 21 * MINUTE - 2 * MINUTE + i * 30 * SECOND, f"c{i}", "coats") for i in range(5)]
+    items += [
+        add(T0 + 5 * MINUTE, "p1"),
+        view(T0 + 6 * MINUTE, "h1", "hats"),
+        add(T0 + 7 * MINUTE, "h1", "hats"),
+        purchase(T0 + 20 * MINUTE, "h1", "hats"),
+        add(T0 + 21 * MINUTE, "b1", "bags"),
+    ]
+    items += [
+        view(T0 + CART_DELAY + 21 * MINUTE - 2 * MINUTE + i * 30 * SECOND, f"c{i}", "coats")
+        for i in range(5)
+    ]
     return items
 
 
@@ -169,7 +199,10 @@ def test_any_arrival_order_within_the_bound_gives_identical_outputs(rnd: random.
     ooo = 2 * MINUTE
     expected = run_with_watermark(sorted(items, key=lambda i: getattr(i, "occurred_at", 0)), ooo)
     # Bounded shuffle: each item may arrive after items up to `ooo` later than it.
-    keyed = [(getattr(i, "occurred_at", T0 - HOUR) + rnd.randint(0, ooo), n, i) for n, i in enumerate(items)]
+    keyed = [
+        (getattr(i, "occurred_at", T0 - HOUR) + rnd.randint(0, ooo), n, i)
+        for n, i in enumerate(items)
+    ]
     shuffled = [i for _, _, i in sorted(keyed)]
     assert run_with_watermark(shuffled, ooo) == expected
     assert any(k == PAYLOAD for k, _ in expected)

@@ -44,10 +44,12 @@ def test_priority_cart_before_browse_at_the_same_instant():
     # Cart armed at T0 fires at T0 + 1h; the 5th shoe view lands on exactly that instant.
     items = [profile(), add(T0, "h1", "hats"), *burst(T0 + CART_DELAY - 4 * MINUTE)]
     _, out = drive(Core(), items, T0 + 3 * HOUR)
-    assert sorted(decisions(out)) == sorted([
-        ("cart_abandonment", decisions(out)[0][1], T0 + CART_DELAY, "emitted"),
-        ("browse_intensity", "shoes", T0 + CART_DELAY, "suppressed:priority"),
-    ])
+    assert sorted(decisions(out)) == sorted(
+        [
+            ("cart_abandonment", decisions(out)[0][1], T0 + CART_DELAY, "emitted"),
+            ("browse_intensity", "shoes", T0 + CART_DELAY, "suppressed:priority"),
+        ]
+    )
 
 
 def test_priority_between_two_browse_fires_goes_by_key():
@@ -60,9 +62,13 @@ def test_priority_between_two_browse_fires_goes_by_key():
 
 
 def test_frequency_cap_two_per_rolling_day_and_one_per_type():
-    items = [profile(), *burst(T0, "shoes"), *burst(T0 + HOUR, "hats"),  # 2nd browse: type cap
-             add(T0 + 2 * HOUR, "b1", "bags"),                            # cart: 2nd payload, ok
-             *burst(T0 + 5 * HOUR, "coats")]
+    items = [
+        profile(),
+        *burst(T0, "shoes"),
+        *burst(T0 + HOUR, "hats"),  # 2nd browse: type cap
+        add(T0 + 2 * HOUR, "b1", "bags"),  # cart: 2nd payload, ok
+        *burst(T0 + 5 * HOUR, "coats"),
+    ]
     _, out = drive(Core(), items, T0 + 10 * HOUR)
     assert [(d[0], d[3]) for d in decisions(out)] == [
         ("browse_intensity", "emitted"),
@@ -80,8 +86,12 @@ def test_cap_window_is_half_open():
 
 
 def test_suppressed_triggers_do_not_count_against_caps():
-    items = [profile(consent=False), *burst(T0, "shoes"), profile(T0 + HOUR, consent=True),
-             *burst(T0 + 2 * HOUR, "hats")]
+    items = [
+        profile(consent=False),
+        *burst(T0, "shoes"),
+        profile(T0 + HOUR, consent=True),
+        *burst(T0 + 2 * HOUR, "hats"),
+    ]
     _, out = drive(Core(), items, T0 + 5 * HOUR)
     assert [d[3] for d in decisions(out)] == ["suppressed:no_consent", "emitted"]
 
@@ -95,7 +105,9 @@ def test_quiet_hours_defer_to_next_8am_local():
     assert policy.send_after(early, "Europe/Paris", s) == ms(2026, 1, 6, 8, 0, tz=paris)
     assert policy.send_after(ms(2026, 1, 6, 8, 0, tz=paris), "Europe/Paris", s) is None
     assert policy.send_after(ms(2026, 1, 6, 21, 59, tz=paris), "Europe/Paris", s) is None
-    assert policy.expires_at(fired, ms(2026, 1, 6, 8, 0, tz=paris), s) == ms(2026, 1, 7, 8, 0, tz=paris)
+    assert policy.expires_at(fired, ms(2026, 1, 6, 8, 0, tz=paris), s) == ms(
+        2026, 1, 7, 8, 0, tz=paris
+    )
 
 
 def test_quiet_hours_on_the_payload_in_the_customers_zone():
@@ -116,5 +128,5 @@ def test_recommendations_never_include_what_was_just_bought():
     items = [profile(), *seen_before, purchase(T0 - HOUR, "bag-9", "bags"), *burst(T0)]
     (p,) = payloads(drive(Core(), items, T0 + HOUR)[1])
     recommended = {r.product_id for r in p.recommendations}
-    assert "bag-8" in recommended      # no model: the customer's own recent views
+    assert "bag-8" in recommended  # no model: the customer's own recent views
     assert "bag-9" not in recommended

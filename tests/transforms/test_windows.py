@@ -16,7 +16,7 @@ def test_views_per_category_over_1h_and_24h_at_5_minute_buckets():
 
 def test_window_edge_is_exact_at_bucket_granularity():
     w = Windows()
-    w.add_view(T0, "shoes")                      # T0 is on a 5-minute boundary
+    w.add_view(T0, "shoes")  # T0 is on a 5-minute boundary
     assert w.features(T0 + HOUR - 1).views_1h == {"shoes": 1}
     assert w.features(T0 + HOUR).views_1h == {}
     assert w.features(T0 + DAY).views_24h == {}

@@ -1,0 +1,105 @@
+"""The reference runner on the shipped real data, with hand-checked cases."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.reference import ReferenceRunner, run_replay
+from tests.builders import CART_DELAY, MINUTE, T0, add, profile, view
+from transforms.core import Core
+from transforms.model import AUDIT, PAYLOAD
+from transforms.readers import read_rees46
+from transforms.settings import Settings
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory):
+    if not DATA.is_file():
+        pytest.fail(f"shipped data missing: {DATA} (the repo expects ../shared/data beside it)")
+    out = tmp_path_factory.mktemp("ref")
+    summary = run_replay(read_rees46(DATA), Settings(), out)
+    audit = [json.loads(line) for line in (out / "audit.jsonl").open()]
+    payloads = [json.loads(line) for line in (out / "payloads.jsonl").open()]
+    return summary, audit, payloads
+
+
+def test_replay_counts_and_no_state_left(replay):
+    summary, audit, payloads = replay
+    assert summary["input_events"] == 17434
+    assert summary["dropped"] == {"duplicate": 5}  # exact duplicate rows of the dataset
+    assert summary["active_customers_at_end"] == 0  # every deadline fired, all state expired
+    assert (
+        len(payloads) == summary["payloads"] == sum(1 for a in audit if a["decision"] == "emitted")
+    )
+
+
+def decisions_of(audit, customer, trigger):
+    return [
+        (a["fired_at"], a["key"], a["decision"])
+        for a in audit
+        if a["customer_id"] == customer and a["type"] == trigger
+    ]
+
+
+def test_hand_checked_cart_abandonment_fires_in_the_end_of_input_flush(replay):
+    # User 512805899 (rows 5603, 5699): views product 15300183 at 02:29:24 UTC, carts it at
+    # 02:29:37 and does nothing else before the data stops at 02:50. The deadline 03:29:37 is
+    # after the end of the data: the end-of-input flush fires it at exactly that time.
+    _, audit, payloads = replay
+    ((fired_at, key, decision),) = decisions_of(audit, "512805899", "cart_abandonment")
+    assert (fired_at, decision) == (1569900577000, "emitted")  # 2019-10-01 03:29:37 UTC
+    (p,) = [p for p in payloads if p["customer_id"] == "512805899"]
+    trigger = {k: p["trigger"][k] for k in ("type", "key", "fired_at", "evidence")}
+    assert trigger == {
+        "type": "cart_abandonment",
+        "key": key,
+        "fired_at": fired_at,
+        "evidence": ["15300183"],
+    }
+    # 03:29 UTC is within quiet hours for a UTC customer: held until 08:00 UTC, valid a day.
+    assert p["send_after"] == 1569916800000  # 2019-10-01 08:00 UTC
+    assert p["expires_at"] == p["send_after"] + 24 * 3600 * 1000
+
+
+def test_hand_checked_purchase_cancels_the_cart(replay):
+    # User 524325294 (rows 524-657): carts 1002524 at 00:09:33 and buys it at 00:10:08.
+    _, audit, _ = replay
+    assert decisions_of(audit, "524325294", "cart_abandonment") == []
+
+
+def test_hand_checked_browse_intensity(replay):
+    # User 400972610 (rows 2776-3140): five views in category 2053013553165631753 between
+    # 02:23:02 and 02:24:02 UTC (products 7202317, 7203226, 7203227, 7203226, 7202317), no cart:
+    # fires at the fifth view, 02:24:02, keyed by the category.
+    _, audit, payloads = replay
+    assert decisions_of(audit, "400972610", "browse_intensity") == [
+        (1569896642000, "2053013553165631753", "emitted")
+    ]
+    (p,) = [p for p in payloads if p["customer_id"] == "400972610"]
+    assert p["trigger"]["evidence"] == ["7202317", "7203226", "7203227"]
+
+
+def test_hand_checked_frequency_cap_one_browse_per_day(replay):
+    # User 513171422: a smartphone burst fires at 02:35:02 (emitted); a kitchen-table burst
+    # fires 8 min 42 s later: one browse-intensity payload per 24 h, so it is suppressed.
+    _, audit, _ = replay
+    assert decisions_of(audit, "513171422", "browse_intensity") == [
+        (1569897302000, "electronics.smartphone", "emitted"),
+        (1569897824000, "furniture.kitchen.table", "suppressed:frequency_cap"),
+    ]
+
+
+def test_end_of_input_fires_pending_deadlines_at_their_own_time():
+    out = []
+    runner = ReferenceRunner(Core(), out.append)
+    for item in [profile(), add(T0, "p1"), view(T0 + 5 * MINUTE, "p2")]:
+        runner.feed(item)
+    assert not [o for o in out if o[0] == PAYLOAD]
+    runner.finish()
+    (payload,) = [p for k, p in out if k == PAYLOAD]
+    assert payload.trigger.fired_at == T0 + CART_DELAY
+    assert [a.decision for k, a in out if k == AUDIT] == ["emitted"]
+    assert runner.states == {}
