@@ -22,6 +22,7 @@ it) skips a datetime round trip per field on the hot path.
 from __future__ import annotations
 
 import json
+import sys
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Final
@@ -63,8 +64,14 @@ _MAX_ERROR = 200
 
 
 def schema_dir() -> Path:
-    """avro_schemas/ beside the packages (source checkout or editable install)."""
-    return Path(__file__).resolve().parents[1] / "avro_schemas"
+    """avro_schemas/ of the source tree, else the copy under <prefix>/share/personalize."""
+    for candidate in (
+        Path(__file__).resolve().parents[1] / "avro_schemas",
+        Path(sys.prefix) / "share" / "personalize" / "avro_schemas",
+    ):
+        if (candidate / f"{EVENT}.avsc").is_file():
+            return candidate
+    raise FileNotFoundError("avro_schemas/ not found next to transforms/ nor under sys.prefix")
 
 
 def load_contract(name: str) -> dict[str, Any]:
@@ -278,7 +285,7 @@ def _body(raw: bytes, name: str) -> BytesIO:
 
 def decode_payload(raw: bytes) -> EmailPayload:
     """Bytes written by encode_payload -> the payload; raises ValueError/EOFError on bad bytes."""
-    r = schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_SCHEMA, None)
+    r: Any = schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_SCHEMA, None)
     rc = r["recipient"]
     t = r["trigger"]
     return EmailPayload(
@@ -322,7 +329,7 @@ def encode_dead_letter(d: DeadLetter) -> bytes:
 
 def decode_dead_letter(raw: bytes) -> DeadLetter:
     """Bytes written by encode_dead_letter -> the dead letter; raises on bad bytes."""
-    r = schemaless_reader(_body(raw, DEAD_LETTER_SCHEMA), _DEAD_LETTER_SCHEMA, None)
+    r: Any = schemaless_reader(_body(raw, DEAD_LETTER_SCHEMA), _DEAD_LETTER_SCHEMA, None)
     o = r["origin"]
     return DeadLetter(
         raw=r["raw"],

@@ -224,9 +224,12 @@ class Core:
                 state.cart.pop(product.product_id, None)
             state.cart_changed_at = ts
         elif etype == PURCHASE:
-            revenue = ev.order_total
-            if revenue is None and product is not None and product.price is not None:
+            # A multi-product order arrives as one purchase event per product, each carrying
+            # the order's total: count the line (price x qty), the total only without a product.
+            if product is not None and product.price is not None:
                 revenue = product.price * (ev.quantity or 1)
+            else:
+                revenue = ev.order_total
             windows.add_purchase(ts, revenue or 0.0)
             if product is not None:
                 state.purchased[product.product_id] = ts

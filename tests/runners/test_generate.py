@@ -60,9 +60,11 @@ def test_generate_avro_record_log_replays_through_the_codec(
     assert sum(isinstance(i, DeadLetter) for i in items) == counts["malformed"]
 
 
-def test_generate_needs_an_output_for_files(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--to", "file"]) == 2
     assert "--out" in capsys.readouterr().err
+    assert main(["generate", "--to", "file", "--out", str(tmp_path / "x"), "--customers", "0"]) == 2
+    assert "customers >= 1" in capsys.readouterr().err
 
 
 def test_instants() -> None:

@@ -206,3 +206,18 @@ def test_any_arrival_order_within_the_bound_gives_identical_outputs(rnd: random.
     shuffled = [i for _, _, i in sorted(keyed)]
     assert run_with_watermark(shuffled, ooo) == expected
     assert any(k == PAYLOAD for k, _ in expected)
+
+
+def test_revenue_counts_order_lines_not_the_order_total_per_line():
+    from tests.builders import event, product
+    from transforms.model import PURCHASE
+
+    core = Core()
+    lines = [
+        event(PURCHASE, T0, product=product("a", price=10.0), quantity=2, order_id="o1", order_total=35.0),
+        event(PURCHASE, T0, product=product("b", price=15.0), quantity=1, order_id="o1", order_total=35.0),
+        event(PURCHASE, T0 + MINUTE, order_id="o2", order_total=5.0),
+    ]
+    state, _ = drive(core, [profile(), *lines], T0 + HOUR)
+    features = state.windows.features(T0 + HOUR)
+    assert (features.purchases_30d, features.revenue_30d) == (3, 40.0)
