@@ -160,6 +160,9 @@ class Core:
                 d = trig.deadline(state)
                 if d is not None and d < ts:
                     ts = d
+            write = state.features_due
+            if write is not None and write < ts:
+                ts = write
             if ts > t:
                 return
             fires: list[FiredTrigger] = []
@@ -175,6 +178,9 @@ class Core:
                     fires.extend(trig.on_deadline(state, ts))
             if fires:
                 self._decide(state, fires, ts, outputs)
+            if state.features_due == ts:
+                state.features_due = None
+                outputs.append((FEATURES, self._snapshot(state, ts)))
 
     def _apply_profile(self, state: CustomerState, profile: CustomerProfile) -> None:
         if state.erased_at is not None:
@@ -244,10 +250,9 @@ class Core:
             fired = trig.on_event(state, ev)
             if fired:
                 fires.extend(fired)
-        last = state.last_features_at
-        if last is None or ts - last >= self.settings.feature_write_interval:
-            state.last_features_at = ts
-            outputs.append((FEATURES, self._snapshot(state, ts)))
+        if state.features_due is None:
+            # Write-behind: one snapshot per interval, at its end, covering all it saw.
+            state.features_due = ts + self.settings.feature_write_interval
 
     def _erase(self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]) -> None:
         """GDPR erasure: forget everything but the dedup ids and the tombstone."""
@@ -413,6 +418,8 @@ class Core:
             due = max(min(ends), now + PURGE_EVERY)
             state.next_purge = -(-due // PURGE_EVERY) * PURGE_EVERY
         wake = state.next_purge
+        if state.features_due is not None and state.features_due < wake:
+            wake = state.features_due
         if state.pending:
             wake = min(wake, min(p[0] for p in state.pending))
         for trig in self.triggers:
@@ -469,6 +476,8 @@ class Core:
         ends: list[int] = []
         if state.pending:
             ends.append(_NEVER)
+        if state.features_due is not None:
+            ends.append(state.features_due)
         if state.seen:
             ends.append(max(state.seen.values()) + s.dedup_ttl)
         w = state.windows.expires_at()

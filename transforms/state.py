@@ -12,6 +12,7 @@ Every part has a time limit (STYLE.md rule 7):
     sent             emitted payloads (fired_at, type)        cap_window
     profile, consent the CRM profile and email consent        profile_ttl after last activity
     erased_at        erasure tombstone                        erasure_ttl
+    features_due     the next feature-store write              written at that time
 
 The state is picklable (engines keep it in their state backends) and `None` once all of it
 has expired.
@@ -44,7 +45,7 @@ class CustomerState:
         "profile",
         "consent",
         "erased_at",
-        "last_features_at",
+        "features_due",
         "last_trigger",
         "processed_until",
         "next_purge",
@@ -65,7 +66,7 @@ class CustomerState:
         # Email consent as (granted, as_of): the newest of profile consents and consent events.
         self.consent: tuple[bool, int] | None = None
         self.erased_at: int | None = None
-        self.last_features_at: int | None = None
+        self.features_due: int | None = None  # when the next feature-store snapshot is due
         self.last_trigger: str | None = None
         self.processed_until: int | None = None
         self.next_purge: int | None = None

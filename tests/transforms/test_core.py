@@ -132,15 +132,17 @@ def test_erasure_clears_state_audits_and_suppresses_everything_after():
     assert not [o for o in out if o[0] == FEATURES and o[1].as_of > T0 + 10 * MINUTE]
 
 
-def test_feature_snapshots_are_rate_limited_per_customer():
+def test_feature_snapshots_are_written_behind_once_per_interval():
     core = Core()
     items = [profile(), *(view(T0 + i * SECOND) for i in range(120))]
     _, out = drive(core, items, T0 + HOUR)
     snaps = [o for k, o in out if k == FEATURES]
-    # One per minute of event time, plus one when a trigger fires (the 5th view, at T0 + 4 s).
-    assert [s.as_of for s in snaps] == [T0, T0 + 4 * SECOND, T0 + 60 * SECOND]
-    assert snaps[1].last_trigger == "browse_intensity"
-    assert snaps[-1].features["views_1h"] == {"shoes": 61}
+    # The 5th view fires browse intensity (T0 + 4 s): a snapshot then. Otherwise one per
+    # interval, at its end, covering everything up to it: nothing a burst did is left unwritten.
+    assert [s.as_of for s in snaps] == [T0 + 4 * SECOND, T0 + 60 * SECOND, T0 + 121 * SECOND]
+    assert snaps[0].last_trigger == "browse_intensity"
+    assert snaps[1].features["views_1h"] == {"shoes": 61}
+    assert snaps[2].features["views_1h"] == {"shoes": 120}
 
 
 def test_state_pickles_and_stays_small():
