@@ -1,4 +1,4 @@
-"""What every topology builds the same way: the configured core and the output files."""
+"""What every topology builds the same way: the configured core."""
 
 from __future__ import annotations
 
@@ -11,9 +11,18 @@ from transforms.render import Renderer
 from transforms.settings import Settings
 
 
-def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
-    """The core with the trained model (paths.model) and catalog (paths.catalog) if configured."""
+def build_core(settings: Settings, catalog: Catalog | None = None, online: bool = False) -> Core:
+    """The core with the trained model (paths.model) and a catalog.
+
+    The catalog is `catalog` if given, else the JSONL file paths.catalog, else, for `online`
+    (Kafka) runs, the Redis catalog behind a small local cache; offline replays without a
+    catalog file render from what the events themselves say about the products.
+    """
     model = Model.load(settings.paths.model) if settings.paths.model else None
     if catalog is None and settings.paths.catalog:
         catalog = InMemoryCatalog(read_catalog_jsonl(Path(settings.paths.catalog)))
+    elif catalog is None and online:
+        from pipelines.redis_catalog import open_catalog
+
+        catalog = open_catalog(settings)
     return Core(settings.core, recommender=Recommender(model), catalog=catalog, renderer=Renderer())

@@ -19,6 +19,7 @@ from transforms.settings import SettingsError, load_settings
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = [
+    "runners.demo",
     "runners.services",
     "runners.run",
     "runners.report",

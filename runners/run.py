@@ -64,3 +64,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Dispatch to the engine module."""
     module = importlib.import_module(ENGINES[args.runner])
     return int(module.run_kafka(settings, args))
+
+
+def run_engine(settings: Settings, options: argparse.Namespace) -> dict[str, Any]:
+    """Run the engine's Kafka job to its end (bounded options) and return its summary."""
+    module = importlib.import_module(ENGINES[options.runner])
+    summary: dict[str, Any] = module.run_kafka_job(settings, options, progress=True)
+    return summary
