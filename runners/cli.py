@@ -27,7 +27,7 @@ COMMANDS = [
     "runners.catalog",
     "runners.generate",
     "runners.replay",
-    "runners.bench_decode",
+    "runners.bench",
     "runners.deliver",
     "runners.preview",
 ]

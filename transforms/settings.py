@@ -152,6 +152,18 @@ class FlinkSettings:
     checkpoint_mode: str = "exactly_once"
     state_backend: str = "hashmap"
     idleness: int = duration(2 * SECOND)
+    # How often sources emit watermarks (pipeline.auto-watermark-interval): bounds the delay
+    # between the watermark passing a deadline and the timer firing.
+    watermark_interval: int = duration(200)
+    # Backstop TTL of each customer's Flink state (processing time, refreshed on write): longer
+    # than the core's longest retention (30 d), so only a customer the core forgot is dropped.
+    state_ttl: int = duration(45 * DAY)
+    checkpoint_dir: str = ""         # "" = <state_dir>/flink/checkpoints (file:// on this host)
+    # Exactly-once Kafka sinks: transactional.id prefix (one per job) and transaction timeout,
+    # which must exceed the checkpoint interval plus recovery time and be <= the broker's
+    # transaction.max.timeout.ms.
+    transactional_id_prefix: str = "personalize"
+    transaction_timeout: int = duration(15 * MINUTE)
     # Process sizes of the local standalone cluster started by `personalize services`.
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "2048m"

@@ -1,0 +1,387 @@
+"""The feature store: each customer's windowed features, engagement score and last trigger.
+
+    FeatureStoreWriter(store).write(("features", FeatureSnapshot) | ("erase", customer_id))
+    FeatureStore: write(snapshot), erase(customer_id), read(customer_id) -> dict | None, flush()
+
+The engine adapters hand every FEATURES sink record (pipelines/wire.py) to a FeatureStoreWriter
+and call `flush()` where their output must be durable (end of bundle, checkpoint, close).
+The core already bounds the write rate (at most one snapshot per customer per
+core.feature_write_interval of event time, plus one per fired trigger).
+
+Redis layout (RedisFeatureStore), for other systems to read:
+
+    <prefix>customer:<id>     hash: one field per feature (views_1h, views_24h, cart_adds_24h,
+                              purchases_30d, revenue_30d, sessions_7d, email_opens_30d,
+                              email_clicks_30d, last_activity_at, cart_items), engagement_score,
+                              last_trigger, as_of (epoch ms of event time); fields whose value
+                              is unknown (None) are absent. Numbers are decimal strings.
+                              PEXPIRE redis.feature_ttl, renewed on each write.
+    <prefix>customer:<id>:*   anything else kept per customer (deleted with it on erasure)
+    <prefix>erased:<id>       erasure tombstone, PEXPIRE core.erasure_ttl: later snapshots of
+                              the customer are ignored, and `personalize deliver` drops payloads
+                              still in flight for them
+
+`<id>` is the customer id with "%" and ":" percent-encoded, so one customer's keys can never
+be mistaken for another's ("12" vs "12:x"); the ids of the shipped data are digits, unchanged.
+
+Writes are idempotent: a Lua script replaces the hash only when the snapshot's as_of is not
+older than the stored one, so replays, retries and out-of-order flushes never move a customer
+back in time. Writes are pipelined and sent every `batch_size` records, or `max_delay_ms`
+after the first one queued (a timer thread, so a quiet stream's last snapshots do not wait for
+the next write; the store is thread-safe), or on `flush()`. An erasure first sends what is
+queued, then deletes in one transaction, so no snapshot written before it can survive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from transforms.model import ERASE, FEATURES, FeatureSnapshot
+from transforms.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+
+log = logging.getLogger(__name__)
+
+AS_OF = "as_of"
+ENGAGEMENT_SCORE = "engagement_score"
+LAST_TRIGGER = "last_trigger"
+_TOP_LEVEL = (AS_OF, ENGAGEMENT_SCORE, LAST_TRIGGER)
+
+# KEYS: hash, tombstone. ARGV: as_of, ttl_ms, then field, value pairs.
+# Returns 1 when written, 0 when ignored (older than the stored as_of, or customer erased).
+_WRITE_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local stored = redis.call('HGET', KEYS[1], 'as_of')
+if stored and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class FeatureStore(Protocol):
+    """Where customer features go; implementations may buffer until `flush()`."""
+
+    def write(self, snapshot: FeatureSnapshot) -> None:
+        """Store the snapshot unless the stored one is newer (idempotent)."""
+        ...
+
+    def erase(self, customer_id: str) -> None:
+        """Delete everything held for the customer, and ignore their later snapshots."""
+        ...
+
+    def read(self, customer_id: str) -> dict[str, Any] | None:
+        """The stored features as a flat dict (see `snapshot_fields`), or None."""
+        ...
+
+    def flush(self) -> None:
+        """Make every buffered write durable."""
+        ...
+
+
+def snapshot_fields(snapshot: FeatureSnapshot) -> dict[str, Any]:
+    """The flat field -> value mapping stored per customer (None values left out)."""
+    fields: dict[str, Any] = {k: v for k, v in snapshot.features.items() if v is not None}
+    fields[AS_OF] = snapshot.as_of
+    fields[ENGAGEMENT_SCORE] = snapshot.engagement_score
+    if snapshot.last_trigger is not None:
+        fields[LAST_TRIGGER] = snapshot.last_trigger
+    return fields
+
+
+def key_id(customer_id: str) -> str:
+    """The customer id as it appears in key names: "%" and ":" percent-encoded."""
+    return customer_id.replace("%", "%25").replace(":", "%3A")
+
+
+class InMemoryFeatureStore:
+    """A FeatureStore in dicts, for unit tests; same semantics as Redis, minus the TTL."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.erased: set[str] = set()
+        self.flushes = 0
+
+    def write(self, snapshot: FeatureSnapshot) -> None:
+        """Store the snapshot unless the stored one is newer or the customer was erased."""
+        cid = snapshot.customer_id
+        if cid in self.erased:
+            return
+        stored = self.rows.get(cid)
+        if stored is not None and stored[AS_OF] > snapshot.as_of:
+            return
+        self.rows[cid] = snapshot_fields(snapshot)
+
+    def erase(self, customer_id: str) -> None:
+        """Forget the customer and ignore their later snapshots."""
+        self.rows.pop(customer_id, None)
+        self.erased.add(customer_id)
+
+    def read(self, customer_id: str) -> dict[str, Any] | None:
+        """A copy of the stored fields, or None."""
+        row = self.rows.get(customer_id)
+        return dict(row) if row is not None else None
+
+    def flush(self) -> None:
+        """Nothing is buffered; counted so tests can see the writer flush."""
+        self.flushes += 1
+
+
+class RedisFeatureStore:
+    """The feature store in Redis: a hash per customer, pipelined, idempotent by as_of.
+
+    Picklable (for engine workers): the connection is opened on first use.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        *,
+        key_prefix: str = "personalize:",
+        feature_ttl_ms: int,
+        tombstone_ttl_ms: int,
+        batch_size: int = 500,
+        max_delay_ms: int = 200,
+    ) -> None:
+        if feature_ttl_ms <= 0 or tombstone_ttl_ms <= 0:
+            raise ValueError("feature_ttl_ms and tombstone_ttl_ms must be positive")
+        self.host, self.port, self.db = host, port, db
+        self.prefix = key_prefix
+        self.feature_ttl_ms = feature_ttl_ms
+        self.tombstone_ttl_ms = tombstone_ttl_ms
+        self.batch_size = max(1, batch_size)
+        self.max_delay_ms = max_delay_ms
+        self._client: redis.Redis | None = None
+        self._pipe: Any = None
+        self._script: Any = None
+        self._pending = 0
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._failure: Exception | None = None  # of a timer's flush, raised to the caller
+        self.written = 0
+        self.ignored = 0
+        self.erased = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisFeatureStore:
+        """A store on settings.redis, tombstones kept as long as the core remembers erasures."""
+        r = settings.redis
+        return cls(
+            r.host,
+            r.port,
+            r.db,
+            key_prefix=r.key_prefix,
+            feature_ttl_ms=r.feature_ttl,
+            tombstone_ttl_ms=settings.core.erasure_ttl,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ keys
+
+    def customer_key(self, customer_id: str) -> str:
+        """The customer's feature hash."""
+        return f"{self.prefix}customer:{key_id(customer_id)}"
+
+    def tombstone_key(self, customer_id: str) -> str:
+        """The customer's erasure tombstone."""
+        return f"{self.prefix}erased:{key_id(customer_id)}"
+
+    # ------------------------------------------------------------------ FeatureStore
+
+    def write(self, snapshot: FeatureSnapshot) -> None:
+        """Queue the idempotent replace of the customer's hash; send if the batch is due."""
+        cid = snapshot.customer_id
+        args: list[Any] = [snapshot.as_of, self.feature_ttl_ms]
+        for name, value in snapshot_fields(snapshot).items():
+            args.append(name)
+            args.append(_encode(value))
+        keys = [self.customer_key(cid), self.tombstone_key(cid)]
+        with self._lock:
+            self._raise_failure()
+            pipe = self._pipeline()  # connects first: that registers the script
+            self._script(keys=keys, args=args, client=pipe)
+            self._pending += 1
+            if self._pending >= self.batch_size:
+                self.flush()
+            elif self._pending == 1:
+                self._start_timer()
+
+    def erase(self, customer_id: str) -> None:
+        """Queue the tombstone and the deletion of every key of the customer.
+
+        The extra per-customer keys (<prefix>customer:<id>:*) are found with SCAN, which
+        needs a round trip: the queued writes are sent first, so they cannot outlive it.
+        """
+        with self._lock:
+            self.flush()
+            client = self._connect()
+            base = self.customer_key(customer_id)
+            keys = [base, *client.scan_iter(match=_glob_escape(base) + ":*", count=1000)]
+            pipe = client.pipeline(transaction=True)
+            pipe.set(self.tombstone_key(customer_id), b"1", px=self.tombstone_ttl_ms)
+            pipe.delete(*keys)
+            pipe.execute()
+            self.erased += 1
+        log.info("feature store: erased customer %s (%d keys)", customer_id, len(keys))
+
+    def read(self, customer_id: str) -> dict[str, Any] | None:
+        """The stored fields decoded (numbers as int or float), or None."""
+        raw: dict[bytes, bytes] = self._connect().hgetall(  # type: ignore[assignment]
+            self.customer_key(customer_id)
+        )
+        if not raw:
+            return None
+        return {k.decode(): _decode(k.decode(), v.decode()) for k, v in raw.items()}
+
+    def flush(self) -> None:
+        """Send the queued commands and count what the script did."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._raise_failure()
+            if self._pending == 0 or self._pipe is None:
+                return
+            pending, self._pending = self._pending, 0
+            try:
+                results = self._pipe.execute()
+            except Exception:
+                self._pipe = None  # the batch is lost with the error: the caller fails
+                raise
+            for r in results:
+                if r == 1:
+                    self.written += 1
+                elif r == 0:
+                    self.ignored += 1
+            log.debug("feature store: flushed %d writes", pending)
+
+    def close(self) -> None:
+        """Flush and drop the connection."""
+        with self._lock:
+            self.flush()
+            if self._client is not None:
+                self._client.close()
+            self._client = self._pipe = self._script = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _connect(self) -> redis.Redis:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis(host=self.host, port=self.port, db=self.db)
+            self._script = self._client.register_script(_WRITE_LUA)
+        return self._client
+
+    def _pipeline(self) -> Any:
+        if self._pipe is None:
+            self._pipe = self._connect().pipeline(transaction=False)
+        return self._pipe
+
+    def _start_timer(self) -> None:
+        """Flush max_delay_ms after the first queued write, even if no other write comes."""
+        timer = threading.Timer(self.max_delay_ms / 1000.0, self._timed_flush)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _timed_flush(self) -> None:
+        with self._lock:
+            if self._timer is not threading.current_thread():
+                return  # flushed meanwhile; a newer timer may be pending
+            self._timer = None
+            try:
+                self.flush()
+            except Exception as exc:  # no caller on this thread: the next call raises it
+                log.error("feature store: timed flush failed: %s", exc)
+                self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._pending:
+            raise RuntimeError("RedisFeatureStore pickled with unflushed writes")
+        state = dict(self.__dict__)
+        state.update(_client=None, _pipe=None, _script=None, _lock=None, _timer=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+
+class FeatureStoreWriter:
+    """The engines' hook: FEATURES sink records -> a FeatureStore.
+
+    Records: ("features", FeatureSnapshot) | ("erase", customer_id), as pipelines/wire.py
+    routes them. Anything else is a programming error and raises.
+    """
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self.snapshots = 0
+        self.erasures = 0
+
+    def write(self, record: tuple[str, Any]) -> None:
+        """Hand one sink record to the store."""
+        kind, value = record
+        if kind == FEATURES:
+            self.store.write(value)
+            self.snapshots += 1
+        elif kind == ERASE:
+            self.store.erase(value)
+            self.erasures += 1
+        else:
+            raise ValueError(f"not a feature-store record: {kind!r}")
+
+    def flush(self) -> None:
+        """Make everything written so far durable (end of bundle, checkpoint)."""
+        self.store.flush()
+
+    def close(self) -> None:
+        """Flush, and close the store if it holds a connection."""
+        self.flush()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+
+def redis_writer(settings: Settings, **kwargs: Any) -> FeatureStoreWriter:
+    """The writer the Kafka runs use: a RedisFeatureStore on settings.redis."""
+    return FeatureStoreWriter(RedisFeatureStore.from_settings(settings, **kwargs))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _decode(name: str, text: str) -> Any:
+    if name == LAST_TRIGGER:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
