@@ -43,6 +43,10 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
+
+# Headers may run to RFC 5322's 998 characters: a long List-Unsubscribe URL has no space to
+# fold at, and the default 78 makes the email package encode it (RFC 2047), which breaks it.
+_POLICY = SMTP.clone(max_line_length=998)
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -121,24 +125,16 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Consume, deliver, commit; print the summary as JSON."""
-    import redis
-    from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    cfg = settings.deliver
-    if args.now_ms is not None:
-        fixed = int(args.now_ms)
-        clock: Callable[[], int] = lambda: fixed  # noqa: E731
-    else:
-        clock = wall_ms
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap,
-            group_id=cfg.group_id,
-            client_id="personalize-deliver",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+        summary = deliver_once(
+            settings,
+            now_ms=args.now_ms,
+            max_messages=args.max_messages,
+            until_idle=args.until_idle,
+            audit=args.audit,
+            topic=args.topic,
         )
     except KafkaError as exc:
         print(
@@ -147,22 +143,45 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    print(json.dumps(summary, indent=1, sort_keys=True))
+    return 0
+
+
+def deliver_once(
+    settings: Settings,
+    now_ms: int | None = None,
+    max_messages: int | None = None,
+    until_idle: float | None = None,
+    audit: Path | None = None,
+    topic: str | None = None,
+) -> dict[str, Any]:
+    """One connector run over the output topic (see the module docstring); its summary."""
+    import redis
+    from kafka import KafkaConsumer
+
+    cfg = settings.deliver
+    if now_ms is not None:
+        fixed = int(now_ms)
+        clock: Callable[[], int] = lambda: fixed  # noqa: E731
+    else:
+        clock = wall_ms
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        group_id=cfg.group_id,
+        client_id="personalize-deliver",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     r = settings.redis
     client = redis.Redis(host=r.host, port=r.port, db=r.db)
-    audit_path = args.audit or (Path(cfg.audit_file) if cfg.audit_file else None)
+    audit_path = audit or (Path(cfg.audit_file) if cfg.audit_file else None)
     audit_fh = audit_path.open("a", encoding="utf-8") if audit_path else None
     sender = SmtpSender(cfg.smtp_host, cfg.smtp_port, cfg.smtp_timeout / 1000.0)
-    deliverer = Deliverer(
-        consumer,
-        sender,
-        Ledger(client, r.key_prefix, cfg),
-        cfg,
-        clock,
-        audit_fh,
-    )
+    deliverer = Deliverer(consumer, sender, Ledger(client, r.key_prefix, cfg), cfg, clock, audit_fh)
     try:
-        deliverer.subscribe(args.topic or settings.kafka.payloads_topic)
-        summary = deliverer.run(args.max_messages, args.until_idle)
+        deliverer.subscribe(topic or settings.kafka.payloads_topic)
+        summary = deliverer.run(max_messages, until_idle)
     except KeyboardInterrupt:
         summary = deliverer.summary()
         summary["interrupted"] = True
@@ -171,8 +190,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         client.close()
         if audit_fh:
             audit_fh.close()
-    print(json.dumps(summary, indent=1, sort_keys=True))
-    return 0
+    return summary
 
 
 def wall_ms() -> int:
@@ -197,7 +215,7 @@ def build_message(payload: EmailPayload, cfg: DeliverSettings, date_ms: int) -> 
     mid = payload.message_id
     if not _SAFE_ID.match(mid):
         raise Unsendable("message_id is not a plain token")
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=_POLICY)
     part = "To"
     try:
         to = Address(display_name=payload.recipient_name or "", addr_spec=payload.recipient_email)

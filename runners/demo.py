@@ -32,17 +32,41 @@ DELIVERY_CLOCK_MS = 1569917100000
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add `demo` to the CLI."""
-    p = sub.add_parser("demo", parents=parents, help="run the job end to end on local services",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", type=Path, default=DATA, metavar="CSV",
-                   help=f"rees46 clickstream to replay (default: {DATA})")
+    p = sub.add_parser(
+        "demo",
+        parents=parents,
+        help="run the job end to end on local services",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--input",
+        type=Path,
+        default=DATA,
+        metavar="CSV",
+        help=f"rees46 clickstream to replay (default: {DATA})",
+    )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows")
-    p.add_argument("--runner", choices=("direct", "flink"), default="direct",
-                   help="engine for the topology (default: direct = Beam DirectRunner)")
-    p.add_argument("--out", type=Path, default=Path(".state/demo"), metavar="DIR",
-                   help="where the report, payloads and delivered .eml files go")
-    p.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
-                   help="stop the topology and the connector after this long without input")
+    p.add_argument(
+        "--runner",
+        choices=("direct", "flink"),
+        default="direct",
+        help="engine for the topology (default: direct = Beam DirectRunner)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".state/demo"),
+        metavar="DIR",
+        help="where the report, payloads and delivered .eml files go",
+    )
+    p.add_argument(
+        "--idle",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="stop the topology and the connector after this long without input",
+    )
     p.set_defaults(func=run)
 
 
@@ -53,7 +77,10 @@ def _say(step: str) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """The demo (see the module docstring)."""
     from runners import services
+    from runners.kafka_io import quiet_client_logs
 
+    if not args.verbose:
+        quiet_client_logs()
     if not args.input.is_file():
         print(f"demo: no such file {args.input} (pass --input a rees46 CSV)", file=sys.stderr)
         return 2
@@ -90,8 +117,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     report = write_report(out)
     summary = {
-        "run": run_id, "produced": produced, "topology": job, "topology_seconds": round(job_seconds, 1),
-        "delivery": delivered, **collected, "report": str(report),
+        "run": run_id,
+        "produced": produced,
+        "topology": job,
+        "topology_seconds": round(job_seconds, 1),
+        "delivery": delivered,
+        **collected,
+        "report": str(report),
     }
     (out / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _print_summary(summary, out)
@@ -101,9 +133,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _demo_settings(settings: Settings, run_id: str, out: Path) -> Settings:
     k = dataclasses.replace(
         settings.kafka,
-        events_topic=f"{run_id}-events", profiles_topic=f"{run_id}-profiles",
-        payloads_topic=f"{run_id}-payloads", dead_letters_topic=f"{run_id}-dead-letters",
-        audit_topic=f"{run_id}-audit", group_id=f"{run_id}-job",
+        events_topic=f"{run_id}-events",
+        profiles_topic=f"{run_id}-profiles",
+        payloads_topic=f"{run_id}-payloads",
+        dead_letters_topic=f"{run_id}-dead-letters",
+        audit_topic=f"{run_id}-audit",
+        group_id=f"{run_id}-job",
     )
     paths = dataclasses.replace(settings.paths, model=str(out / "model.npz"))
     return dataclasses.replace(settings, kafka=k, paths=paths)
@@ -120,8 +155,11 @@ def _train_and_load_catalog(args: argparse.Namespace, settings: Settings, out: P
     from transforms.readers import read_rees46
     from transforms.recommend import train
 
-    events = [i for i in itertools.islice(read_rees46(args.input, synthesize_profiles=False), args.limit)
-              if isinstance(i, BehaviourEvent)]
+    events = [
+        i
+        for i in itertools.islice(read_rees46(args.input, synthesize_profiles=False), args.limit)
+        if isinstance(i, BehaviourEvent)
+    ]
     model = train(events)
     model.save(settings.paths.model)
     items = catalog_from_events(events)
@@ -150,8 +188,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 def _run_topology(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from runners.run import run_engine
 
-    options = argparse.Namespace(runner=args.runner, max_events=None, until_idle=args.idle,
-                                 from_beginning=True, savepoint=None, detached=False)
+    options = argparse.Namespace(
+        runner=args.runner,
+        max_events=None,
+        until_idle=args.idle,
+        from_beginning=True,
+        savepoint=None,
+        detached=False,
+    )
     return run_engine(settings, options)
 
 
@@ -161,10 +205,18 @@ def _deliver(args: argparse.Namespace, settings: Settings, out: Path) -> dict[st
 
     outbox = out / "outbox"
     with MaildirSink(outbox) as smtp:
-        cfg = dataclasses.replace(settings.deliver, smtp_host=smtp.host, smtp_port=smtp.port,
-                                  group_id=f"{settings.kafka.group_id}-deliver")
-        summary = deliver_once(dataclasses.replace(settings, deliver=cfg), now_ms=DELIVERY_CLOCK_MS,
-                               until_idle=args.idle, audit=out / "delivery-audit.jsonl")
+        cfg = dataclasses.replace(
+            settings.deliver,
+            smtp_host=smtp.host,
+            smtp_port=smtp.port,
+            group_id=f"{settings.kafka.group_id}-deliver",
+        )
+        summary = deliver_once(
+            dataclasses.replace(settings, deliver=cfg),
+            now_ms=DELIVERY_CLOCK_MS,
+            until_idle=args.idle,
+            audit=out / "delivery-audit.jsonl",
+        )
     summary["outbox"] = str(outbox)
     summary["eml_files"] = len(list(outbox.glob("*.eml")))
     return summary
@@ -185,9 +237,14 @@ def _collect(settings: Settings, out: Path) -> dict[str, Any]:
         k.audit_topic: (AUDIT, lambda raw: audit_from_json(json.loads(raw))),
         k.dead_letters_topic: (DEAD_LETTER, decode_dead_letter),
     }
-    consumer = KafkaConsumer(*decoders, bootstrap_servers=k.bootstrap, auto_offset_reset="earliest",
-                             isolation_level="read_committed", consumer_timeout_ms=3000,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        *decoders,
+        bootstrap_servers=k.bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        consumer_timeout_ms=3000,
+        enable_auto_commit=False,
+    )
     files = OutputFiles(out)
     try:
         for msg in consumer:
@@ -197,7 +254,11 @@ def _collect(settings: Settings, out: Path) -> dict[str, Any]:
         consumer.close()
     files.close()
     s = files.summary
-    return {"payloads": s["payloads"], "decisions": s["decisions"], "dead_letters": s["dead_letters"]}
+    return {
+        "payloads": s["payloads"],
+        "decisions": s["decisions"],
+        "dead_letters": s["dead_letters"],
+    }
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -207,7 +268,9 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         print("\nSample payloads:")
     for p in payloads:
         when = p["send_after"] or p["trigger"]["fired_at"]
-        print(f"  {p['trigger']['type']:<17} customer {p['customer_id']:<10} "
-              f"send after {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when / 1000))}: {p['subject']}")
+        print(
+            f"  {p['trigger']['type']:<17} customer {p['customer_id']:<10} "
+            f"send after {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when / 1000))}: {p['subject']}"
+        )
     print(f"\nDelivered emails (.eml): {summary['delivery'].get('outbox')}")
     print(f"Report: {summary['report']}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from typing import Any
 
 from transforms.settings import Settings
@@ -61,13 +62,27 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Dispatch to the engine module."""
-    module = importlib.import_module(ENGINES[args.runner])
-    return int(module.run_kafka(settings, args))
+    """Run the engine's Kafka job; print its summary."""
+    summary = run_engine(settings, args)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
 
 
 def run_engine(settings: Settings, options: argparse.Namespace) -> dict[str, Any]:
-    """Run the engine's Kafka job to its end (bounded options) and return its summary."""
+    """Run the engine's Kafka job (to its end, with bounded options) and return its summary.
+
+    Kafka runs are online: the core reads the Redis catalog (unless paths.catalog names a
+    file) and feature snapshots and erasures go to the Redis feature store.
+    """
+    from pipelines.common import build_core
+    from pipelines.feature_store import redis_writer
+
     module = importlib.import_module(ENGINES[options.runner])
-    summary: dict[str, Any] = module.run_kafka_job(settings, options, progress=True)
+    summary: dict[str, Any] = module.run_kafka_job(
+        settings,
+        options,
+        feature_writer=redis_writer(settings),
+        core=build_core(settings, online=True),
+        progress=True,
+    )
     return summary

@@ -305,3 +305,12 @@ def test_commit_position_is_the_lowest_unhandled_offset():
     assert t.committable() == {}
     t.handled("tp", 6)
     assert t.committable() == {"tp": 8}
+
+
+def test_long_list_unsubscribe_url_stays_a_plain_header_on_the_wire():
+    # A URL has no space to fold at: it must go out as is, not RFC 2047-encoded (which mail
+    # clients cannot use as a link).
+    p = make_payload(mid="m" * 40)
+    raw = build_message(p, DeliverSettings(), T0).as_bytes()
+    line = next(h for h in raw.split(b"\r\n") if h.startswith(b"List-Unsubscribe:"))
+    assert line.startswith(b"List-Unsubscribe: <https://") and b"=?utf-8?" not in line
