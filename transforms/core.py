@@ -95,6 +95,7 @@ class Core:
         self.settings = settings = settings or CoreSettings()
         self.triggers = load_triggers(settings)
         self.priorities = {t.type: t.priority for t in self.triggers}
+        self.timed = [t for t in self.triggers if t.has_deadline]
         self.recommender = recommender or Recommender(None)
         self.catalog = catalog
         self.renderer = renderer or Renderer()
@@ -152,11 +153,11 @@ class Core:
         self, state: CustomerState, due: list[Pending], t: int, outputs: list[Output]
     ) -> None:
         """Process `due` (sorted) and deadlines <= t, instant by instant."""
-        triggers = self.triggers
+        timed = self.timed
         i, n = 0, len(due)
         while True:
             ts = due[i][0] if i < n else _NEVER
-            for trig in triggers:
+            for trig in timed:
                 d = trig.deadline(state)
                 if d is not None and d < ts:
                     ts = d
@@ -173,7 +174,7 @@ class Core:
                     self._apply_profile(state, item)
                 else:
                     self._apply_event(state, item, fires, outputs)
-            for trig in triggers:
+            for trig in timed:
                 if trig.deadline(state) == ts:
                     fires.extend(trig.on_deadline(state, ts))
             if fires:
@@ -422,7 +423,7 @@ class Core:
             wake = state.features_due
         if state.pending:
             wake = min(wake, min(p[0] for p in state.pending))
-        for trig in self.triggers:
+        for trig in self.timed:
             d = trig.deadline(state)
             if d is not None and d < wake:
                 wake = d

@@ -26,6 +26,7 @@ class Trigger(Protocol):
 
     type: str
     priority: int
+    has_deadline: bool   # False: deadline() is always None (the core skips polling it)
 
     def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
         """Fires caused by this event (processed at its occurred_at)."""

@@ -45,6 +45,7 @@ class BrowseIntensity:
 
     type = TYPE
     priority = 1
+    has_deadline = False
 
     def __init__(self, settings: CoreSettings) -> None:
         self.window = settings.browse_window

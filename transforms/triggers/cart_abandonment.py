@@ -33,6 +33,7 @@ class CartAbandonment:
 
     type = TYPE
     priority = 0
+    has_deadline = True
 
     def __init__(self, settings: CoreSettings) -> None:
         self.delay = settings.cart_delay
