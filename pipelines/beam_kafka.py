@@ -1,0 +1,711 @@
+"""Kafka in and out of the Beam topology on the Python DirectRunner (kafka-python, no Java).
+
+    KafkaSource(settings, options, local)   a consumer behind a local TestStream service
+      .read() -> ReadFromKafka              PBegin -> {EVENTS, PROFILES: PCollection of
+                                            (KafkaRecord, watermark, horizon)}
+    WriteToKafka(local, bootstrap, topic, encode, counter)   records -> topic
+
+Why a TestStream service, and what was tried
+--------------------------------------------
+Streaming on the Python DirectRunner means the BundleBasedDirectRunner (the FnApiRunner, used
+for batch, does not stream). Its unbounded inputs are TestStream, PubSub and splittable DoFns:
+
+1. A splittable DoFn over kafka-python (OffsetRange restriction, ManualWatermarkEstimator set
+   to record time - max_out_of_orderness, defer_remainder between polls). It reads, but the
+   runner does not honour the estimator: in a probe (Beam 2.61, streaming) an event-time timer
+   set 100 000 s after an element the SDF had just emitted fired at once, while the SDF still
+   had its remainder to read. Downstream of it event time has already ended: every deadline
+   would fire as soon as it is set, before the events that cancel it arrive.
+2. The cross-language ReadFromKafka needs a Java expansion service and a portable runner
+   (Flink, Prism, or Docker for the Java SDK harness), none of which is this runner.
+3. Micro-batches (bounded pipelines one after another) lose Beam's keyed state and timers
+   between batches; state would have to live outside Beam.
+4. TestStream with an `endpoint`: the DirectRunner pulls TestStream events one at a time from
+   a gRPC TestStreamService (the mechanism Interactive Beam streams with) and makes each a
+   bundle; ElementEvents carry elements with their event timestamps, WatermarkEvents set the
+   watermark, and the end of the stream takes it to +inf. Served from a live consumer, that is
+   a continuous unbounded read whose watermark moves with the data. This is what is used: the
+   KafkaReader runs on the service's thread, the pipeline pulls batches from it.
+
+The watermark (EventClock): per partition, max event time seen - max_out_of_orderness - 1 (the
+reference runner's rule; event times are read from the raw bytes, wire.event_time_of); overall,
+the minimum over the partitions that still have records to read, never moving back. A partition
+read to its end (position = highwater), or never fetched for `idleness` (settings.flink.idleness,
+the same notion as the Flink source's), does not hold it, as Flink's per-split watermarks with
+idleness. Each poll becomes one ElementEvent per topic, each element being (KafkaRecord, the
+watermark and the future-timestamp horizon just before that record), then a WatermarkEvent. The
+topology judges lateness against the element's watermark, so it decides as the reference does.
+The horizon is the newest event time seen anywhere (or the wall clock at receipt, if later):
+a slow or sparse partition, or a backlog being caught up, must not make good records "future".
+
+When no record came for `idleness`, an unbounded read lets the watermark follow the wall clock
+(now - max_out_of_orderness - 1): with no input, event time is taken to follow processing
+time, so a cart-abandonment deadline fires about when it is due rather than at the next event.
+Bounded reads (--max-events, --until-idle: replays, tests, benchmarks, often of old data) do not
+do this; their end takes the watermark to +inf and every pending deadline fires at its own time.
+An idle read sends a heartbeat (the same watermark) every second: the runner gives up on a
+service silent for 30 s.
+
+Offsets and back-pressure: a pass-through step (Acknowledge) right after the TestStream counts
+the records that entered the pipeline and the highest offset per partition; the reader keeps at
+most `max_in_flight` records between itself and that step, and commits the acknowledged offsets
+to the consumer group every `commit_every` seconds and at the end. Known limit: the DirectRunner
+keeps keyed state and timers in memory and never checkpoints them, so a restarted job resumes
+at the committed offsets but has lost what was buffered and the pending deadlines. A Ctrl-C
+therefore ends the read like a bounded one: everything read is processed and every pending
+deadline fires, at its own time, before the job exits. Exactly-once across restarts is the
+Flink runner's (checkpoints).
+
+Sinks share one producer per run and flush it at the end of every bundle, so a bundle's
+outputs are on the broker before the runner moves on; a failed send fails the pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import apache_beam as beam
+import grpc
+from apache_beam.coders import PickleCoder
+from apache_beam.portability.api import beam_runner_api_pb2 as api
+from apache_beam.portability.api import beam_runner_api_pb2_grpc as api_grpc
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+
+from pipelines.wire import EVENTS, PROFILES, event_time_of
+from transforms.settings import CoreSettings, Settings
+
+HEARTBEAT_S = 1.0
+POLL_MS = 200
+# A record with no readable event time is stamped with the watermark (or this, before any).
+_MIN_MICROS = MIN_TIMESTAMP.micros
+
+
+class KafkaRecord(NamedTuple):
+    """One consumed record: where it came from, its value, and when it was read (epoch ms)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    received_at: int
+
+
+# ------------------------------------------------------------------------------ process-local
+
+
+class Local:
+    """Objects one pipeline run shares between its DoFn copies, in this process, by run id.
+
+    The DirectRunner in streaming mode unpickles a fresh copy of each DoFn for every bundle and
+    tears it down after it, so a Kafka producer, the core (its Jinja environment does not
+    pickle) or an output collector cannot live in a DoFn: the DoFn holds this handle (an id) and
+    fetches them here. This ties the topology to in-process runners, which the DirectRunner is.
+    """
+
+    _objects: ClassVar[dict[str, dict[str, Any]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+
+    def get(self, name: str, make: Callable[[], Any] | None = None) -> Any:
+        """The object called `name` of this run, made by `make` on first use."""
+        with Local._lock:
+            objects = Local._objects.setdefault(self.id, {})
+            if name not in objects:
+                if make is None:
+                    raise KeyError(f"{name} was not registered for this pipeline run")
+                objects[name] = make()
+            return objects[name]
+
+    def put(self, name: str, obj: Any) -> None:
+        """Register `obj` under `name` for this run."""
+        with Local._lock:
+            Local._objects.setdefault(self.id, {})[name] = obj
+
+    def close(self) -> None:
+        """Forget this run's objects, closing those that can be closed."""
+        with Local._lock:
+            objects = Local._objects.pop(self.id, {})
+        for obj in objects.values():
+            close = getattr(obj, "close", None)
+            if callable(close):
+                close()
+
+
+class Tally:
+    """Thread-safe counters of one run (records per sink, dropped by reason, ...)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Add a DoFn's bundle counts."""
+        with self._lock:
+            for name, n in counts.items():
+                self.counts[name] = self.counts.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the counts."""
+        with self._lock:
+            return dict(self.counts)
+
+
+def tally(local: Local) -> Tally:
+    """The run's counters."""
+    t: Tally = local.get("tally", Tally)
+    return t
+
+
+# ------------------------------------------------------------------------------ watermark
+
+
+class EventClock:
+    """A source's watermark: per input partition, max event time seen - max_out_of_orderness - 1;
+    overall, the minimum over the partitions that hold it, never moving back.
+
+    By default every partition seen holds it; with one partition (a file, a replay) this is
+    exactly the reference runner's watermark. A Kafka reader says which partitions hold it
+    (`set_holding` / `release`): those with records left to read. A partition that holds it but
+    has no data yet keeps it where it is; when no partition holds it (everything available was
+    read), it follows the newest data. `advance_to` moves it without data.
+
+    What is "too far in the future" (max_future) is judged against the `horizon`: the newest
+    event time seen in any partition - max_out_of_orderness - 1 (or the watermark, if later),
+    and, for a live source that passes `now` (the wall clock when the record was read), at
+    least now: a slow partition holding the watermark back, a sparse one, or a backlog being
+    caught up must not make good records "future" ones; a time ahead of both the data and the
+    clock is. Such an item does not move the clock (it is a dead letter downstream). With one
+    partition and no `now` (a replay) the horizon is the watermark, as in the reference runner.
+    """
+
+    def __init__(self, core: CoreSettings) -> None:
+        self.ooo = core.max_out_of_orderness
+        self.max_future = core.max_future
+        self.max_seen: dict[Any, int] = {}
+        self.newest: int | None = None
+        self.holding: set[Any] | None = None
+        self.watermark: int | None = None
+
+    def observe(self, t: int | None, partition: Any = None, now: int | None = None) -> None:
+        """An item with event time t (None: unreadable) was read from `partition` at `now`."""
+        if t is None:
+            return
+        horizon = self.horizon(now)
+        if horizon is not None and t > horizon + self.max_future:
+            return
+        seen = self.max_seen.get(partition)
+        if seen is None or t > seen:
+            self.max_seen[partition] = t
+            if self.newest is None or t > self.newest:
+                self.newest = t
+            self._update()
+
+    def horizon(self, now: int | None = None) -> int | None:
+        """The time future timestamps are judged against (see above)."""
+        h = self.watermark
+        if self.newest is not None and (h is None or self.newest - self.ooo - 1 > h):
+            h = self.newest - self.ooo - 1
+        if now is not None and (h is None or now > h):
+            h = now
+        return h
+
+    def set_holding(self, partitions: set[Any]) -> None:
+        """The partitions that hold the watermark from now on."""
+        self.holding = partitions
+        self._update()
+
+    def release(self, partition: Any) -> None:
+        """`partition` no longer holds the watermark (nothing left to read in it)."""
+        if self.holding is not None and partition in self.holding:
+            self.holding.discard(partition)
+            self._update()
+
+    def advance_to(self, watermark: int) -> None:
+        """Move the watermark to `watermark` if that is later."""
+        if self.watermark is None or watermark > self.watermark:
+            self.watermark = watermark
+
+    def _update(self) -> None:
+        seen = self.max_seen
+        holders = seen.keys() if self.holding is None else self.holding
+        if holders:
+            if any(p not in seen for p in holders):
+                return
+            t = min(seen[p] for p in holders)
+        elif seen:
+            t = max(seen.values())
+        else:
+            return
+        self.advance_to(t - self.ooo - 1)
+
+
+# ------------------------------------------------------------------------------ the reader
+
+
+@dataclass(slots=True)
+class ReadOptions:
+    """How a read runs: bounded by a record count and/or an idle time, or unbounded."""
+
+    max_events: int | None = None        # stop after this many records (both topics)
+    until_idle: float | None = None      # stop when nothing came for this many seconds
+    from_beginning: bool = False         # earliest offset when the group has none committed
+    max_in_flight: int = 20_000          # records read but not yet in the pipeline
+    max_poll_records: int = 2_000
+    commit_every: float = 5.0            # seconds between offset commits
+    progress_every: float | None = None  # seconds between progress reports (None: none)
+    stop: threading.Event | None = None  # set it to end an unbounded read (then as bounded)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the read ends by itself."""
+        return self.max_events is not None or self.until_idle is not None
+
+
+@dataclass(slots=True)
+class Batch:
+    """One poll: per tag, (record, watermark and horizon before it, event time); then the
+    watermark."""
+
+    elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int | None]]]
+    watermark: int | None
+
+
+@dataclass(slots=True)
+class Flow:
+    """Records in flight through a run (thread-safe): what the source handed over and whether
+    it is done, what entered the pipeline (acked, with offsets), and how far the topology got
+    with them (decoded, routed to the keyed step, stepped there)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sent: int = 0
+    ended: bool = False
+    acked: int = 0
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    decoded: int = 0
+    routed: int = 0
+    stepped: int = 0
+    _drained: bool = False
+
+    def add(self, decoded: int = 0, routed: int = 0, stepped: int = 0) -> None:
+        """A bundle's progress in the topology."""
+        with self.lock:
+            self.decoded += decoded
+            self.routed += routed
+            self.stepped += stepped
+
+    def end(self) -> None:
+        """The source will send nothing more."""
+        with self.lock:
+            self.ended = True
+
+    def drained(self) -> bool:
+        """Whether the input has ended and every record of it has been through the keyed step
+        (or dead-lettered before it): nothing can reach the keyed state any more."""
+        if self._drained:
+            return True
+        with self.lock:
+            self._drained = (self.ended and self.decoded == self.sent
+                             and self.stepped == self.routed)
+            return self._drained
+
+    def ack(self, n: int, offsets: dict[tuple[str, int], int]) -> None:
+        """A bundle of n records entered the pipeline; the highest offset per partition."""
+        with self.lock:
+            self.acked += n
+            for tp, offset in offsets.items():
+                if offset > self.offsets.get(tp, -1):
+                    self.offsets[tp] = offset
+
+    def in_flight(self) -> int:
+        """Records sent but not acknowledged."""
+        with self.lock:
+            return self.sent - self.acked
+
+
+class KafkaReader:
+    """Polls the events and profiles topics and yields Batches with the source watermark."""
+
+    def __init__(
+        self, settings: Settings, options: ReadOptions, flow: Flow,
+        topics: dict[str, str] | None = None, group_id: str | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        k = settings.kafka
+        self.bootstrap = k.bootstrap
+        self.tags = {topic: tag for tag, topic in (topics or {
+            EVENTS: k.events_topic, PROFILES: k.profiles_topic}).items()}
+        self.group_id = group_id or k.group_id
+        self.core = settings.core
+        self.options = options
+        self.flow = flow
+        self.idleness_ms = settings.flink.idleness
+        self.clock = EventClock(settings.core)
+        self.report = report
+        self.read = 0
+        self.error: Exception | None = None
+        self.first_record_at: float | None = None     # time.monotonic() of the first record
+        self._assigned: dict[Any, float] = {}
+        self.stop_requested = False
+        self.started = time.monotonic()
+        self._last_stats = (self.started, 0)
+
+    def batches(self) -> Iterator[Batch]:
+        """Poll until the bounds are reached (or forever), then commit what was acknowledged."""
+        from kafka import KafkaConsumer
+
+        opts = self.options
+        consumer = KafkaConsumer(
+            *self.tags, bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if opts.from_beginning else "latest",
+            max_poll_records=opts.max_poll_records, client_id=f"personalize-beam-{self.group_id}",
+        )
+        committed: dict[tuple[str, int], int] = {}
+        try:
+            last_data = last_beat = last_commit = last_report = time.monotonic()
+            while not self.stop_requested:
+                if opts.max_events is not None and self.read >= opts.max_events:
+                    break
+                if opts.stop is not None and opts.stop.is_set():
+                    break
+                while self.flow.in_flight() > opts.max_in_flight and not self.stop_requested:
+                    time.sleep(0.01)
+                polled = consumer.poll(timeout_ms=POLL_MS, max_records=self._room())
+                now = time.monotonic()
+                if not consumer.assignment():
+                    last_data = now                 # the idle clock starts once assigned
+                if polled:
+                    last_data = last_beat = now
+                    if self.first_record_at is None:
+                        self.first_record_at = now
+                    yield self._batch(consumer, polled)
+                else:
+                    if consumer.assignment():
+                        left = self._holding(consumer, polled)
+                        self.clock.set_holding({(tp.topic, tp.partition)
+                                                for tp, more in left.items() if more})
+                    if opts.until_idle is not None and now - last_data >= opts.until_idle:
+                        break
+                    if not opts.bounded and (now - last_data) * 1000 >= self.idleness_ms:
+                        self.clock.advance_to(int(time.time() * 1000) - self.clock.ooo - 1)
+                    if now - last_beat >= HEARTBEAT_S:
+                        last_beat = now
+                        yield Batch({}, self.clock.watermark)
+                if now - last_commit >= opts.commit_every:
+                    last_commit = now
+                    self._commit(consumer, committed)
+                if opts.progress_every is not None and now - last_report >= opts.progress_every:
+                    last_report = now
+                    self._report()
+            self.flow.end()
+            while self.flow.in_flight() > 0 and not self.stop_requested:
+                time.sleep(0.01)                    # every record is in before the final commit
+            self._commit(consumer, committed)
+        finally:
+            consumer.close(autocommit=False)
+            self._report()
+
+    def stats(self) -> dict[str, Any]:
+        """Records read, the read rate since the previous call, watermark, records in flight."""
+        now = time.monotonic()
+        since, read_then = self._last_stats
+        self._last_stats = (now, self.read)
+        rate = (self.read - read_then) / max(now - since, 1e-9)
+        return {"read": self.read, "per_s": round(rate),
+                "watermark": self.clock.watermark, "in_flight": self.flow.in_flight()}
+
+    def _room(self) -> int:
+        room = self.options.max_poll_records
+        if self.options.max_events is not None:
+            room = min(room, self.options.max_events - self.read)
+        return max(room, 1)
+
+    def _holding(self, consumer: Any, polled: dict[Any, list[Any]]) -> dict[Any, bool]:
+        """Per assigned partition: whether records are left to read after this poll's.
+
+        A partition the consumer has not fetched yet (no highwater) counts as having some until
+        it has been assigned for `idleness`: an empty or silent partition must not hold the
+        watermark for ever.
+        """
+        now = time.monotonic()
+        left = {}
+        for tp in consumer.assignment():
+            since = self._assigned.setdefault(tp, now)
+            hw = consumer.highwater(tp)
+            if hw is None:
+                left[tp] = (now - since) * 1000 < self.idleness_ms
+            else:
+                left[tp] = consumer.position(tp) < hw
+        for tp in list(self._assigned):
+            if tp not in left:
+                del self._assigned[tp]
+        return left
+
+    def _batch(self, consumer: Any, polled: dict[Any, list[Any]]) -> Batch:
+        clock = self.clock
+        core = self.core
+        left = self._holding(consumer, polled)
+        clock.set_holding({(tp.topic, tp.partition) for tp, more in left.items()
+                           if more or tp in polled})
+        elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int | None]]] = {}
+        received_at = int(time.time() * 1000)
+        n = 0
+        for tp, records in polled.items():
+            tag = self.tags[tp.topic]
+            key = (tp.topic, tp.partition)
+            out = elements.setdefault(tag, [])
+            for r in records:
+                value = r.value if r.value is not None else b""
+                t = event_time_of(tag, value, core)
+                out.append((KafkaRecord(r.topic, r.partition, r.offset, value, received_at),
+                            clock.watermark, clock.horizon(received_at), t))
+                clock.observe(t, key, received_at)
+            n += len(records)
+            if not left.get(tp, False):
+                clock.release(key)
+        self.read += n
+        with self.flow.lock:
+            self.flow.sent += n
+        return Batch(elements, clock.watermark)
+
+    def _commit(self, consumer: Any, committed: dict[tuple[str, int], int]) -> None:
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        with self.flow.lock:
+            acked = dict(self.flow.offsets)
+        todo = {tp: off for tp, off in acked.items() if committed.get(tp) != off}
+        if todo:
+            consumer.commit({TopicPartition(t, p): OffsetAndMetadata(off + 1, "", -1)
+                             for (t, p), off in todo.items()})
+            committed.update(todo)
+
+    def _report(self) -> None:
+        if self.report is not None:
+            self.report(self.stats())
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+class _Service(api_grpc.TestStreamServiceServicer):
+    """Serves the reader's batches as TestStream events (one request: the pipeline's)."""
+
+    def __init__(self, reader: KafkaReader, coder: PickleCoder) -> None:
+        self.reader = reader
+        self.coder = coder
+
+    def Events(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802 (gRPC name)
+        """The event stream. A failure of the reader (Kafka, commits) ends it: what was read
+        is processed, and the job raises the reader's error once the pipeline is done, rather
+        than the runner giving up on a silent service 30 s later with no cause."""
+        try:
+            yield from self._events(request, context)
+        except Exception as exc:  # noqa: BLE001 - re-raised by the job (KafkaSource.raise_error)
+            self.reader.error = exc
+
+    def _events(self, request: Any, context: Any) -> Iterator[Any]:
+        """Per batch, elements per tag, then the watermark of every tag."""
+        tags = [t for t in request.output_ids if t in (EVENTS, PROFILES)]
+        encode = self.coder.encode
+        event = api.TestStreamPayload.Event
+        element = api.TestStreamPayload.TimestampedElement
+        sent_wm: int | None = None
+        for batch in self.reader.batches():
+            if not context.is_active():
+                self.reader.stop_requested = True
+                return
+            for tag, rows in batch.elements.items():
+                yield event(element_event=event.AddElements(tag=tag, elements=[
+                    element(encoded_element=encode((record, wm, horizon)),
+                            timestamp=_stamp(t if t is not None and (wm is None or t > wm) else wm))
+                    for record, wm, horizon, t in rows
+                ]))
+            wm = batch.watermark
+            if batch.elements and (wm is None or (sent_wm is not None and wm <= sent_wm)):
+                continue
+            # A new watermark, or a heartbeat repeating the last one (or -inf before any).
+            sent_wm = wm
+            micros = _MIN_MICROS if wm is None else wm * 1000
+            for tag in tags:
+                yield event(watermark_event=event.AdvanceWatermark(tag=tag, new_watermark=micros))
+
+
+def _stamp(ms: int | None) -> int:
+    return _MIN_MICROS if ms is None else ms * 1000
+
+
+class KafkaSource:
+    """The Kafka read of one pipeline run: a reader behind a local TestStream service.
+
+    Use as a context manager around building and running the pipeline:
+
+        with KafkaSource(settings, options, local) as source:
+            streams = p | "ReadKafka" >> source.read()
+    """
+
+    def __init__(
+        self, settings: Settings, options: ReadOptions, local: Local,
+        topics: dict[str, str] | None = None, group_id: str | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.local = local
+        self.flow: Flow = local.get("flow", Flow)
+        self.reader = KafkaReader(settings, options, self.flow, topics, group_id, report)
+        self.coder = PickleCoder()
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        api_grpc.add_TestStreamServiceServicer_to_server(
+            _Service(self.reader, self.coder), self._server)
+        self.endpoint = f"localhost:{self._server.add_insecure_port('localhost:0')}"
+
+    def __enter__(self) -> KafkaSource:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.stop_requested = True
+        self._server.stop(grace=None)
+
+    def raise_error(self) -> None:
+        """Raise what ended the read early, if anything did."""
+        if self.reader.error is not None:
+            raise RuntimeError(f"Kafka read failed: {self.reader.error!r}") from self.reader.error
+
+    def read(self) -> ReadFromKafka:
+        """The PTransform reading through this source."""
+        return ReadFromKafka(self.endpoint, self.coder, self.local)
+
+
+class ReadFromKafka(beam.PTransform):
+    """PBegin -> {EVENTS, PROFILES: PCollection of (KafkaRecord, watermark, horizon)}: the
+    source's watermark and future-timestamp horizon when it read the record (None before any).
+    """
+
+    def __init__(self, endpoint: str, coder: PickleCoder, local: Local) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.coder = coder
+        self.local = local
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        """The TestStream and one Acknowledge step per topic."""
+        streams = pbegin | "Poll" >> TestStream(
+            coder=self.coder, output_tags=[EVENTS, PROFILES], endpoint=self.endpoint)
+        return {
+            tag: streams[tag] | f"Acknowledge{tag.title()}" >> beam.ParDo(_Acknowledge(self.local))
+            for tag in (EVENTS, PROFILES)
+        }
+
+
+class _Acknowledge(beam.DoFn):
+    """Pass-through that tells the reader which records entered the pipeline."""
+
+    def __init__(self, local: Local) -> None:
+        self.local = local
+
+    def start_bundle(self) -> None:
+        self.n = 0
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def process(self, element: tuple[KafkaRecord, int | None, int | None]) -> Iterator[Any]:
+        record = element[0]
+        self.n += 1
+        tp = (record.topic, record.partition)
+        if record.offset > self.offsets.get(tp, -1):
+            self.offsets[tp] = record.offset
+        yield element
+
+    def finish_bundle(self) -> None:
+        if self.n:
+            flow: Flow = self.local.get("flow", Flow)
+            flow.ack(self.n, self.offsets)
+
+
+# ------------------------------------------------------------------------------ the sink
+
+
+Encoded = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+class WriteToKafka(beam.PTransform):
+    """PCollection of records -> `topic`, each encoded by `encode` to (key, value[, headers])."""
+
+    def __init__(self, local: Local, bootstrap: str, topic: str, encode: Callable[[Any], Encoded],
+                 counter: str) -> None:
+        super().__init__()
+        self.fn = _Produce(local, bootstrap, topic, encode, counter)
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        """One ParDo producing to the topic."""
+        return records | "Produce" >> beam.ParDo(self.fn)
+
+
+class Producer:
+    """A kafka-python producer shared by the sinks of a run, which remembers failed sends."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from runners.kafka_io import open_producer
+
+        self.producer = open_producer(bootstrap)
+        self.errors: list[BaseException] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             headers: list[tuple[str, bytes]] | None) -> None:
+        """Queue one record."""
+        future = self.producer.send(topic, value=value, key=key, headers=headers)
+        future.add_errback(self.errors.append)
+
+    def flush(self) -> None:
+        """Wait until everything queued is on the broker; raise if a send failed."""
+        self.producer.flush()
+        if self.errors:
+            raise RuntimeError(f"{len(self.errors)} Kafka sends failed, first: {self.errors[0]!r}")
+
+    def close(self) -> None:
+        """Flush and close."""
+        self.producer.flush()
+        self.producer.close()
+
+
+class _Produce(beam.DoFn):
+    def __init__(self, local: Local, bootstrap: str, topic: str, encode: Callable[[Any], Encoded],
+                 counter: str) -> None:
+        self.local = local
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.encode = encode
+        self.counter = counter
+
+    def setup(self) -> None:
+        self.producer: Producer = self.local.get(f"producer:{self.bootstrap}",
+                                                 lambda: Producer(self.bootstrap))
+
+    def start_bundle(self) -> None:
+        self.n = 0
+
+    def process(self, record: Any) -> Iterator[Any]:
+        encoded = self.encode(record)
+        headers = encoded[2] if len(encoded) > 2 else None
+        self.producer.send(self.topic, encoded[0], encoded[1], headers)
+        self.n += 1
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        if self.n:
+            self.producer.flush()
+            tally(self.local).add({self.counter: self.n})
+
+
+def print_progress(stats: dict[str, Any]) -> None:
+    """A progress line on stderr (the reader's report callback of `personalize run`)."""
+    sys.stderr.write("\rdirect: " + " ".join(f"{k}={v}" for k, v in stats.items()) + "   ")
+    sys.stderr.flush()

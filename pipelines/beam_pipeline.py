@@ -1,0 +1,589 @@
+"""The job as an Apache Beam topology (DirectRunner, streaming): a thin adapter over the core.
+
+    build_pipeline(p, events, profiles, sinks, settings, core=None)
+
+    events, profiles    (record, watermark, horizon): record = KafkaRecord (raw bytes from
+                        Kafka) or an item read from a file (Item | DeadLetter); watermark and
+                        horizon: the source's watermark, and the time future timestamps are
+                        judged against, when it read the record (beam_kafka.EventClock)
+    | "DecodeEvents" / "DecodeProfiles"   -> (customer_id, (Item, watermark)), dead letters apart
+    | "MergeInputs"                       Flatten: both reach the same keyed DoFn
+    | "PerCustomer"                       stateful DoFn over wire.KeyedCore, routed by tag to
+    | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES]
+
+Items the core drops (duplicates, events of erased customers) are counted, not output: the
+run's Tally ("dropped:<reason>"), which run_replay and run_kafka report.
+
+Entry points: `run_kafka(settings, options)` (`personalize run --runner direct`) and
+`run_replay(items, settings, out_dir)` (`personalize replay --runner direct`), which writes the
+same files as the reference runner (pipelines/outputs.py). Kafka I/O is pipelines/beam_kafka.py.
+
+PerCustomer keeps the core's CustomerState in a ReadModifyWriteState (pickled) and one
+event-time timer: the core asks to be woken at times (`wake_at`); Beam has one timer per key per
+TimerSpec, so the earliest outstanding time is kept in state and the timer set to it. When it
+fires, `wake(t)` runs with the timer's time, and returns the next time it needs (the core's
+wake_at after a wake covers everything it still waits for).
+
+End of a bounded input: once the source has ended and every record has been through
+PerCustomer (beam_kafka.Flow.drained), nothing can reach the keyed state any more and the
+runner's watermark is on its way to +inf; a timer firing then wakes the core at END_OF_TIME, as
+the reference runner's finish() does, rather than at its own time. The outputs are the same
+(every deadline still fires at its own time inside wake); it spares the DirectRunner the chain
+of purge wakes each customer's state would otherwise go through, one timer firing (about a
+millisecond of runner overhead each) at a time, until it expires.
+
+Lateness: Beam Python gives a DoFn no watermark in process(), and passing None (leaving the
+core only its per-customer processed-up-to time) would accept an event the reference runner
+rejects as late whenever its customer has not been woken past it. So each record carries the
+watermark its source had when it read it (beam_kafka.EventClock: the reference runner's rule,
+max event time - max_out_of_orderness - 1), and the core judges lateness against that and its
+own processed-up-to time, which can never be ahead of it: a timer at t fires only once the
+runner's watermark passes t, the runner's watermark never passes a record still in flight, and
+the source never advances the runner's watermark past its own. Same input, same dead letters,
+payloads and audit as the reference (tests/pipelines/test_parity_beam.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import apache_beam as beam
+from apache_beam import typehints
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+
+from pipelines import wire
+from pipelines.beam_kafka import (
+    EventClock,
+    Flow,
+    KafkaRecord,
+    KafkaSource,
+    Local,
+    ReadOptions,
+    WriteToKafka,
+    print_progress,
+    tally,
+)
+from pipelines.common import build_core
+from pipelines.outputs import OutputFiles
+from pipelines.wire import EVENTS, PROFILES
+from transforms.core import END_OF_TIME, Core
+from transforms.model import (
+    AUDIT,
+    DEAD_LETTER,
+    DROPPED,
+    FEATURES,
+    PAYLOAD,
+    CustomerProfile,
+    DeadLetter,
+    Item,
+    event_time,
+)
+from transforms.settings import CoreSettings, Settings
+from transforms.state import CustomerState
+
+# Our DoFns' annotations are strings (PEP 563): Beam logs one INFO line per hint it reads.
+logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+
+SINKS = (PAYLOAD, AUDIT, DEAD_LETTER, FEATURES)
+# Replays hand the runner this many items per TestStream event (then the watermark): the
+# watermark may lag the reference's between events without changing any output (see above).
+REPLAY_BATCH = 1000
+_LAST_TIMER_MS = GlobalWindow().max_timestamp().micros // 1000
+_MIN_MS = MIN_TIMESTAMP.micros // 1000
+# (customer_id, (Item, watermark)): typed so the keyed state gets a deterministic key coder.
+Keyed = typehints.Tuple[str, typehints.Any]
+_STEP = {PAYLOAD: "Payloads", AUDIT: "Audit", DEAD_LETTER: "DeadLetters", FEATURES: "Features"}
+DROPPED_PREFIX = f"{DROPPED}:"
+
+
+# ------------------------------------------------------------------------------ the topology
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    events: beam.PCollection,
+    profiles: beam.PCollection,
+    sinks: Mapping[str, beam.PTransform],
+    settings: Settings,
+    core: Core | None = None,
+    local: Local | None = None,
+) -> dict[str, beam.PCollection]:
+    """Wire the topology from the two input PCollections to `sinks` (PTransforms by output
+    kind: PAYLOAD, AUDIT, DEAD_LETTER, FEATURES); returns the routed PCollections by kind.
+    `core` defaults to build_core(settings); `local` holds the run's shared objects
+    (beam_kafka.Local) when the sinks use some too."""
+    local = local or Local()
+    if core is not None:
+        local.put("core", core)
+    decoded_events = events | "DecodeEvents" >> beam.ParDo(
+        Decode(EVENTS, settings.core, local)).with_output_types(Keyed).with_outputs(
+            DEAD_LETTER, main="items")
+    decoded_profiles = profiles | "DecodeProfiles" >> beam.ParDo(
+        Decode(PROFILES, settings.core, local)).with_output_types(Keyed).with_outputs(
+            DEAD_LETTER, main="items")
+    routed = (
+        (decoded_events.items, decoded_profiles.items)
+        | "MergeInputs" >> beam.Flatten()
+        | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings)).with_outputs(
+            *SINKS, main="unused")
+    )
+    outputs = {kind: routed[kind] for kind in (PAYLOAD, AUDIT, FEATURES)}
+    outputs[DEAD_LETTER] = (
+        (decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER], routed[DEAD_LETTER])
+        | "MergeDeadLetters" >> beam.Flatten()
+    )
+    for kind in SINKS:
+        if kind not in sinks:
+            raise ValueError(f"build_pipeline: no sink for {kind!r}")
+        outputs[kind] | f"Write{_STEP[kind]}" >> sinks[kind]
+    return outputs
+
+
+class Decode(beam.DoFn):
+    """(record, watermark, horizon) -> (customer_id, (Item, watermark)); dead letters apart."""
+
+    def __init__(self, source: str, settings: CoreSettings, local: Local) -> None:
+        self.source = source
+        self.settings = settings
+        self.local = local
+
+    def start_bundle(self) -> None:
+        """Count this bundle's records and items (the run's Flow)."""
+        self.decoded = self.routed = 0
+
+    def finish_bundle(self) -> None:
+        """Add the counts to the run's Flow."""
+        if self.decoded:
+            flow(self.local).add(decoded=self.decoded, routed=self.routed)
+
+    def process(self, element: tuple[Any, int | None, int | None]) -> Iterator[Any]:
+        """Decode a Kafka record (or take a file's item), then check it against the horizon."""
+        record, watermark, horizon = element
+        self.decoded += 1
+        if isinstance(record, KafkaRecord):
+            item = wire.decode(self.source, record.value, record.topic, record.partition,
+                               record.offset, horizon, self.settings, record.received_at)
+        else:
+            item = record
+        if not isinstance(item, DeadLetter):
+            item = wire.admit(item, horizon, self.settings)
+        if isinstance(item, DeadLetter):
+            yield TaggedOutput(DEAD_LETTER, item)
+        else:
+            self.routed += 1
+            yield item.customer_id, (item, watermark)
+
+
+# PerCustomer's state and timer (module level: Beam reads them off the methods' defaults).
+CUSTOMER = ReadModifyWriteStateSpec("customer", PickleCoder())   # the core's CustomerState
+WAKE_AT = ReadModifyWriteStateSpec("wake_at", VarIntCoder())     # the time WAKE is set to
+WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+_CUSTOMER = beam.DoFn.StateParam(CUSTOMER)
+_WAKE_AT = beam.DoFn.StateParam(WAKE_AT)
+_WAKE = beam.DoFn.TimerParam(WAKE)
+
+
+class PerCustomer(beam.DoFn):
+    """(customer_id, (Item, watermark)) -> the core's outputs, tagged by sink."""
+
+    def __init__(self, local: Local, settings: Settings) -> None:
+        self.local = local
+        self.settings = settings
+
+    def setup(self) -> None:
+        """The run's core (built once per run, shared by every copy of this DoFn)."""
+        self.keyed = wire.KeyedCore(self.local.get("core", lambda: build_core(self.settings)))
+        self.flow = flow(self.local)
+
+    def start_bundle(self) -> None:
+        """Count items stepped, dropped, and customers whose state appeared or went."""
+        self.stepped = self.active = 0
+        self.dropped: dict[str, int] = {}
+
+    def finish_bundle(self) -> None:
+        """Add the counts to the run's Flow and Tally."""
+        if self.stepped:
+            self.flow.add(stepped=self.stepped)
+        if self.active or self.dropped:
+            tally(self.local).add({"active_customers": self.active, **self.dropped})
+
+    def process(
+        self, element: tuple[str, tuple[Item, int | None]],
+        customer: Any = _CUSTOMER, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
+    ) -> Iterator[TaggedOutput]:
+        """One input item of this customer, judged late against the watermark it came with."""
+        item, watermark = element[1]
+        self.stepped += 1
+        before = customer.read()
+        result = self.keyed.step(before, item, watermark)
+        return self._apply(before, result, wake_at.read(), customer, wake_at, timer)
+
+    @on_timer(WAKE)
+    def on_wake(
+        self, fired: Timestamp = beam.DoFn.TimestampParam,
+        customer: Any = _CUSTOMER, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
+    ) -> Iterator[TaggedOutput]:
+        """Event time reached the timer: wake the core at the timer's time (see the end)."""
+        t = END_OF_TIME if self.flow.drained() else fired.micros // 1000
+        before = customer.read()
+        return self._apply(before, self.keyed.wake(before, t), None, customer, wake_at, timer)
+
+    def _apply(
+        self, before: CustomerState | None,
+        result: tuple[CustomerState | None, wire.Routed, dict[str, int], list[int]],
+        pending: int | None, customer: Any, wake_at: Any, timer: Any,
+    ) -> Iterator[TaggedOutput]:
+        """Store the state, keep the timer at the earliest wake asked for, emit the outputs."""
+        state, routed, counts, wakes = result
+        if state is None:
+            customer.clear()
+            wake_at.clear()      # a timer still set finds no state: a no-op wake
+            self.active -= before is not None
+        else:
+            customer.write(state)
+            self.active += before is None
+            earliest = min(min(wakes), _LAST_TIMER_MS) if wakes else None
+            if earliest is not None and (pending is None or earliest < pending):
+                timer.set(Timestamp(micros=earliest * 1000))
+                wake_at.write(earliest)
+            elif pending is None:
+                wake_at.clear()
+        for reason, n in counts.items():
+            key = DROPPED_PREFIX + reason
+            self.dropped[key] = self.dropped.get(key, 0) + n
+        for sink, record in routed:
+            yield TaggedOutput(sink, record)
+
+
+# ------------------------------------------------------------------------------ sinks
+
+
+class FeatureWriter(Protocol):
+    """Where FEATURES records go: ("features", FeatureSnapshot) or ("erase", customer_id)."""
+
+    def write(self, record: tuple[str, Any]) -> None:
+        """Apply one record (a snapshot upsert or a customer's erasure)."""
+
+
+class CountFeatures:
+    """The default feature writer: counts what a feature store would get."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def write(self, record: tuple[str, Any]) -> None:
+        """Count one record by kind."""
+        self.counts[record[0]] = self.counts.get(record[0], 0) + 1
+
+
+class WriteFeatures(beam.PTransform):
+    """FEATURES records -> the run's feature writer (flushed at the end of every bundle)."""
+
+    def __init__(self, local: Local) -> None:
+        super().__init__()
+        self.local = local
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        """One ParDo applying the writer."""
+        return records | "Apply" >> beam.ParDo(_ApplyFeatures(self.local))
+
+
+class _ApplyFeatures(beam.DoFn):
+    def __init__(self, local: Local) -> None:
+        self.local = local
+
+    def setup(self) -> None:
+        self.writer, self.lock = self.local.get(
+            "features", lambda: (CountFeatures(), threading.Lock()))
+
+    def start_bundle(self) -> None:
+        self.batch: list[tuple[str, Any]] = []
+
+    def process(self, record: tuple[str, Any]) -> Iterable[Any]:
+        self.batch.append(record)
+        return ()
+
+    def finish_bundle(self) -> None:
+        if self.batch:
+            with self.lock:
+                for record in self.batch:
+                    self.writer.write(record)
+                flush = getattr(self.writer, "flush", None)
+                if callable(flush):
+                    flush()
+            tally(self.local).add({FEATURES: len(self.batch)})
+
+
+class CollectOutputs(beam.PTransform):
+    """Records of one kind -> the run's OutputFiles (offline runs, in this process)."""
+
+    def __init__(self, local: Local, kind: str) -> None:
+        super().__init__()
+        self.local = local
+        self.kind = kind
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        """One ParDo handing records to the collector."""
+        return records | "Collect" >> beam.ParDo(_Collect(self.local, self.kind))
+
+
+class _Collect(beam.DoFn):
+    def __init__(self, local: Local, kind: str) -> None:
+        self.local = local
+        self.kind = kind
+
+    def start_bundle(self) -> None:
+        self.batch: list[Any] = []
+
+    def process(self, record: Any) -> Iterable[Any]:
+        self.batch.append(record)
+        return ()
+
+    def finish_bundle(self) -> None:
+        out, lock = self.local.get("files")
+        with lock:
+            for record in self.batch:
+                # FEATURES records are already (kind, record): snapshots and erasures.
+                out.write(record if self.kind == FEATURES else (self.kind, record))
+
+
+def file_sinks(local: Local) -> dict[str, beam.PTransform]:
+    """Sinks collecting every output kind into the run's OutputFiles."""
+    return {kind: CollectOutputs(local, kind) for kind in SINKS}
+
+
+def kafka_sinks(local: Local, settings: Settings) -> dict[str, beam.PTransform]:
+    """Payloads, audit and dead letters to their topics; features to the run's writer."""
+    k = settings.kafka
+    return {
+        PAYLOAD: WriteToKafka(local, k.bootstrap, k.payloads_topic, wire.payload_record, PAYLOAD),
+        AUDIT: WriteToKafka(local, k.bootstrap, k.audit_topic, wire.audit_record, AUDIT),
+        DEAD_LETTER: WriteToKafka(local, k.bootstrap, k.dead_letters_topic, wire.dead_letter_record,
+                                  DEAD_LETTER),
+        FEATURES: WriteFeatures(local),
+    }
+
+
+def flow(local: Local) -> Flow:
+    """The run's Flow (beam_kafka): records through the source and the topology."""
+    f: Flow = local.get("flow", Flow)
+    return f
+
+
+def streaming_options() -> PipelineOptions:
+    """DirectRunner in streaming mode (the BundleBasedDirectRunner: timers, TestStream)."""
+    options = PipelineOptions(runner="DirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def run_to_end(p: beam.Pipeline) -> None:
+    """Run `p` until it finishes. Skips the runner-API round trip `with Pipeline()` does on
+    the DirectRunner in streaming mode: it pickles every TestStream element, which for a
+    replay costs more than running it."""
+    p.run(test_runner_api=False).wait_until_finish()
+
+
+def _run_interruptibly(p: beam.Pipeline, stop: threading.Event) -> None:
+    """Run `p`; on Ctrl-C (in the main thread) end the read as a bounded one would end.
+
+    What was read is processed, every pending deadline fires at its own time and the
+    acknowledged offsets are committed; a second Ctrl-C leaves at once.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_to_end(p)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(exc)
+
+    job = threading.Thread(target=run, name="beam-direct", daemon=True)
+    job.start()
+    try:
+        while job.is_alive():
+            job.join(0.5)
+    except KeyboardInterrupt:
+        print("\ndirect: interrupted; finishing what was read (Ctrl-C again to quit now)",
+              file=sys.stderr)
+        stop.set()
+        job.join()
+    if failure:
+        raise failure[0]
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings,
+                  on_item: Any = None, batch: int = REPLAY_BATCH) -> TestStream:
+    """A TestStream of `items` in arrival order, as a source would send them.
+
+    Tagged EVENTS / PROFILES (dead letters ride on EVENTS); each element is (item, watermark,
+    watermark) with the watermark the reference runner has just before that item
+    (EventClock), stamped with its event time. After every `batch` items comes the watermark
+    reached by then: between those the runner's watermark lags the reference's, which changes
+    when timers fire but no output (see the module docstring).
+    """
+    clock = EventClock(settings)
+    stream = TestStream(output_tags=[EVENTS, PROFILES])
+    pending: dict[str, list[TimestampedValue]] = {EVENTS: [], PROFILES: []}
+    sent: int | None = None
+    n = 0
+
+    def flush() -> None:
+        nonlocal sent
+        for tag, values in pending.items():
+            if values:
+                stream.add_elements(values, tag=tag)
+                pending[tag] = []
+        wm = clock.watermark
+        if wm is not None and (sent is None or wm > sent):
+            sent = wm
+            for tag in (EVENTS, PROFILES):
+                stream.advance_watermark_to(Timestamp(micros=wm * 1000), tag=tag)
+
+    for item in items:
+        if on_item is not None:
+            on_item(item)
+        wm = clock.watermark
+        if isinstance(item, DeadLetter):
+            stamp = wm if wm is not None else _MIN_MS
+            pending[EVENTS].append(TimestampedValue((item, wm, wm), Timestamp(micros=stamp * 1000)))
+        else:
+            t = event_time(item)
+            tag = PROFILES if isinstance(item, CustomerProfile) else EVENTS
+            pending[tag].append(TimestampedValue((item, wm, wm), Timestamp(micros=t * 1000)))
+            clock.observe(t)
+        n += 1
+        if n % batch == 0:
+            flush()
+    flush()
+    for tag in (EVENTS, PROFILES):
+        stream.advance_watermark_to_infinity(tag=tag)
+    return stream
+
+
+def run_replay(
+    items: Iterable[Item | DeadLetter], settings: Settings, out_dir: Path, core: Core | None = None
+) -> dict[str, Any]:
+    """Replay `items` through the Beam topology into out_dir/*.jsonl; returns the summary."""
+    local = Local()
+    out = OutputFiles(Path(out_dir))
+    local.put("files", (out, threading.Lock()))
+    try:
+        stream = replay_stream(items, settings.core, out.count_input)
+        replayed = flow(local)
+        replayed.sent = out.summary["input_events"] + out.summary["input_profiles"] + out.summary[
+            "input_dead_letters"]
+        replayed.end()
+        p = beam.Pipeline(options=streaming_options())
+        inputs = p | "ReadReplay" >> stream
+        build_pipeline(p, inputs[EVENTS], inputs[PROFILES], file_sinks(local), settings, core,
+                       local)
+        run_to_end(p)
+        counts = tally(local).snapshot()
+        for name, n in sorted(counts.items()):
+            if name.startswith(DROPPED_PREFIX):
+                out.summary["dropped"][name[len(DROPPED_PREFIX):]] = n
+        out.summary["active_customers_at_end"] = counts.get("active_customers", 0)
+        out.close()
+        return out.summary
+    finally:
+        local.close()
+
+
+# ------------------------------------------------------------------------------ Kafka
+
+
+def read_options(options: argparse.Namespace | None) -> ReadOptions:
+    """The bounds of `personalize run` (--max-events, --until-idle, --from-beginning)."""
+    return ReadOptions(max_events=getattr(options, "max_events", None),
+                       until_idle=getattr(options, "until_idle", None),
+                       from_beginning=bool(getattr(options, "from_beginning", False)))
+
+
+def run_kafka(settings: Settings, options: argparse.Namespace | ReadOptions | None = None,
+              feature_writer: FeatureWriter | None = None) -> int:
+    """`personalize run --runner direct`: Kafka in, payloads / audit / dead letters out.
+
+    Unbounded unless --max-events / --until-idle; prints progress and a summary. FEATURES go to
+    `feature_writer` (default: counted only)."""
+    summary = run_kafka_job(settings, options, feature_writer, progress=True)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def run_kafka_job(
+    settings: Settings, options: argparse.Namespace | ReadOptions | None = None,
+    feature_writer: FeatureWriter | None = None, progress: bool = False,
+    topics: dict[str, str] | None = None, group_id: str | None = None,
+    sinks: Mapping[str, beam.PTransform] | None = None, local: Local | None = None,
+    core: Core | None = None,
+) -> dict[str, Any]:
+    """Run the topology over Kafka until the read ends; the counts per sink.
+
+    `topics` ({EVENTS: name, PROFILES: name}), `group_id` and `sinks` override the settings'
+    input topics, consumer group and Kafka sinks (tests, the benchmark)."""
+    from runners._kafka import ensure_topics
+
+    read = options if isinstance(options, ReadOptions) else read_options(options)
+    if progress:
+        read.progress_every = 1.0
+    k = settings.kafka
+    local = local or Local()
+    writer = feature_writer or CountFeatures()
+    local.put("features", (writer, threading.Lock()))
+    names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
+    ensure_topics(k.bootstrap, [*names.values(), k.payloads_topic, k.audit_topic,
+                                k.dead_letters_topic], k.partitions)
+    read.stop = read.stop or threading.Event()
+    started = time.monotonic()
+    try:
+        report = print_progress if progress else None
+        with KafkaSource(settings, read, local, names, group_id, report) as source:
+            p = beam.Pipeline(options=streaming_options())
+            inputs = p | "ReadKafka" >> source.read()
+            build_pipeline(p, inputs[EVENTS], inputs[PROFILES],
+                           sinks or kafka_sinks(local, settings), settings, core, local)
+            _run_interruptibly(p, read.stop)
+            source.raise_error()
+            stats = source.reader.stats()
+            first = source.reader.first_record_at
+        counts = tally(local).snapshot()
+    finally:
+        local.close()
+    if progress:
+        print(file=sys.stderr)
+    seconds = time.monotonic() - started
+    return {
+        "read": stats["read"],
+        "seconds": round(seconds, 3),
+        # Consumer group join and the first fetch: the benchmark measures from here on.
+        "first_record_after_s": None if first is None else round(first - started, 3),
+        "events_per_s": round(stats["read"] / seconds, 1) if seconds else None,
+        "watermark": stats["watermark"],
+        "payloads": counts.get(PAYLOAD, 0),
+        "audit": counts.get(AUDIT, 0),
+        "dead_letters": counts.get(DEAD_LETTER, 0),
+        "features": counts.get(FEATURES, 0),
+        "dropped": {k[len(DROPPED_PREFIX):]: v for k, v in counts.items()
+                    if k.startswith(DROPPED_PREFIX)},
+        "active_customers": counts.get("active_customers", 0),
+        **({"feature_writes": dict(writer.counts)} if isinstance(writer, CountFeatures) else {}),
+    }
