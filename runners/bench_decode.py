@@ -80,8 +80,11 @@ def bench_decode(n: int, rounds: int = 3) -> dict[str, Any]:
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add `bench-decode` to the CLI."""
-    p = sub.add_parser("bench-decode", parents=parents,
-                       help="decode throughput: decode_event beside a bare fastavro loop")
+    p = sub.add_parser(
+        "bench-decode",
+        parents=parents,
+        help="decode throughput: decode_event beside a bare fastavro loop",
+    )
     p.add_argument("--records", type=int, default=200_000, metavar="N")
     p.add_argument("--rounds", type=int, default=3)
     p.set_defaults(func=run)
