@@ -237,10 +237,10 @@ def encode_profile(p: CustomerProfile) -> bytes:
     })
 
 
-def encode_payload(p: EmailPayload) -> bytes:
-    """A personalized email -> schemaless Avro (the output topic's value)."""
+def payload_record(p: EmailPayload) -> dict[str, Any]:
+    """A personalized email as the dict of its Avro record (also its JSON form, jsonl.py)."""
     t = p.trigger
-    return _write(_PAYLOAD_SCHEMA, {
+    return {
         "message_id": p.message_id,
         "customer_id": p.customer_id,
         "recipient": {
@@ -271,7 +271,12 @@ def encode_payload(p: EmailPayload) -> bytes:
         "send_after": p.send_after,
         "expires_at": p.expires_at,
         "source_event_ids": p.source_event_ids,
-    })
+    }
+
+
+def encode_payload(p: EmailPayload) -> bytes:
+    """A personalized email -> schemaless Avro (the output topic's value)."""
+    return _write(_PAYLOAD_SCHEMA, payload_record(p))
 
 
 def _body(raw: bytes, name: str) -> BytesIO:
@@ -285,7 +290,11 @@ def _body(raw: bytes, name: str) -> BytesIO:
 
 def decode_payload(raw: bytes) -> EmailPayload:
     """Bytes written by encode_payload -> the payload; raises ValueError/EOFError on bad bytes."""
-    r: Any = schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_SCHEMA, None)
+    return payload_from_record(schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_SCHEMA, None))
+
+
+def payload_from_record(r: Any) -> EmailPayload:
+    """The payload of a `payload_record` dict (decoded Avro, or parsed JSON)."""
     rc = r["recipient"]
     t = r["trigger"]
     return EmailPayload(

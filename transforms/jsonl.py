@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from transforms.codec import payload_from_record, payload_record
 from transforms.model import (
     AuditRecord,
     BehaviourEvent,
@@ -29,10 +30,8 @@ from transforms.model import (
     DeadLetter,
     EmailPayload,
     FeatureSnapshot,
-    FiredTrigger,
     Origin,
     Product,
-    Recommendation,
 )
 
 KIND_EVENT = "event"
@@ -77,40 +76,8 @@ def profile_to_json(p: CustomerProfile) -> dict[str, Any]:
 
 
 def payload_to_json(p: EmailPayload) -> dict[str, Any]:
-    """A personalized email as a JSON-able dict; `trigger` and `recommendations` nested."""
-    t = p.trigger
-    return {
-        "message_id": p.message_id,
-        "customer_id": p.customer_id,
-        "send_after": p.send_after,
-        "expires_at": p.expires_at,
-        "trigger": {
-            "type": t.type, "key": t.key, "fired_at": t.fired_at, "evidence": t.evidence,
-            "source_event_ids": t.source_event_ids, "category": t.category,
-        },
-        "recipient_email": p.recipient_email,
-        "recipient_name": p.recipient_name,
-        "locale": p.locale,
-        "time_zone": p.time_zone,
-        "campaign": p.campaign,
-        "variant": p.variant,
-        "subject": p.subject,
-        "preheader": p.preheader,
-        "html": p.html,
-        "text": p.text,
-        "fallback": p.fallback,
-        "fallback_reason": p.fallback_reason,
-        "recommendations": [
-            {
-                "product_id": r.product_id, "score": r.score, "name": r.name,
-                "category": r.category, "brand": r.brand, "price": r.price, "url": r.url,
-                "image_url": r.image_url,
-            }
-            for r in p.recommendations
-        ],
-        "engagement_score": p.engagement_score,
-        "source_event_ids": p.source_event_ids,
-    }
+    """A personalized email as a JSON-able dict: the same shape as its Avro record."""
+    return payload_record(p)
 
 
 def audit_to_json(a: AuditRecord) -> dict[str, Any]:
@@ -312,13 +279,7 @@ def item_from_json(d: dict[str, Any]) -> BehaviourEvent | CustomerProfile:
 
 def payload_from_json(d: dict[str, Any]) -> EmailPayload:
     """A payload from payload_to_json's form."""
-    t = d["trigger"]
-    fields = {k: v for k, v in d.items() if k not in ("trigger", "recommendations")}
-    return EmailPayload(
-        trigger=FiredTrigger(**t),
-        recommendations=[Recommendation(**r) for r in d["recommendations"]],
-        **fields,
-    )
+    return payload_from_record(d)
 
 
 def audit_from_json(d: dict[str, Any]) -> AuditRecord:

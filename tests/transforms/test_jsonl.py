@@ -47,7 +47,7 @@ def test_the_runtime_origin_is_not_written() -> None:
 
 def test_payload_json_has_the_documented_top_level_keys() -> None:
     d = through_text(to_json(payload()))
-    assert list(d)[:5] == ["message_id", "customer_id", "send_after", "expires_at", "trigger"]
+    assert {"message_id", "customer_id", "send_after", "expires_at", "trigger"} <= set(d)
     assert d["trigger"] == {
         "type": "cart_abandonment", "key": "k1", "fired_at": T0, "evidence": ["p1", "p2"],
         "source_event_ids": ["e1", "e2"], "category": "shoes",

@@ -1,7 +1,6 @@
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -176,17 +175,6 @@ def test_variant_choice_is_stable_and_spread():
     assert choose_variant("c1", "cart_abandonment", []) == "a"
     picks = [choose_variant(f"c{i}", "browse_intensity", ("a", "b")) for i in range(2000)]
     assert 900 < picks.count("a") < 1100
-
-
-def test_render_is_fast(renderer):
-    renderer.render(CART, profile(), ITEMS, RECS, "a")          # compile once
-    n = 300
-    started = time.perf_counter()
-    for _ in range(n):
-        renderer.render(CART, profile(), ITEMS, RECS, "a")
-    per_email_ms = (time.perf_counter() - started) / n * 1000
-    print(f"render: {per_email_ms:.3f} ms per email")
-    assert per_email_ms < 5.0   # about 0.5 ms on one idle core; loose for shared CI machines
 
 
 def test_templates_dir_must_exist(tmp_path):
