@@ -29,12 +29,13 @@ for batch, does not stream). Its unbounded inputs are TestStream, PubSub and spl
 
 The watermark (EventClock): per partition, max event time seen - max_out_of_orderness - 1 (the
 reference runner's rule; event times are read from the raw bytes, wire.event_time_of); overall,
-the minimum over the partitions that still have records to read, never moving back. A partition
-read to its end (position = highwater), or never fetched for `idleness` (settings.flink.idleness,
-the same notion as the Flink source's), does not hold it, as Flink's per-split watermarks with
-idleness. Each poll becomes one ElementEvent per topic, each element being (KafkaRecord, the
-watermark and the future-timestamp horizon just before that record), then a WatermarkEvent. The
-topology judges lateness against the element's watermark, so it decides as the reference does.
+the minimum over the partitions that still have records to read, never moving back: one read to
+its end offset (asked of the broker) does not hold it, as an idle split does not in Flink; one
+not read yet holds it where it is, so a backlog is never late for having been fetched after
+another partition's. Each poll becomes one ElementEvent per topic, each element being
+(KafkaRecord, the watermark and the future-timestamp horizon just before that record), then a
+WatermarkEvent. The topology judges lateness against the element's watermark, so it decides as
+the reference does.
 The horizon is the newest event time seen anywhere (or the wall clock at receipt, if later):
 a slow or sparse partition, or a backlog being caught up, must not make good records "future".
 
@@ -83,6 +84,7 @@ from pipelines.wire import EVENTS, PROFILES, event_time_of
 from transforms.settings import CoreSettings, Settings
 
 HEARTBEAT_S = 1.0
+END_OFFSETS_EVERY = 1.0     # seconds between end-offset queries of the partitions being read
 POLL_MS = 200
 # A record with no readable event time is stamped with the watermark (or this, before any).
 _MIN_MICROS = MIN_TIMESTAMP.micros
@@ -352,9 +354,10 @@ class KafkaReader:
         self.clock = EventClock(settings.core)
         self.report = report
         self.read = 0
+        self._ends: dict[Any, int] = {}
+        self._ends_at = 0.0
         self.error: Exception | None = None
         self.first_record_at: float | None = None     # time.monotonic() of the first record
-        self._assigned: dict[Any, float] = {}
         self.stop_requested = False
         self.started = time.monotonic()
         self._last_stats = (self.started, 0)
@@ -433,23 +436,20 @@ class KafkaReader:
     def _holding(self, consumer: Any, polled: dict[Any, list[Any]]) -> dict[Any, bool]:
         """Per assigned partition: whether records are left to read after this poll's.
 
-        A partition the consumer has not fetched yet (no highwater) counts as having some until
-        it has been assigned for `idleness`: an empty or silent partition must not hold the
-        watermark for ever.
+        Against the partitions' end offsets, asked of the broker (at most every
+        END_OFFSETS_EVERY seconds, and whenever a partition has read past what is known): the
+        consumer's own highwater is only known once it has fetched a partition, and it fetches
+        them one after another when catching up, so an unfetched partition with a backlog
+        would look empty and stop holding the watermark while its records are still to come.
         """
+        assigned = consumer.assignment()
         now = time.monotonic()
-        left = {}
-        for tp in consumer.assignment():
-            since = self._assigned.setdefault(tp, now)
-            hw = consumer.highwater(tp)
-            if hw is None:
-                left[tp] = (now - since) * 1000 < self.idleness_ms
-            else:
-                left[tp] = consumer.position(tp) < hw
-        for tp in list(self._assigned):
-            if tp not in left:
-                del self._assigned[tp]
-        return left
+        positions = {tp: consumer.position(tp) for tp in assigned}
+        stale = now - self._ends_at >= END_OFFSETS_EVERY
+        if stale or any(tp not in self._ends or positions[tp] > self._ends[tp] for tp in assigned):
+            self._ends = dict(consumer.end_offsets(list(assigned)))
+            self._ends_at = now
+        return {tp: positions[tp] < self._ends[tp] for tp in assigned}
 
     def _batch(self, consumer: Any, polled: dict[Any, list[Any]]) -> Batch:
         clock = self.clock

@@ -70,13 +70,19 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None) -> d
     finally:
         producer.close()
 
-    passthrough = run_passthrough(bench, topics, f"bench-beam-pass-{run}", sent)
-    topology = _timed(
-        lambda read: run_kafka_job(
-            bench, read, topics=topics, group_id=f"bench-beam-topology-{run}"
-        ),
-        sent,
-    )
+    output = f"bench-beam-pass-{run}"
+    try:
+        passthrough = run_passthrough(bench, topics, output, sent)
+        topology = _timed(
+            lambda read: run_kafka_job(
+                bench, read, topics=topics, group_id=f"bench-beam-topology-{run}"
+            ),
+            sent,
+        )
+    finally:
+        b = bench.kafka
+        _delete_topics(k.bootstrap, [*topics.values(), output, b.payloads_topic, b.audit_topic,
+                                     b.dead_letters_topic])
     ratio = topology["per_s"] / passthrough["per_s"] if passthrough["per_s"] else None
     return {
         "records": sent,
@@ -120,6 +126,23 @@ def run_passthrough(
             local.close()
 
     return _timed(job, n)
+
+
+def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Remove the benchmark's topics (best effort: a failure leaves them, it is not an error)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-beam-cleanup")
+    except KafkaError:
+        return
+    try:
+        admin.delete_topics(names, raise_errors=False)
+    except KafkaError:
+        pass
+    finally:
+        admin.close()
 
 
 def _raw_record(element: tuple[Any, int | None, int | None]) -> tuple[bytes | None, bytes]:

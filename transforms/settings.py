@@ -164,6 +164,11 @@ class FlinkSettings:
     # transaction.max.timeout.ms.
     transactional_id_prefix: str = "personalize"
     transaction_timeout: int = duration(15 * MINUTE)
+    # Ship the project's code to the cluster with the job (--pyFiles). Off by default: in thread
+    # mode a TaskManager's embedded Python keeps the modules of its first job for its lifetime,
+    # so shipped code goes stale on the next job or restart; install the project into the
+    # cluster's python.executable environment instead (docs/flink-deploy.md).
+    ship_code: bool = False
     # Process sizes of the local standalone cluster started by `personalize services`.
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "2048m"

@@ -1,0 +1,884 @@
+"""The job as a PyFlink DataStream topology: a thin adapter over the core (transforms/).
+
+    build_topology(events, profiles, settings, emit_features, emit_counts) -> Outputs
+    events, profiles     DataStream of Kafka rows (value, topic, partition, offset), or of one
+                         replay file's lines (pickled items in arrival order, profiles and dead
+                         letters among them; then `profiles` is None)
+    | "DecodeEvents" / "DecodeProfiles"      wire.decode + wire.admit in Python; each output
+                                             ((customer_id, watermark, Item), stamp), dead
+                                             letters to a side output
+    | union, "ItemsWatermarks"               bounded out-of-orderness + idleness
+    | key_by customer_id
+    | "PerCustomer"                          KeyedProcessFunction over wire.KeyedCore: the
+                                             core's state in a ValueState (pickled, TTL'd),
+                                             one event-time timer from wake_at
+    -> payloads (main output), audit / dead letters / features (side outputs)
+
+Kafka in and out goes through the Kafka SQL connector of the flink-sql-connector-kafka jar
+(a KafkaSource and a KafkaSink underneath), declared as tables and converted to and from
+DataStreams, because PyFlink's DataStream KafkaSource only hands Python the value bytes (not
+the topic / partition / offset a dead letter must carry) and its KafkaRecordSerializationSchema
+cannot write headers. The tables give both: the `topic`, `partition`, `offset` metadata
+columns in, a `headers` metadata column out (payloads carry their message_id in a header).
+
+Entry points: `run_kafka(settings, options)` (`personalize run --runner flink|flink-cluster`),
+`run_replay(items, settings, out_dir)` (`personalize replay --runner flink`), which writes the
+same files as the reference runner (pipelines/outputs.py).
+
+Watermarks and lateness. Each decoder subtask keeps a SourceClock over what it reads: per
+Kafka partition, max event time seen - max_out_of_orderness - 1; overall the minimum over the
+partitions that delivered a record within `flink.idleness` (so an idle partition does not hold
+it, and a backlog read one partition batch after another does not make the lagging partition's
+records late). Every item carries the clock's value from before it, and PerCustomer judges
+lateness against the later of that and Flink's watermark: Flink's watermark is emitted
+periodically and lags, and alone it would accept events the reference runner rejects. For
+Flink's own watermark to be that same clock (timers must not fire ahead of it), the decoder
+stamps each record with clock + max_out_of_orderness + 1 rather than its event time, and the
+stream gets WatermarkStrategy.for_bounded_out_of_orderness(max_out_of_orderness) with idleness
+(so an idle events subtask does not hold back the timers); nothing downstream reads element
+timestamps (the core keeps its own windows).
+Profiles are joined by a union before the watermarks, not as a second (connected) input: a
+CRM update carries CRM time, not stream time, and Flink's watermark of a two-input operator is
+the minimum of both inputs, so an active but lagging profiles feed would hold back every
+deadline (and any other stamp lets the profiles drive time while the events are idle). Profiles
+from Kafka get NO_STAMP: only behaviour events move the watermark. A profile behind its
+customer's processed time is applied at once (the core's rule for late profiles), one ahead of
+it is buffered like an event. Known limit: with parallelism > 1, a watermark subtask whose
+event partitions are idle but which still receives profiles is not idle, and holds back the
+others at its last watermark.
+A replay reads one file in arrival order through one decoder: its clock is exactly the
+reference runner's, hence the same dead letters, payloads and audit. The core's own
+processed-up-to time is never ahead of the carried clock (a timer only fires once Flink's
+watermark passes it), so it adds no lateness.
+Known limit: with no input at all the watermark stands still (event time is data), so a
+pending deadline fires with the next record or at the end of a bounded read.
+
+Savepoints: every operator built here has a stable `.uid()`. The Kafka table sources and sinks
+get planner uids (`table.exec.uid.generation: ALWAYS`, derived from the order the tables are
+declared, which is fixed here). PyFlink adds stateless helper operators of its own (key
+extraction for key_by, the Python-to-Java conversions of the tables) whose ids carry no state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import pickle
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines import wire
+from pipelines.common import build_core
+from pipelines.outputs import OutputFiles
+from pipelines.wire import EVENTS, PROFILES
+from transforms.model import (
+    AUDIT,
+    DEAD_LETTER,
+    DROPPED,
+    FEATURES,
+    PAYLOAD,
+    DeadLetter,
+    Item,
+    event_time,
+)
+from transforms.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+JOB_FILE = Path(__file__).resolve().parent / "flink_job.py"
+# What a cluster job needs besides Python packages installed on the TaskManagers.
+PROJECT_DIRS = ("transforms", "pipelines", "runners", "templates", "avro_schemas")
+# Replay bookkeeping: +1 / -1 as a customer's state comes and goes.
+ACTIVE = "active_customers"
+LONG_MIN = -(1 << 63)
+# Flink timestamp of the profiles read from Kafka: no information, so that only behaviour
+# events move the watermark (see the module doc).
+NO_STAMP = LONG_MIN + (1 << 40)
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def checkpoint_dir(settings: Settings) -> str:
+    """Where checkpoints and savepoints go (a file:// URI unless configured)."""
+    if settings.flink.checkpoint_dir:
+        return settings.flink.checkpoint_dir
+    path = Path(settings.paths.state_dir)
+    path = path if path.is_absolute() else PROJECT_ROOT / path
+    return (path / "flink" / "checkpoints").as_uri()
+
+
+def connector_jar(settings: Settings) -> Path:
+    """The flink-sql-connector-kafka jar (fetched by runners/bootstrap.sh into .jars/flink)."""
+    from runners.services import kafka_connector_jar
+
+    return kafka_connector_jar(settings)
+
+
+def flink_config(
+    settings: Settings, jars: Sequence[Path] = (), local: bool = True
+) -> dict[str, str]:
+    """The job's Flink configuration from settings.flink (the same locally and on a cluster).
+
+    `local` adds what the in-process mini-cluster needs: the connector jar on pipeline.jars and
+    a PYTHONPATH with this virtualenv and the project (in thread mode the embedded interpreter
+    does not see the virtualenv's site-packages by itself). A cluster job gets the jar from
+    `flink run --jarfile` and its Python from the cluster's python.executable (an environment
+    with this project installed; see docs/flink-deploy.md).
+    """
+    f = settings.flink
+    conf = {
+        "python.execution-mode": f.execution_mode,
+        "parallelism.default": str(f.parallelism),
+        "pipeline.auto-watermark-interval": f"{f.watermark_interval} ms",
+        "execution.checkpointing.interval": f"{f.checkpoint_interval} ms",
+        "execution.checkpointing.mode": f.checkpoint_mode.upper().replace("-", "_"),
+        "execution.checkpointing.dir": checkpoint_dir(settings),
+        "execution.checkpointing.savepoint-dir": checkpoint_dir(settings) + "-savepoints",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.min-pause": f"{min(f.checkpoint_interval // 2, 1000)} ms",
+        "state.backend.type": f.state_backend,
+        "table.exec.uid.generation": "ALWAYS",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "10",
+        "restart-strategy.fixed-delay.delay": "2 s",
+    }
+    if local:
+        python = sys.executable
+        paths = [sysconfig.get_paths()["purelib"], str(PROJECT_ROOT)]
+        conf.update({
+            "python.executable": python,
+            "python.client.executable": python,
+            "python.pythonpath": os.pathsep.join(paths),
+        })
+        if jars:
+            conf["pipeline.jars"] = ";".join(Path(j).resolve().as_uri() for j in jars)
+    return conf
+
+
+def make_env(settings: Settings, jars: Sequence[Path] = (), local: bool = True,
+             extra: dict[str, str] | None = None, checkpointing: bool = True) -> Any:
+    """A StreamExecutionEnvironment configured by `flink_config` (+ `extra`); replays run
+    without checkpoints (nothing to recover: a failed replay is run again)."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    conf = Configuration()
+    values = {**flink_config(settings, jars, local), **(extra or {})}
+    if not checkpointing:
+        values.pop("execution.checkpointing.interval")
+    for key, value in values.items():
+        conf.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(settings.flink.parallelism)
+    return env
+
+
+# ------------------------------------------------------------------------------ the clock
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class SourceClock:
+    """The watermark of what one decoder subtask reads: per partition, max event time seen -
+    max_out_of_orderness - 1; overall, the minimum over the active partitions, never moving
+    back. A partition is active while it delivered a record less than `idleness` ms (wall
+    clock) ago; partitions expected but not read yet hold the clock until they idle out. With
+    one partition (a replay file) it is exactly the reference runner's watermark.
+
+    `horizon` is what future timestamps are judged against: the newest event time of any
+    partition - max_out_of_orderness - 1, so a lagging partition does not make the records of
+    the others look like they come from the future.
+    """
+
+    def __init__(self, ooo: int, idleness: int) -> None:
+        self.ooo = ooo
+        self.idleness = idleness
+        self.max_seen: dict[Any, int] = {}
+        self.last_read: dict[Any, int] = {}
+        self.newest: int | None = None
+        self.watermark: int | None = None
+
+    def expect(self, partitions: Iterable[Any], now: int) -> None:
+        """Partitions this subtask may read: they hold the clock until read or idle."""
+        for p in partitions:
+            self.last_read.setdefault(p, now)
+
+    def observe(self, partition: Any, t: int | None, now: int) -> None:
+        """A record of `partition` with event time t (None: not usable) arrived at `now`."""
+        self.last_read[partition] = now
+        if t is not None:
+            seen = self.max_seen.get(partition)
+            if seen is None or t > seen:
+                self.max_seen[partition] = t
+            if self.newest is None or t > self.newest:
+                self.newest = t
+        idle = self.idleness
+        active = [p for p, at in self.last_read.items() if not idle or now - at < idle]
+        if any(p not in self.max_seen for p in active):
+            return
+        times = [self.max_seen[p] for p in active] if active else list(self.max_seen.values())
+        if times:
+            wm = (min(times) if active else max(times)) - self.ooo - 1
+            if self.watermark is None or wm > self.watermark:
+                self.watermark = wm
+
+    @property
+    def horizon(self) -> int | None:
+        """The bound of future timestamps (see above)."""
+        if self.newest is None:
+            return self.watermark
+        newest = self.newest - self.ooo - 1
+        return newest if self.watermark is None or newest > self.watermark else self.watermark
+
+    @property
+    def stamp(self) -> int:
+        """The Flink timestamp whose bounded-out-of-orderness watermark is this clock."""
+        return (LONG_MIN if self.watermark is None else self.watermark) + self.ooo + 1
+
+
+def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partitions of `topic` (empty if Kafka cannot tell: then none is expected)."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap,
+                                 request_timeout_ms=10_000)
+    except KafkaError as exc:
+        log.warning("cannot list the partitions of %s: %s", topic, exc)
+        return []
+    try:
+        return sorted(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
+
+
+# ------------------------------------------------------------------------------ operators
+
+
+def _tags() -> dict[str, Any]:
+    from pyflink.common import Types
+    from pyflink.datastream import OutputTag
+
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    return {
+        DEAD_LETTER: OutputTag("dead-letters", pickled),
+        AUDIT: OutputTag("audit", pickled),
+        FEATURES: OutputTag("features", pickled),
+        DROPPED: OutputTag("counts", pickled),
+    }
+
+
+def _functions() -> dict[str, type]:
+    """The Python functions of the topology.
+
+    Defined in a function so that pyflink is only imported when a job is built, and so that
+    cloudpickle ships them with each job by value: in thread mode a TaskManager keeps the
+    modules it imported for its whole life, and functions pickled by reference to this module
+    would run the first job's version of them.
+    """
+    from pyflink.common import Types
+    from pyflink.common.time import Time
+    from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, ProcessFunction
+    from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+
+    tags = _tags()
+
+    class Decode(ProcessFunction):
+        """Raw Kafka rows (or a replay file's lines) -> ((customer_id, watermark, Item), stamp).
+
+        Items go to the main output, dead letters to DEAD_LETTER. `watermark` is this subtask's
+        SourceClock before the item; `stamp` is the Flink timestamp that makes Flink's
+        watermark follow the clock (profiles from Kafka: NO_STAMP; see the module doc).
+        """
+
+        def __init__(self, source: str | None, settings: Settings) -> None:
+            self.source = source          # EVENTS, PROFILES, or None: pickled items (replay)
+            self.settings = settings
+
+        def open(self, runtime_context: Any) -> None:
+            core = self.settings.core
+            if self.source is None:       # one file, read in order: the reference's clock
+                self.clock = SourceClock(core.max_out_of_orderness, 0)
+                return
+            self.clock = SourceClock(core.max_out_of_orderness, self.settings.flink.idleness)
+            topic = (self.settings.kafka.profiles_topic if self.source == PROFILES
+                     else self.settings.kafka.events_topic)
+            self.clock.expect([(topic, p) for p in topic_partitions(self.settings, topic)],
+                              wall_ms())
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            clock, core = self.clock, self.settings.core
+            wm, horizon = clock.watermark, clock.horizon
+            now = wall_ms()                         # bounds future timestamps, as the reference's
+            if self.source is None:
+                item = pickle.loads(base64.b64decode(value))
+                partition: Any = None
+            else:
+                partition = (value[1], value[2])
+                item = wire.decode(self.source, bytes(value[0]), value[1], value[2], value[3],
+                                   horizon, core, now)
+            if not isinstance(item, DeadLetter):
+                item = wire.admit(item, horizon, core, now)
+            if isinstance(item, DeadLetter):
+                clock.observe(partition, None, now)
+                yield tags[DEAD_LETTER], item
+                return
+            clock.observe(partition, event_time(item), now)
+            stamp = NO_STAMP if self.source == PROFILES else clock.stamp
+            yield (item.customer_id, wm, item), stamp
+
+    class PerCustomer(KeyedProcessFunction):
+        """The core per customer: (customer_id, watermark, Item) -> payloads, with audit, dead
+        letters (late), features and counts on side outputs."""
+
+        def __init__(self, settings: Settings, emit_features: bool, emit_counts: bool) -> None:
+            self.settings = settings
+            self.emit_features = emit_features
+            self.emit_counts = emit_counts
+
+        def open(self, runtime_context: Any) -> None:
+            self.core = wire.KeyedCore(build_core(self.settings))
+            # Cleanup is configured explicitly: PyFlink's default adds RocksDB's compaction
+            # filter through a py4j Duration, and a TaskManager's embedded Python has no py4j
+            # gateway. Expired entries go on read, incrementally, and in full snapshots.
+            ttl = (
+                StateTtlConfig.new_builder(Time.milliseconds(self.settings.flink.state_ttl))
+                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+                .disable_cleanup_in_background()
+                .cleanup_incrementally(10, False)
+                .cleanup_full_snapshot()
+                .build()
+            )
+            descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
+            descriptor.enable_time_to_live(ttl)
+            self.state = runtime_context.get_state(descriptor)
+            metrics = runtime_context.get_metrics_group()
+            self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            _, carried, item = value
+            watermark = ctx.timer_service().current_watermark()
+            if carried is not None and carried > watermark:
+                watermark = carried
+            held = self.state.value()
+            old, timer = (None, None) if held is None else held
+            yield from self._store(old, timer, *self.core.step(old, item, watermark), ctx)
+
+        def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+            held = self.state.value()
+            if held is None:
+                return
+            state, _ = held
+            watermark = ctx.timer_service().current_watermark()
+            yield from self._store(state, None, *self.core.wake(state, watermark), ctx)
+
+        def _store(self, old: Any, timer: int | None, state: Any, routed: wire.Routed,
+                   counts: dict[str, int], wake_at: list[int], ctx: Any) -> Iterator[Any]:
+            """Keep the state and one timer (the earliest time the core asked for: after a wake
+            the core's wake_at covers all it still waits for), then route the outputs."""
+            timers = ctx.timer_service()
+            if state is None:
+                if timer is not None:
+                    timers.delete_event_time_timer(timer)
+                if old is not None:
+                    self.state.clear()
+            else:
+                first = min(wake_at) if wake_at else None
+                if first is not None and (timer is None or first < timer):
+                    if timer is not None:
+                        timers.delete_event_time_timer(timer)
+                    timers.register_event_time_timer(first)
+                    timer = first
+                self.state.update((state, timer))
+            counters = self.counters
+            for sink, record in routed:
+                counters[sink].inc()
+                if sink == PAYLOAD:
+                    yield record
+                elif sink != FEATURES or self.emit_features:
+                    yield tags[sink], record
+            if counts:
+                counters[DROPPED].inc(sum(counts.values()))
+                if self.emit_counts:
+                    for reason, n in counts.items():
+                        yield tags[DROPPED], (reason, n)
+            if self.emit_counts and (old is None) != (state is None):
+                yield tags[DROPPED], (ACTIVE, 1 if old is None else -1)
+
+    class KafkaRow(MapFunction):
+        """A sink record -> Row(k, v[, headers]) of its Kafka table (pipelines.wire encoders)."""
+
+        def __init__(self, sink: str) -> None:
+            self.sink = sink
+
+        def map(self, record: Any) -> Any:
+            from pyflink.common import Row
+
+            if self.sink == PAYLOAD:
+                key, value, headers = wire.payload_record(record)
+                return Row(key, value, dict(headers))
+            if self.sink == AUDIT:
+                return Row(*wire.audit_record(record))
+            return Row(*wire.dead_letter_record(record))
+
+    class WriteFeatures(ProcessFunction):
+        """FEATURES records -> the feature writer (pipelines.feature_store); emits nothing."""
+
+        def __init__(self, writer: Any) -> None:
+            self.writer = writer
+
+        def process_element(self, record: Any, ctx: Any) -> Iterator[Any]:
+            self.writer.write(record)
+            return iter(())
+
+        def close(self) -> None:
+            close = getattr(self.writer, "close", None) or getattr(self.writer, "flush", None)
+            if callable(close):
+                close()
+
+    class Tag(MapFunction):
+        """record -> (kind, record), for collecting a replay's outputs on one stream."""
+
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def map(self, record: Any) -> Any:
+            return self.kind, record
+
+    return {"Decode": Decode, "PerCustomer": PerCustomer, "KafkaRow": KafkaRow,
+            "WriteFeatures": WriteFeatures, "Tag": Tag}
+
+
+# ------------------------------------------------------------------------------ the topology
+
+
+@dataclass
+class Outputs:
+    """The topology's output streams (pickled records), by sink."""
+
+    payloads: Any
+    audit: Any
+    dead_letters: Any          # from the decoders and the core (late), one stream
+    features: Any | None       # only when a feature writer or a collector asked for them
+    counts: Any | None         # (reason, n) of dropped items, and ACTIVE deltas (replays)
+
+
+def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
+    """((customer_id, watermark, Item), time) -> (customer_id, watermark, Item) stamped with its
+    event time, with watermarks: bounded out-of-orderness and idleness.
+
+    The Java half of PyFlink's assign_timestamps_and_watermarks (the time was already taken in
+    the decoder, so no Python timestamp assigner runs), with our own uids.
+    """
+    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    strategy = (
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(settings.core.max_out_of_orderness))
+        .with_idleness(Duration.of_millis(settings.flink.idleness))
+    )
+    j_stamped = ds._j_data_stream.assignTimestampsAndWatermarks(
+        strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner()))
+    j_stamped.uid(f"{uid}-watermarks").name(f"{name}Watermarks")
+    j_items = j_stamped.map(eventtime.RemoveTimestampMapFunction(),
+                            Types.PICKLED_BYTE_ARRAY().get_java_type_info())
+    return DataStream(j_items).uid(f"{uid}-stamped").name(f"{name}Stamped")
+
+
+def _customer(value: Any) -> str:
+    return value[0]
+
+
+def build_topology(events: Any, profiles: Any | None, settings: Settings,
+                   emit_features: bool = False, emit_counts: bool = False) -> Outputs:
+    """Wire decode -> watermarks -> PerCustomer over the input streams.
+
+    `events` and `profiles` carry Kafka rows (Row(value, topic, partition, offset)); with
+    `profiles` None, `events` carries a replay file's lines, events and profiles in arrival
+    order through one decoder (so the whole input shares one clock, as in the reference runner).
+    """
+    from pyflink.common import Types
+
+    fn = _functions()
+    tags = _tags()
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    stamped = Types.TUPLE([pickled, Types.LONG()])
+    if profiles is None:
+        decoded = events.process(fn["Decode"](None, settings), output_type=stamped) \
+            .uid("decode-replay").name("DecodeReplay")
+        items = decoded
+        dead = [decoded.get_side_output(tags[DEAD_LETTER])]
+    else:
+        dec_events = events.process(fn["Decode"](EVENTS, settings), output_type=stamped) \
+            .uid("decode-events").name("DecodeEvents")
+        dec_profiles = profiles.process(fn["Decode"](PROFILES, settings), output_type=stamped) \
+            .uid("decode-profiles").name("DecodeProfiles")
+        items = dec_events.union(dec_profiles)
+        dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
+                dec_profiles.get_side_output(tags[DEAD_LETTER])]
+    per_customer = (
+        watermarked(items, settings, "items", "Items")
+        .key_by(_customer, key_type=Types.STRING())
+        .process(fn["PerCustomer"](settings, emit_features, emit_counts), output_type=pickled)
+        .uid("per-customer").name("PerCustomer")
+    )
+    dead.append(per_customer.get_side_output(tags[DEAD_LETTER]))
+    return Outputs(
+        payloads=per_customer,
+        audit=per_customer.get_side_output(tags[AUDIT]),
+        dead_letters=dead[0].union(*dead[1:]),
+        features=per_customer.get_side_output(tags[FEATURES]) if emit_features else None,
+        counts=per_customer.get_side_output(tags[DROPPED]) if emit_counts else None,
+    )
+
+
+# ------------------------------------------------------------------------------ Kafka I/O
+
+
+@dataclass(slots=True)
+class KafkaRead:
+    """How the Kafka sources read: from where, and until when."""
+
+    from_beginning: bool = False
+    # None: unbounded. "latest": the end offsets at start. Else {(topic, partition): offset}.
+    stop: str | dict[tuple[str, int], int] | None = None
+    group_id: str | None = None
+
+
+def _props(settings: Settings) -> str:
+    return f"'properties.bootstrap.servers' = '{settings.kafka.bootstrap}'"
+
+
+def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead) -> str:
+    """A Kafka table of raw record values with their origin (topic, partition, offset)."""
+    opts = [
+        "'connector' = 'kafka'",
+        f"'topic' = '{topic}'",
+        _props(settings),
+        f"'properties.group.id' = '{read.group_id or settings.kafka.group_id}'",
+        "'properties.isolation.level' = 'read_committed'",
+        "'scan.startup.mode' = 'group-offsets'",
+        f"'properties.auto.offset.reset' = '{'earliest' if read.from_beginning else 'latest'}'",
+        "'format' = 'raw'",
+    ]
+    if read.stop == "latest":
+        opts.append("'scan.bounded.mode' = 'latest-offset'")
+    elif isinstance(read.stop, dict):
+        spec = ";".join(f"partition:{p},offset:{o}" for (t, p), o in sorted(read.stop.items())
+                        if t == topic)
+        opts += ["'scan.bounded.mode' = 'specific-offsets'",
+                 f"'scan.bounded.specific-offsets' = '{spec}'"]
+    return (
+        f"CREATE TEMPORARY TABLE `{table}` (\n"
+        "  `value` BYTES,\n"
+        "  `topic` STRING METADATA VIRTUAL,\n"
+        "  `partition` INT METADATA VIRTUAL,\n"
+        "  `offset` BIGINT METADATA VIRTUAL\n"
+        f") WITH (\n  {', '.join(opts)}\n)"
+    )
+
+
+def sink_ddl(table: str, topic: str, settings: Settings, headers: bool) -> str:
+    """A Kafka table written with key and value as raw bytes (and headers), exactly once when
+    the checkpointing mode is exactly_once."""
+    f = settings.flink
+    exactly_once = f.checkpoint_mode.lower().replace("-", "_") == "exactly_once"
+    opts = [
+        "'connector' = 'kafka'",
+        f"'topic' = '{topic}'",
+        _props(settings),
+        "'key.format' = 'raw'",
+        "'key.fields' = 'k'",
+        "'value.format' = 'raw'",
+        "'value.fields-include' = 'EXCEPT_KEY'",
+        "'sink.partitioner' = 'default'",
+        f"'sink.delivery-guarantee' = '{'exactly-once' if exactly_once else 'at-least-once'}'",
+        f"'sink.transactional-id-prefix' = '{f.transactional_id_prefix}-{table}'",
+        f"'properties.transaction.timeout.ms' = '{f.transaction_timeout}'",
+    ]
+    columns = ["`k` BYTES", "`v` BYTES"]
+    if headers:
+        columns.append("`headers` MAP<STRING, BYTES> METADATA")
+    return f"CREATE TEMPORARY TABLE `{table}` ({', '.join(columns)}) WITH ({', '.join(opts)})"
+
+
+def _row_type(headers: bool) -> Any:
+    from pyflink.common import Types
+
+    raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
+    if headers:
+        return Types.ROW_NAMED(["k", "v", "headers"], [raw, raw, Types.MAP(Types.STRING(), raw)])
+    return Types.ROW_NAMED(["k", "v"], [raw, raw])
+
+
+def discard(ds: Any, uid: str, name: str) -> None:
+    """End a stream in Flink's DiscardingSink (for operators run for their side effects)."""
+    from pyflink.datastream.connectors import Sink
+    from pyflink.java_gateway import get_gateway
+
+    j_sink = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
+    ds.sink_to(Sink(j_sink)).uid(uid).name(name)
+
+
+def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
+                    feature_writer: Any | None = None) -> Any:
+    """The whole Kafka job on `env`: sources, topology, sinks. Returns the statement set
+    (already attached to env: run it with env.execute)."""
+    from pyflink.table import StreamTableEnvironment
+
+    k = settings.kafka
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+    t_env.execute_sql(source_ddl("events_in", k.events_topic, settings, read))
+    t_env.execute_sql(source_ddl("profiles_in", k.profiles_topic, settings, read))
+    events = t_env.to_data_stream(t_env.from_path("events_in"))
+    profiles = t_env.to_data_stream(t_env.from_path("profiles_in"))
+    out = build_topology(events, profiles, settings, emit_features=feature_writer is not None)
+    fn = _functions()
+    statements = t_env.create_statement_set()
+    for sink, stream, topic in (
+        (PAYLOAD, out.payloads, k.payloads_topic),
+        (AUDIT, out.audit, k.audit_topic),
+        (DEAD_LETTER, out.dead_letters, k.dead_letters_topic),
+    ):
+        table = f"{sink}_out"
+        headers = sink == PAYLOAD
+        t_env.execute_sql(sink_ddl(table, topic, settings, headers))
+        rows = stream.map(fn["KafkaRow"](sink), output_type=_row_type(headers)) \
+            .uid(f"encode-{sink}").name(f"Encode{sink.title().replace('_', '')}")
+        statements.add_insert(table, t_env.from_data_stream(rows))
+    if feature_writer is not None:
+        written = out.features.process(fn["WriteFeatures"](feature_writer)) \
+            .uid("write-features").name("WriteFeatures")
+        discard(written, "features-done", "FeaturesDone")
+    statements.attach_as_datastream()
+    return statements
+
+
+def stopping_offsets(
+    settings: Settings, read: KafkaRead, max_events: int
+) -> dict[tuple[str, int], int]:
+    """End offsets that make a bounded read of exactly `max_events` records (or all there is),
+    from where the consumer group would start, shared round-robin over the partitions."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    k = settings.kafka
+    consumer = KafkaConsumer(bootstrap_servers=k.bootstrap, group_id=read.group_id or k.group_id,
+                             enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(t, p) for t in (k.events_topic, k.profiles_topic)
+                 for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = consumer.end_offsets(parts)
+        begins = consumer.beginning_offsets(parts)
+        start = {}
+        for tp in parts:
+            committed = consumer.committed(tp)
+            if committed is not None:
+                start[tp] = committed
+            else:
+                start[tp] = begins[tp] if read.from_beginning else ends[tp]
+    finally:
+        consumer.close()
+    stop = dict(start)
+    left = max_events
+    while left > 0:
+        open_parts = [tp for tp in parts if stop[tp] < ends[tp]]
+        if not open_parts:
+            break
+        share = max(1, left // len(open_parts))
+        for tp in open_parts:
+            n = min(share, ends[tp] - stop[tp], left)
+            stop[tp] += n
+            left -= n
+            if left == 0:
+                break
+    return {(tp.topic, tp.partition): offset for tp, offset in stop.items()}
+
+
+def kafka_read(settings: Settings, options: Any) -> KafkaRead:
+    """The read of `personalize run` options: --max-events N reads exactly N records (from
+    where the group stands), --until-idle reads what the topics hold at start; else unbounded."""
+    read = KafkaRead(from_beginning=bool(getattr(options, "from_beginning", False)),
+                     group_id=getattr(options, "group_id", None))
+    max_events = getattr(options, "max_events", None)
+    if max_events is not None:
+        read.stop = stopping_offsets(settings, read, max_events)
+    elif getattr(options, "until_idle", None) is not None:
+        read.stop = "latest"
+    return read
+
+
+# ------------------------------------------------------------------------------ run_kafka
+
+
+def run_kafka(settings: Settings, options: argparse.Namespace | None = None,
+              feature_writer: Any | None = None) -> int:
+    """`personalize run --runner flink` (in this process) or `--runner flink-cluster`."""
+    options = options or argparse.Namespace()
+    if getattr(options, "runner", "flink") == "flink-cluster":
+        job_id = submit_to_cluster(settings, options)
+        print(f"submitted flink job {job_id}")
+        return 0
+    if feature_writer is None and getattr(options, "feature_store", False):
+        from pipelines.feature_store import redis_writer
+
+        feature_writer = redis_writer(settings)
+    read = kafka_read(settings, options)
+    extra = {}
+    savepoint = getattr(options, "savepoint", None)
+    if savepoint:
+        extra["execution.state-recovery.path"] = savepoint
+    env = make_env(settings, [connector_jar(settings)], local=True, extra=extra)
+    build_kafka_job(env, settings, read, feature_writer)
+    result = env.execute("personalize")
+    log.info("flink job finished in %.1fs", result.get_net_runtime() / 1000)
+    return 0
+
+
+def job_args(settings: Settings, options: Any) -> list[str]:
+    """Program arguments of pipelines/flink_job.py: every setting as --set, and the read."""
+    args: list[str] = []
+    for section, values in asdict(settings).items():
+        for key, value in values.items():
+            args += ["--set", f"{section}.{key}={value}"]
+    if getattr(options, "max_events", None) is not None:
+        args += ["--max-events", str(options.max_events)]
+    if getattr(options, "until_idle", None) is not None:
+        args += ["--until-idle", str(options.until_idle)]
+    if getattr(options, "from_beginning", False):
+        args.append("--from-beginning")
+    if getattr(options, "savepoint", None):
+        args += ["--savepoint", options.savepoint]
+    if getattr(options, "group_id", None):
+        args += ["--group-id", options.group_id]
+    if getattr(options, "feature_store", False):
+        args.append("--feature-store")
+    if getattr(options, "job_name", None):
+        args += ["--job-name", options.job_name]
+    return args
+
+
+def project_archive(settings: Settings) -> Path:
+    """The project's code, templates and schemas as one zip for --pyFiles (extracted on the
+    TaskManagers into one folder, so templates/ and avro_schemas/ sit next to transforms/)."""
+    state = Path(settings.paths.state_dir)
+    state = state if state.is_absolute() else PROJECT_ROOT / state
+    target = state / "flink" / "job" / "personalize-job.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for top in PROJECT_DIRS:
+            for path in sorted((PROJECT_ROOT / top).rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    zf.write(path, path.relative_to(PROJECT_ROOT).as_posix())
+    os.replace(tmp, target)
+    return target
+
+
+def submit_to_cluster(settings: Settings, options: Any, timeout: float | None = None) -> str:
+    """`flink run -py pipelines/flink_job.py --pyFiles <project zip> --jarfile <connector>` on
+    the standalone cluster of `personalize services`; the job id. Detached unless asked not to
+    be; attached, it returns when the job ends (bounded reads)."""
+    from runners.services import submit_pyflink_job
+
+    bounded = getattr(options, "max_events", None) is not None or (
+        getattr(options, "until_idle", None) is not None)
+    detached = bool(getattr(options, "detached", False)) or not bounded
+    py_files = [project_archive(settings)] if settings.flink.ship_code else []
+    return submit_pyflink_job(
+        settings, JOB_FILE, args=job_args(settings, options),
+        py_files=py_files, jars=[connector_jar(settings)],
+        detached=detached, timeout=timeout or (300.0 if detached else 24 * 3600.0),
+    )
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def _write_items(items: Iterable[Item | DeadLetter], path: Path, out: OutputFiles) -> int:
+    n = 0
+    with path.open("wb") as fh:
+        for item in items:
+            out.count_input(item)
+            fh.write(base64.b64encode(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)))
+            fh.write(b"\n")
+            n += 1
+    return n
+
+
+def build_replay(env: Any, path: Path, settings: Settings) -> Any:
+    """A replay file (one pickled item per line, arrival order) -> one stream of (kind, record)
+    with every output of the topology, for the caller to collect."""
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+
+    fn = _functions()
+    source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path)).build()
+    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "ReplayFile") \
+        .uid("replay-file").set_parallelism(1)
+    out = build_topology(lines, None, settings, emit_features=True, emit_counts=True)
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    tagged = [
+        stream.map(fn["Tag"](kind), output_type=pickled).uid(f"tag-{kind}").name(f"Tag-{kind}")
+        for kind, stream in ((PAYLOAD, out.payloads), (AUDIT, out.audit),
+                             (DEAD_LETTER, out.dead_letters), (FEATURES, out.features),
+                             (DROPPED, out.counts))
+    ]
+    return tagged[0].union(*tagged[1:])
+
+
+def run_replay(items: Iterable[Item | DeadLetter], settings: Settings, out_dir: Path,
+               extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Replay `items` through the Flink topology on a local mini-cluster into out_dir/*.jsonl
+    (the reference runner's files); returns the summary.
+
+    The items go to a temporary file read by a FileSource (one split, so arrival order is
+    kept); at its end the watermark goes to the end of time and every deadline fires. The
+    outputs come back with execute_and_collect (they are far fewer than the inputs).
+    """
+    out = OutputFiles(Path(out_dir))
+    work = Path(tempfile.mkdtemp(prefix="flink-replay-"))
+    try:
+        path = work / "items.txt"
+        _write_items(items, path, out)
+        env = make_env(settings, local=True, extra=extra, checkpointing=False)
+        collected = build_replay(env, path, settings)
+        active = 0
+        with collected.execute_and_collect("personalize-replay") as results:
+            for kind, record in results:
+                if kind == DROPPED:
+                    reason, n = record
+                    if reason == ACTIVE:
+                        active += n
+                        continue
+                    for _ in range(n):
+                        out.write((DROPPED, reason))
+                elif kind == FEATURES:
+                    out.write(record)           # ("features", snapshot) | ("erase", customer_id)
+                else:
+                    out.write((kind, record))
+        out.close()
+        out.summary["active_customers_at_end"] = active
+        return out.summary
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,365 @@
+"""Benchmarks of the PyFlink topology, Kafka to Kafka, on the local mini-cluster (thread mode by
+default; `--set flink.execution_mode=process` to compare). Reused by `personalize bench`.
+
+    throughput(settings, events)  -> {"topology_eps", "passthrough_eps", "ratio", ...}
+        The shipped rees46 sample (Avro) is produced once to fresh topics; the topology and an
+        empty PyFlink pass-through (same Kafka tables, one Python map, same exactly-once sink)
+        each read it twice, bounded: all of it, and its first 5%. Rate = the difference in
+        records over the difference in wall time, so job start-up (JVM, Python interpreters)
+        cancels out. Target: topology >= 0.5 x pass-through (DESIGN.md section 7).
+
+    latency(settings, rate, seconds) -> {"browse_p50_ms", "browse_p99_ms", "cart_p50_ms", ...}
+        An unbounded job; background traffic at `rate` events/s stamped with the wall clock,
+        plus every second one browse journey (five views) and one abandoned cart from fresh
+        customers. Browse latency: 5th view produced -> payload consumed (read_committed).
+        Cart latency: deadline (add_to_cart time + cart_delay) -> payload consumed. Latency
+        run settings (LATENCY_SETTINGS): max_out_of_orderness 200 ms (the core only processes
+        an event once the watermark passes it, so latency >= max_out_of_orderness), cart_delay
+        5 s, checkpoints every 500 ms (exactly-once payloads become visible when the checkpoint
+        commits the transaction), watermark interval 50 ms.
+
+    python -m runners.bench_flink [--events N] [--seconds S] [--set section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from transforms.model import (
+    ADD_TO_CART,
+    EMAIL_CHANNEL,
+    PRODUCT_VIEW,
+    BehaviourEvent,
+    CustomerProfile,
+    Product,
+)
+from transforms.settings import DAY, Settings, load_settings
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
+LATENCY_SETTINGS = (
+    "core.max_out_of_orderness=200ms",
+    "core.cart_delay=5s",
+    "flink.checkpoint_interval=500ms",
+    "flink.watermark_interval=50ms",
+    "flink.idleness=1s",
+)
+
+
+def bench_settings(base: Settings, extra: Iterable[str] = ()) -> Settings:
+    """`base` with fresh topics, consumer group and transactional ids (one bench run)."""
+    tag = f"bench-{uuid.uuid4().hex[:8]}"
+    pairs = [f"kafka.group_id={tag}", f"flink.transactional_id_prefix={tag}"]
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters"):
+        pairs.append(f"kafka.{name}_topic={tag}-{name}")
+    return base.with_overrides([*pairs, *extra])
+
+
+def _producer(settings: Settings) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, linger_ms=5,
+                         batch_size=256 * 1024, acks=1)
+
+
+def produce_items(settings: Settings, items: Iterable[Any]) -> int:
+    """Create the bench topics and write `items` (events and profiles, Avro)."""
+    from runners.services import ensure_topics
+    from transforms.codec import encode_event, encode_profile
+    from transforms.model import CustomerProfile, DeadLetter
+
+    k = settings.kafka
+    ensure_topics(k.bootstrap, [k.events_topic, k.payloads_topic, k.audit_topic,
+                                k.dead_letters_topic, f"{k.payloads_topic}-passthrough"],
+                  k.partitions)
+    ensure_topics(k.bootstrap, [k.profiles_topic], 1)
+    producer = _producer(settings)
+    n = 0
+    for item in items:
+        if isinstance(item, DeadLetter):
+            continue
+        if isinstance(item, CustomerProfile):
+            topic, value = k.profiles_topic, encode_profile(item)
+        else:
+            topic, value = k.events_topic, encode_event(item)
+        producer.send(topic, key=item.customer_id.encode(), value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+# ------------------------------------------------------------------------------ throughput
+
+
+def _passthrough_job(env: Any, settings: Settings, read: Any) -> None:
+    """Kafka tables in -> one Python map -> Kafka table out: PyFlink's floor for this I/O."""
+    from pyflink.common import Row
+    from pyflink.table import StreamTableEnvironment
+
+    from pipelines.flink_pipeline import _row_type, sink_ddl, source_ddl
+
+    k = settings.kafka
+    t_env = StreamTableEnvironment.create(env)
+    statements = t_env.create_statement_set()
+    sink = f"{k.payloads_topic}-passthrough"
+    t_env.execute_sql(sink_ddl("passthrough_out", sink, settings, headers=False))
+    for table, topic in (("events_in", k.events_topic), ("profiles_in", k.profiles_topic)):
+        t_env.execute_sql(source_ddl(table, topic, settings, read))
+        rows = t_env.to_data_stream(t_env.from_path(table)).map(
+            lambda r: Row(None, bytes(r[0])), output_type=_row_type(False)
+        ).name(f"PassThrough-{table}")
+        statements.add_insert("passthrough_out", t_env.from_data_stream(rows))
+    statements.attach_as_datastream()
+
+
+def _timed_run(settings: Settings, job: str, records: int) -> float:
+    """Wall seconds of one bounded run of `job` over the first `records` records."""
+    from pipelines.flink_pipeline import (
+        KafkaRead,
+        build_kafka_job,
+        connector_jar,
+        make_env,
+        stopping_offsets,
+    )
+
+    read = KafkaRead(from_beginning=True, group_id=f"{settings.kafka.group_id}-{job}-{records}")
+    read.stop = stopping_offsets(settings, read, records)
+    env = make_env(settings, [connector_jar(settings)])
+    if job == "topology":
+        build_kafka_job(env, settings, read)
+    else:
+        _passthrough_job(env, settings, read)
+    start = time.perf_counter()
+    env.execute(f"bench-{job}")
+    return time.perf_counter() - start
+
+
+def workload(events: int) -> Iterator[Any]:
+    """`events` items of the shipped rees46 sample (profiles synthesized), cycled as often as
+    needed: each cycle is shifted by the sample's span + 2 days with new event ids, so it is
+    new traffic (no duplicates, no late events) for the same customers."""
+    import dataclasses
+
+    from transforms.model import CustomerProfile, DeadLetter, event_time
+    from transforms.readers import read_rees46
+
+    sample = [i for i in read_rees46(DATA) if not isinstance(i, DeadLetter)]
+    span = max(event_time(i) for i in sample) - min(event_time(i) for i in sample) + 2 * DAY
+    n = 0
+    for cycle in itertools.count():
+        for item in sample:
+            if n == events:
+                return
+            shift = cycle * span
+            if isinstance(item, CustomerProfile):
+                yield dataclasses.replace(item, updated_at=item.updated_at + shift)
+            else:
+                yield dataclasses.replace(item, occurred_at=item.occurred_at + shift,
+                                          event_id=f"{item.event_id}-{cycle}")
+            n += 1
+
+
+def core_rate(settings: Settings, items: list[Any]) -> float:
+    """Items/s of the core alone (the reference runner, no engine, no Kafka) on `items`."""
+    from pipelines.common import build_core
+    from pipelines.reference import ReferenceRunner
+
+    runner = ReferenceRunner(build_core(settings), lambda output: None)
+    start = time.perf_counter()
+    for item in items:
+        runner.feed(item)
+    runner.finish()
+    return len(items) / (time.perf_counter() - start)
+
+
+def throughput(settings: Settings, events: int = 20_000,
+               passthrough_events: int = 200_000) -> dict[str, Any]:
+    """Events/s of the topology and of the pass-through over the same topics, same run (and of
+    the core alone on the topology's input, for scale)."""
+    s = bench_settings(settings)
+    items = list(workload(max(events, passthrough_events)))
+    n = produce_items(s, items)
+    result: dict[str, Any] = {"execution_mode": s.flink.execution_mode,
+                              "core_eps": round(core_rate(s, items[:events]), 1)}
+    _timed_run(s, "passthrough", 100)                   # warm-up: JVM, gateway, interpreters
+    for job, records in (("passthrough", min(n, passthrough_events)), ("topology", events)):
+        small = max(1, records // 20)
+        t_small = _timed_run(s, job, small)
+        t_full = _timed_run(s, job, records)
+        result[f"{job}_records"] = records
+        result[f"{job}_startup_s"] = round(t_small, 1)
+        result[f"{job}_full_s"] = round(t_full, 1)
+        result[f"{job}_eps"] = round((records - small) / max(t_full - t_small, 1e-3), 1)
+    result["ratio"] = round(result["topology_eps"] / result["passthrough_eps"], 3)
+    return result
+
+
+# ------------------------------------------------------------------------------ latency
+
+
+def profile(t: int, cid: str, email: str) -> CustomerProfile:
+    """A consenting customer's CRM profile as of t."""
+    return CustomerProfile(customer_id=cid, updated_at=t, email=email, time_zone="UTC",
+                           consents={EMAIL_CHANNEL: True})
+
+
+def view(t: int, pid: str, category: str, cid: str) -> BehaviourEvent:
+    """A product view at t."""
+    return _event(PRODUCT_VIEW, t, pid, category, cid)
+
+
+def add(t: int, pid: str, cid: str) -> BehaviourEvent:
+    """An add_to_cart at t."""
+    return _event(ADD_TO_CART, t, pid, "shoes", cid, quantity=1)
+
+
+def _event(etype: str, t: int, pid: str, category: str, cid: str, **kw: Any) -> BehaviourEvent:
+    return BehaviourEvent(event_id=uuid.uuid4().hex, customer_id=cid, event_type=etype,
+                          occurred_at=t, session_id="bench",
+                          product=Product(product_id=pid, category=category, brand="b", price=10.0),
+                          **kw)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
+
+
+def latency(settings: Settings, rate: float, seconds: float = 30.0) -> dict[str, Any]:
+    """p50/p99 of browse-intensity (event produced -> payload consumed) and cart-abandonment
+    (deadline -> payload consumed) at `rate` background events/s (see the module doc)."""
+    from kafka import KafkaConsumer
+
+    from pipelines.flink_pipeline import KafkaRead, build_kafka_job, connector_jar, make_env
+    from transforms.codec import decode_payload, encode_event, encode_profile
+
+    s = bench_settings(settings, LATENCY_SETTINGS)
+    k = s.kafka
+    produce_items(s, [])
+    env = make_env(s, [connector_jar(s)])
+    build_kafka_job(env, s, KafkaRead(from_beginning=True))
+    client = env.execute_async("bench-latency")
+    produced: dict[str, float] = {}          # browse customer -> wall ms of its 5th view
+    deadlines: dict[str, float] = {}         # cart customer -> deadline (wall ms)
+    isolation = ("read_committed", "read_uncommitted")
+    got: dict[tuple[str, str], list[float]] = {
+        (level, kind): []
+        for level in isolation for kind in ("browse_intensity", "cart_abandonment")
+    }
+    stop = threading.Event()
+
+    def consume(level: str) -> None:
+        consumer = KafkaConsumer(k.payloads_topic, bootstrap_servers=k.bootstrap,
+                                 isolation_level=level, auto_offset_reset="earliest")
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=50).values():
+                now = time.time() * 1000
+                for r in records:
+                    p = decode_payload(r.value)
+                    kind = p.trigger.type
+                    since = produced if kind == "browse_intensity" else deadlines
+                    start = since.get(p.customer_id)
+                    if start is not None:
+                        got[(level, kind)].append(now - start)
+        consumer.close()
+
+    readers = [threading.Thread(target=consume, args=(level,), daemon=True) for level in isolation]
+    for reader in readers:
+        reader.start()
+    producer = _producer(s)
+    time.sleep(15)                           # let the job start (Python interpreters, sources)
+    tag = k.group_id
+    begin = time.time()
+    sent = 0
+    journey = 0
+    next_journey = begin
+    try:
+        while time.time() - begin < seconds:
+            now_s = time.time()
+            due = int((now_s - begin) * rate) - sent
+            for _ in range(max(due, 0)):
+                ev = view(int(time.time() * 1000), f"p{sent % 500}", f"cat{sent % 40}",
+                          cid=f"{tag}-bg{sent % 20000}")
+                producer.send(k.events_topic, key=ev.customer_id.encode(), value=encode_event(ev))
+                sent += 1
+            if now_s >= next_journey:
+                next_journey += 1.0
+                journey += 1
+                t = int(time.time() * 1000)
+                b, c = f"{tag}-browse{journey}", f"{tag}-cart{journey}"
+                for cid in (b, c):
+                    p = profile(t - 1000, cid=cid, email=f"{cid}@example.com")
+                    producer.send(k.profiles_topic, key=cid.encode(), value=encode_profile(p))
+                for i in range(5):
+                    ev = view(t + i, f"s{i}", "shoes", cid=b)
+                    producer.send(k.events_topic, key=b.encode(), value=encode_event(ev))
+                produced[b] = time.time() * 1000
+                ev = add(t, "p1", cid=c)
+                producer.send(k.events_topic, key=c.encode(), value=encode_event(ev))
+                deadlines[c] = t + s.core.cart_delay
+            producer.flush()
+            time.sleep(0.01)
+        # Keep the watermark moving until the last deadlines have passed.
+        tail_end = time.time() + s.core.cart_delay / 1000 + 5
+        while time.time() < tail_end:
+            ev = view(int(time.time() * 1000), "p0", "cat0", cid=f"{tag}-bg{sent % 20000}")
+            producer.send(k.events_topic, key=ev.customer_id.encode(), value=encode_event(ev))
+            sent += 1
+            producer.flush()
+            time.sleep(1.0 / max(rate, 1))
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=10)
+        producer.close()
+        client.cancel().result()
+    result: dict[str, Any] = {"rate_eps": rate, "seconds": seconds, "background_events": sent,
+                              "journeys": journey, "topics": f"{tag}-*"}
+    for level in isolation:
+        for kind, short in (("browse_intensity", "browse"), ("cart_abandonment", "cart")):
+            values = got[(level, kind)]
+            name = short if level == "read_committed" else f"{short}_uncommitted"
+            result[f"{name}_payloads"] = len(values)
+            result[f"{name}_p50_ms"] = _percentile(values, 50)
+            result[f"{name}_p99_ms"] = _percentile(values, 99)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Throughput, then latency at half the topology's throughput; prints both."""
+    p = argparse.ArgumentParser(prog="python -m runners.bench_flink", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=20_000, help="topology records")
+    p.add_argument("--passthrough-events", type=int, default=200_000)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--rate", type=float, default=None, help="latency run rate (default: half "
+                   "the measured topology throughput)")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args(argv)
+    settings = load_settings(None, os.environ, args.overrides)
+    rate = args.rate
+    if not args.skip_throughput:
+        tp = throughput(settings, args.events, args.passthrough_events)
+        print("throughput:", tp, flush=True)
+        rate = rate or tp["topology_eps"] / 2
+    print("latency:", latency(settings, rate or 200.0, args.seconds), flush=True)
+    print("latency settings:", ", ".join(LATENCY_SETTINGS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

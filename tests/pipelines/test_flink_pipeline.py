@@ -1,0 +1,164 @@
+"""The PyFlink adapter's own pieces: the source clock, the Kafka tables, the cluster job's
+arguments (pure, milliseconds); and `personalize run --runner flink` on the local mini-cluster
+through the real Kafka (integration)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from pipelines import flink_job, wire
+from pipelines.flink_pipeline import (
+    LONG_MIN,
+    KafkaRead,
+    SourceClock,
+    job_args,
+    run_kafka,
+    sink_ddl,
+    source_ddl,
+    stopping_offsets,
+)
+from tests.builders import SECOND, T0
+from tests.conftest import unique_name
+from transforms.codec import decode_payload
+from transforms.settings import Settings
+
+OOO = 10 * SECOND
+IDLE = 2 * SECOND
+WALL = 1_000_000            # a wall-clock instant (ms); only differences matter
+
+
+def test_clock_is_the_reference_watermark_for_one_partition():
+    clock = SourceClock(OOO, 0)
+    assert clock.watermark is None and clock.stamp == LONG_MIN + OOO + 1
+    clock.observe("file", T0, WALL)
+    clock.observe("file", T0 - 5 * SECOND, WALL)          # out of order: never moves back
+    assert clock.watermark == T0 - OOO - 1
+    assert clock.stamp == T0                               # Flink's watermark = the clock
+
+
+def test_clock_is_held_by_the_lagging_partition_and_by_partitions_not_read_yet():
+    clock = SourceClock(OOO, IDLE)
+    clock.expect([0, 1], WALL)
+    clock.observe(0, T0 + 3600 * SECOND, WALL)
+    assert clock.watermark is None                         # partition 1 not read yet
+    assert clock.horizon == T0 + 3600 * SECOND - OOO - 1   # but the future is judged by 0
+    clock.observe(1, T0, WALL + 10)
+    assert clock.watermark == T0 - OOO - 1                 # the minimum of both
+
+
+def test_an_idle_partition_stops_holding_the_clock():
+    clock = SourceClock(OOO, IDLE)
+    clock.expect([0, 1], WALL)
+    clock.observe(1, T0, WALL)
+    clock.observe(0, T0 + 60 * SECOND, WALL + 100)
+    assert clock.watermark == T0 - OOO - 1
+    clock.observe(0, T0 + 120 * SECOND, WALL + IDLE + 1)   # 1 delivered nothing for `idleness`
+    assert clock.watermark == T0 + 120 * SECOND - OOO - 1
+
+
+def test_sources_carry_the_origin_and_sinks_write_key_value_and_headers():
+    s = Settings()
+    src = source_ddl("events_in", "ev", s, KafkaRead(stop={("ev", 0): 5, ("pr", 0): 1}))
+    for column in ("`topic` STRING", "`partition` INT", "`offset` BIGINT"):
+        assert f"{column} METADATA" in src
+    assert "'scan.bounded.specific-offsets' = 'partition:0,offset:5'" in src
+    assert "'properties.isolation.level' = 'read_committed'" in src
+    sink = sink_ddl("payload_out", "pay", s, headers=True)
+    assert "`headers` MAP<STRING, BYTES> METADATA" in sink
+    assert "'sink.delivery-guarantee' = 'exactly-once'" in sink
+    assert "'sink.transactional-id-prefix' = 'personalize-payload_out'" in sink
+    at_least_once = Settings().with_overrides(["flink.checkpoint_mode=at_least_once"])
+    assert "'at-least-once'" in sink_ddl("audit_out", "aud", at_least_once, headers=False)
+
+
+def test_the_cluster_job_gets_back_every_setting_and_the_read():
+    s = Settings().with_overrides(["core.cart_delay=2h", "kafka.events_topic=x",
+                                   "flink.parallelism=3"])
+    options = argparse.Namespace(max_events=7, until_idle=None, from_beginning=True,
+                                 savepoint="file:///sp", group_id="g", feature_store=False,
+                                 job_name="j")
+    args = flink_job.parse(job_args(s, options))
+    assert flink_job.load_settings(None, {}, args.overrides) == s
+    assert (args.max_events, args.from_beginning, args.savepoint, args.group_id, args.job_name) \
+        == (7, True, "file:///sp", "g", "j")
+
+
+# ------------------------------------------------------------------------------ with Kafka
+
+
+def kafka_settings(bootstrap: str, **extra: str) -> Settings:
+    """Settings whose topics, group and transactional ids are this test's own."""
+    tag = unique_name("ft")
+    pairs = [f"kafka.bootstrap={bootstrap}", f"kafka.group_id={tag}",
+             f"flink.transactional_id_prefix={tag}", "flink.checkpoint_interval=1s"]
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters"):
+        pairs.append(f"kafka.{name}_topic={tag}-{name}")
+    pairs += [f"{k}={v}" for k, v in extra.items()]
+    return Settings().with_overrides(pairs)
+
+
+def produce(settings: Settings, items: list, partitions: int = 2) -> int:
+    """Create the job's topics and write `items` (Avro; dead letters as garbage bytes)."""
+    from kafka import KafkaProducer
+
+    from runners.services import ensure_topics
+    from transforms.codec import encode_event, encode_profile
+    from transforms.model import CustomerProfile, DeadLetter
+
+    k = settings.kafka
+    ensure_topics(k.bootstrap, [k.events_topic, k.payloads_topic, k.audit_topic,
+                                k.dead_letters_topic], partitions)
+    ensure_topics(k.bootstrap, [k.profiles_topic], 1)
+    producer = KafkaProducer(bootstrap_servers=k.bootstrap, linger_ms=5)
+    for item in items:
+        if isinstance(item, DeadLetter):
+            producer.send(k.events_topic, b"\x02\x03truncated")
+        elif isinstance(item, CustomerProfile):
+            producer.send(k.profiles_topic, key=item.customer_id.encode(),
+                          value=encode_profile(item))
+        else:
+            producer.send(k.events_topic, key=item.customer_id.encode(), value=encode_event(item))
+    producer.flush()
+    producer.close()
+    return len(items)
+
+
+def consume(settings: Settings, topic: str, idle_ms: int = 3000) -> list:
+    """Every committed record of `topic` (read_committed, from the beginning)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap,
+                             auto_offset_reset="earliest", isolation_level="read_committed",
+                             consumer_timeout_ms=idle_ms, group_id=None)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+@pytest.mark.engine
+def test_run_with_the_local_runner_reads_and_writes_kafka_exactly_once(kafka):
+    from tests.pipelines.test_parity_flink import journeys
+
+    s = kafka_settings(kafka)
+    tag = s.kafka.group_id
+    n = produce(s, journeys(tag))
+    assert stopping_offsets(s, KafkaRead(from_beginning=True), 3) != stopping_offsets(
+        s, KafkaRead(from_beginning=True), n)
+    options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
+                                 from_beginning=True, savepoint=None, detached=False)
+    assert run_kafka(s, options) == 0
+    payloads = consume(s, s.kafka.payloads_topic)
+    by_trigger = {decode_payload(r.value).trigger.type: r for r in payloads}
+    assert sorted(by_trigger) == ["browse_intensity", "cart_abandonment"]
+    cart = by_trigger["cart_abandonment"]
+    assert cart.key == f"{tag}-cart".encode()
+    message_id = decode_payload(cart.value).message_id.encode()
+    assert dict(cart.headers)[wire.MESSAGE_ID_HEADER] == message_id
+    audit = consume(s, s.kafka.audit_topic, idle_ms=1000)
+    assert len(audit) == 3
+    dead = consume(s, s.kafka.dead_letters_topic, idle_ms=1000)
+    assert any(b"decode_error" in r.value for r in dead)

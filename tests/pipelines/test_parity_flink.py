@@ -1,0 +1,94 @@
+"""Parity: the same input gives byte-identical payloads.jsonl and audit.jsonl (and dead letters)
+on the reference runner and on the PyFlink topology (local mini-cluster, thread mode).
+
+`journeys()` is also the input of the Kafka tests (tests/integration/test_flink_*.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines import flink_pipeline, reference
+from tests.builders import CART_DELAY, HOUR, MINUTE, SECOND, T0, add, event, profile, purchase, view
+from transforms.model import PRODUCT_VIEW, DeadLetter, Item, Origin, event_time
+from transforms.readers import read_rees46
+from transforms.settings import Settings
+
+pytestmark = pytest.mark.engine
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
+COMPARED = ("payloads", "audit", "dead_letters", "features")
+
+
+def journeys(prefix: str = "j") -> list[Item | DeadLetter]:
+    """A small input, in arrival order, that fires both triggers and exercises the policy:
+
+    - {prefix}-cart     adds to cart at T0 and leaves: cart abandonment at T0 + CART_DELAY
+    - {prefix}-browse   five shoe views in four minutes: browse intensity at the fifth view
+    - {prefix}-buyer    adds then purchases: nothing fires
+    - {prefix}-mute     no email consent: its abandoned cart is suppressed (audit: no_consent)
+    - {prefix}-dup      the same event twice (dropped as duplicate) and one event that
+                        arrives after the watermark passed it (dead letter: late)
+    - {prefix}-bg       background views every 10 min for 2 h, so the watermark passes the
+                        cart deadline while the input is still flowing
+    """
+    cart, browse, buyer, mute, dup, bg = (f"{prefix}-{n}" for n in
+                                          ("cart", "browse", "buyer", "mute", "dup", "bg"))
+    items: list[Item | DeadLetter] = [
+        profile(T0 - HOUR, cid=c, email=f"{c}@example.com") for c in (cart, browse, buyer, dup, bg)
+    ]
+    items.append(profile(T0 - HOUR, cid=mute, consent=False, email=f"{mute}@example.com"))
+    items += [
+        add(T0, "p1", cid=cart),
+        add(T0 + SECOND, "p9", cid=mute),
+        add(T0 + 2 * SECOND, "p2", cid=buyer),
+        purchase(T0 + 3 * MINUTE, "p2", cid=buyer),
+    ]
+    items += [view(T0 + i * MINUTE, f"s{i}", "shoes", cid=browse) for i in range(5)]
+    twice = event(PRODUCT_VIEW, T0 + 5 * MINUTE, cid=dup, eid=f"{prefix}-dup-1",
+                  product=view(0).product)
+    items += [twice, twice]
+    items += [view(T0 + k * 10 * MINUTE, f"b{k}", "bg", cid=bg) for k in range(1, 13)]
+    items.sort(key=event_time)                               # in time order, but for:
+    late = view(T0 + 2 * MINUTE, "x1", "hats", cid=dup)      # the watermark is ~T0 + 2 h by now
+    items.append(late)
+    items.append(DeadLetter(raw=b"\x01garbage", origin=Origin("file", -1, 1), reason="decode_error",
+                            error="test", received_at=0))
+    assert T0 + CART_DELAY < T0 + 12 * 10 * MINUTE
+    return items
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {name: (out / f"{name}.jsonl").read_text() for name in COMPARED}
+
+
+def test_journeys_give_the_reference_outputs_on_flink(tmp_path: Path) -> None:
+    settings = Settings()
+    items = journeys()
+    want = reference.run_replay(items, settings, tmp_path / "ref")
+    got = flink_pipeline.run_replay(items, settings, tmp_path / "flink")
+    decisions = want["decisions"]
+    assert decisions.get("cart_abandonment:emitted") == 1
+    assert decisions.get("browse_intensity:emitted") == 1
+    assert decisions.get("cart_abandonment:suppressed:no_consent") == 1
+    assert want["dropped"] == {"duplicate": 1} and want["dead_letters"].get("late") == 1
+    assert _files(tmp_path / "flink") == _files(tmp_path / "ref")
+    assert got == want
+    fired = [json.loads(line) for line in (tmp_path / "flink" / "payloads.jsonl").open()]
+    assert {p["trigger"]["type"] for p in fired} == {"cart_abandonment", "browse_intensity"}
+
+
+def test_a_slice_of_the_shipped_data_gives_the_reference_outputs_on_flink(tmp_path: Path) -> None:
+    if not DATA.is_file():
+        pytest.fail(f"shipped data missing: {DATA} (the repo expects ../shared/data beside it)")
+    settings = Settings()
+    items = list(itertools.islice(read_rees46(DATA), 3000))
+    want = reference.run_replay(items, settings, tmp_path / "ref")
+    got = flink_pipeline.run_replay(items, settings, tmp_path / "flink")
+    assert want["payloads"] > 50
+    assert _files(tmp_path / "flink") == _files(tmp_path / "ref")
+    assert got == want
