@@ -11,17 +11,17 @@ from transforms.render import Renderer
 from transforms.settings import Settings
 
 
-def build_core(settings: Settings, catalog: Catalog | None = None, online: bool = False) -> Core:
+def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
     """The core with the trained model (paths.model) and a catalog.
 
-    The catalog is `catalog` if given, else the JSONL file paths.catalog, else, for `online`
-    (Kafka) runs, the Redis catalog behind a small local cache; offline replays without a
-    catalog file render from what the events themselves say about the products.
+    The catalog is `catalog` if given, else the JSONL file paths.catalog, else, with
+    redis.use_catalog (Kafka runs), the Redis catalog behind a small local cache; offline
+    replays without a catalog render from what the events themselves say about the products.
     """
     model = Model.load(settings.paths.model) if settings.paths.model else None
     if catalog is None and settings.paths.catalog:
         catalog = InMemoryCatalog(read_catalog_jsonl(Path(settings.paths.catalog)))
-    elif catalog is None and online:
+    elif catalog is None and settings.redis.use_catalog:
         from pipelines.redis_catalog import open_catalog
 
         catalog = open_catalog(settings)

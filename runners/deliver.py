@@ -43,10 +43,6 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-
-# Headers may run to RFC 5322's 998 characters: a long List-Unsubscribe URL has no space to
-# fold at, and the default 78 makes the email package encode it (RFC 2047), which breaks it.
-_POLICY = SMTP.clone(max_line_length=998)
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -64,6 +60,10 @@ if TYPE_CHECKING:
     from kafka import KafkaConsumer
 
 log = logging.getLogger(__name__)
+
+# Headers may run to RFC 5322's 998 characters: a long List-Unsubscribe URL has no space to
+# fold at, and the default 78 makes the email package encode it (RFC 2047), which breaks it.
+_POLICY = SMTP.clone(max_line_length=998)
 
 DELIVERED = "delivered"
 DUPLICATE = "duplicate"

@@ -48,12 +48,6 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows")
     p.add_argument(
-        "--runner",
-        choices=("direct", "flink"),
-        default="direct",
-        help="engine for the topology (default: direct = Beam DirectRunner)",
-    )
-    p.add_argument(
         "--out",
         type=Path,
         default=Path(".state/demo"),
@@ -103,7 +97,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     produced = _replay(args, settings)
     print(json.dumps(produced), file=sys.stderr)
 
-    _say(f"4/6 the topology ({args.runner}) until the input is idle for {args.idle:g} s")
+    _say(f"4/6 the topology (Beam DirectRunner) until the input is idle for {args.idle:g} s")
     started = time.monotonic()
     job = _run_topology(args, settings)
     job_seconds = time.monotonic() - started
@@ -189,7 +183,7 @@ def _run_topology(args: argparse.Namespace, settings: Settings) -> dict[str, Any
     from runners.run import run_engine
 
     options = argparse.Namespace(
-        runner=args.runner,
+        runner="direct",
         max_events=None,
         until_idle=args.idle,
         from_beginning=True,
@@ -270,7 +264,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         when = p["send_after"] or p["trigger"]["fired_at"]
         print(
             f"  {p['trigger']['type']:<17} customer {p['customer_id']:<10} "
-            f"send after {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when / 1000))}: {p['subject']}"
+            f"send after {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when / 1000))}: "
+            f"{p['subject']}"
         )
     print(f"\nDelivered emails (.eml): {summary['delivery'].get('outbox')}")
     print(f"Report: {summary['report']}")

@@ -63,26 +63,28 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the engine's Kafka job; print its summary."""
+    if args.runner != "direct":
+        module = importlib.import_module(ENGINES[args.runner])
+        args.feature_store = True
+        return int(module.run_kafka(online(settings), args))
     summary = run_engine(settings, args)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
 
+def online(settings: Settings) -> Settings:
+    """Settings of a Kafka run: the core reads the Redis catalog."""
+    return settings.with_overrides(["redis.use_catalog=true"])
+
+
 def run_engine(settings: Settings, options: argparse.Namespace) -> dict[str, Any]:
-    """Run the engine's Kafka job (to its end, with bounded options) and return its summary.
+    """Run the Beam job on Kafka (to its end, with bounded options); its summary.
 
     Kafka runs are online: the core reads the Redis catalog (unless paths.catalog names a
     file) and feature snapshots and erasures go to the Redis feature store.
     """
-    from pipelines.common import build_core
+    from pipelines.beam_pipeline import run_kafka_job
     from pipelines.feature_store import redis_writer
 
-    module = importlib.import_module(ENGINES[options.runner])
-    summary: dict[str, Any] = module.run_kafka_job(
-        settings,
-        options,
-        feature_writer=redis_writer(settings),
-        core=build_core(settings, online=True),
-        progress=True,
-    )
-    return summary
+    settings = online(settings)
+    return run_kafka_job(settings, options, feature_writer=redis_writer(settings), progress=True)

@@ -111,6 +111,9 @@ class RedisSettings:
     db: int = 0
     feature_ttl: int = duration(30 * DAY)
     key_prefix: str = "personalize:"
+    # The core reads products from Redis (set by `personalize run` and the demo; replays
+    # without it render from a catalog file, paths.catalog, or from what the events say).
+    use_catalog: bool = False
 
 
 @dataclass(slots=True)
