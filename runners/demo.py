@@ -7,7 +7,8 @@
     5. deliver the payloads to a local SMTP server (loopback)   personalize deliver
     6. print a summary, sample emails, and write a report       personalize report
 
-Each run uses its own topics (`demo-<time>-...`), so demos never see each other's data. The
+Each run uses its own topics (`demo-<time>-...`) and Redis keys, so demos never see each
+other's data. The
 replayed data is from 2019, so delivery runs with the connector's clock set inside the data's
 day (time as data): quiet-hour payloads held until 08:00 UTC go out, none has expired.
 Delivered messages are written as .eml files under the output directory.
@@ -134,8 +135,11 @@ def _demo_settings(settings: Settings, run_id: str, out: Path) -> Settings:
         audit_topic=f"{run_id}-audit",
         group_id=f"{run_id}-job",
     )
+    # Its own Redis keys too: the delivery ledger remembers message ids (a replay of the same
+    # data yields the same ids), so a second demo would otherwise deliver nothing.
+    r = dataclasses.replace(settings.redis, key_prefix=f"{settings.redis.key_prefix}{run_id}:")
     paths = dataclasses.replace(settings.paths, model=str(out / "model.npz"))
-    return dataclasses.replace(settings, kafka=k, paths=paths)
+    return dataclasses.replace(settings, kafka=k, redis=r, paths=paths)
 
 
 def _train_and_load_catalog(args: argparse.Namespace, settings: Settings, out: Path) -> None:
@@ -198,6 +202,8 @@ def _deliver(args: argparse.Namespace, settings: Settings, out: Path) -> dict[st
     from runners.smtp_sink import MaildirSink
 
     outbox = out / "outbox"
+    for old in outbox.glob("*.eml"):
+        old.unlink()
     with MaildirSink(outbox) as smtp:
         cfg = dataclasses.replace(
             settings.deliver,
