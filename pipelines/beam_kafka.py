@@ -2,7 +2,7 @@
 
     KafkaSource(settings, options, local)   a consumer behind a local TestStream service
       .read() -> ReadFromKafka              PBegin -> {EVENTS, PROFILES: PCollection of
-                                            (KafkaRecord, watermark, horizon)}
+                                            (KafkaRecord, watermark, horizon, batch)}
     WriteToKafka(local, bootstrap, topic, encode, counter)   records -> topic
 
 Why a TestStream service, and what was tried
@@ -275,50 +275,80 @@ class ReadOptions:
 
 @dataclass(slots=True)
 class Batch:
-    """One poll: per tag, (record, watermark and horizon before it, event time); then the
-    watermark."""
+    """One poll: per tag, (record, watermark and horizon before it, batch number, event time);
+    then the watermark."""
 
-    elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int | None]]]
+    elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int, int | None]]]
     watermark: int | None
 
 
 @dataclass(slots=True)
 class Flow:
-    """Records in flight through a run (thread-safe): what the source handed over and whether
-    it is done, what entered the pipeline (acked, with offsets), and how far the topology got
-    with them (decoded, routed to the keyed step, stepped there)."""
+    """Records in flight through a run (thread-safe).
+
+    The source hands records over in batches (`open_batch` / `close_batch`: how many, and the
+    watermark it announces after them); the topology reports, per batch, how many it decoded,
+    routed to the keyed step and stepped there (`add`). From that, `safe_watermark` is the
+    last announced watermark all of whose batches are through the keyed step: no record that is
+    not late can reach a customer's state at or before it any more. The Acknowledge step counts
+    what entered the pipeline (back-pressure, offsets to commit).
+    """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     sent: int = 0
     ended: bool = False
     acked: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    decoded: int = 0
-    routed: int = 0
-    stepped: int = 0
-    _drained: bool = False
+    # Per batch: [records, watermark after it, decoded, routed, stepped]; size -1 = still open.
+    batches: list[list[Any]] = field(default_factory=list)
+    _complete: int = 0                 # how many leading batches are through the keyed step
+    _safe: int | None = None
 
-    def add(self, decoded: int = 0, routed: int = 0, stepped: int = 0) -> None:
-        """A bundle's progress in the topology."""
+    def open_batch(self) -> int:
+        """A new batch's number (the source's thread only)."""
         with self.lock:
-            self.decoded += decoded
-            self.routed += routed
-            self.stepped += stepped
+            self.batches.append([-1, None, 0, 0, 0])
+            return len(self.batches) - 1
+
+    def close_batch(self, batch: int, size: int, watermark: int | None) -> None:
+        """Batch `batch` holds `size` records; the source's watermark after it."""
+        with self.lock:
+            self.batches[batch][0] = size
+            self.batches[batch][1] = watermark
+            self.sent += size
+
+    def add(self, batch: int, decoded: int = 0, routed: int = 0, stepped: int = 0) -> None:
+        """A bundle's progress in the topology with records of `batch`."""
+        with self.lock:
+            counts = self.batches[batch]
+            counts[2] += decoded
+            counts[3] += routed
+            counts[4] += stepped
 
     def end(self) -> None:
         """The source will send nothing more."""
         with self.lock:
             self.ended = True
 
+    def safe_watermark(self) -> int | None:
+        """The latest watermark the keyed step may treat as passed (see the class docstring)."""
+        with self.lock:
+            batches = self.batches
+            while self._complete < len(batches):
+                size, watermark, decoded, routed, stepped = batches[self._complete]
+                if size < 0 or decoded < size or stepped < routed:
+                    break
+                self._complete += 1
+                if watermark is not None and (self._safe is None or watermark > self._safe):
+                    self._safe = watermark
+            return self._safe
+
     def drained(self) -> bool:
         """Whether the input has ended and every record of it has been through the keyed step
         (or dead-lettered before it): nothing can reach the keyed state any more."""
-        if self._drained:
-            return True
+        self.safe_watermark()
         with self.lock:
-            self._drained = (self.ended and self.decoded == self.sent
-                             and self.stepped == self.routed)
-            return self._drained
+            return self.ended and self._complete == len(self.batches)
 
     def ack(self, n: int, offsets: dict[tuple[str, int], int]) -> None:
         """A bundle of n records entered the pipeline; the highest offset per partition."""
@@ -403,7 +433,7 @@ class KafkaReader:
                         self.clock.advance_to(int(time.time() * 1000) - self.clock.ooo - 1)
                     if now - last_beat >= HEARTBEAT_S:
                         last_beat = now
-                        yield Batch({}, self.clock.watermark)
+                        yield self._heartbeat()
                 if now - last_commit >= opts.commit_every:
                     last_commit = now
                     self._commit(consumer, committed)
@@ -454,10 +484,11 @@ class KafkaReader:
     def _batch(self, consumer: Any, polled: dict[Any, list[Any]]) -> Batch:
         clock = self.clock
         core = self.core
+        number = self.flow.open_batch()
         left = self._holding(consumer, polled)
         clock.set_holding({(tp.topic, tp.partition) for tp, more in left.items()
                            if more or tp in polled})
-        elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int | None]]] = {}
+        elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int, int | None]]] = {}
         received_at = int(time.time() * 1000)
         n = 0
         for tp, records in polled.items():
@@ -468,15 +499,19 @@ class KafkaReader:
                 value = r.value if r.value is not None else b""
                 t = event_time_of(tag, value, core)
                 out.append((KafkaRecord(r.topic, r.partition, r.offset, value, received_at),
-                            clock.watermark, clock.horizon(received_at), t))
+                            clock.watermark, clock.horizon(received_at), number, t))
                 clock.observe(t, key, received_at)
             n += len(records)
             if not left.get(tp, False):
                 clock.release(key)
         self.read += n
-        with self.flow.lock:
-            self.flow.sent += n
+        self.flow.close_batch(number, n, clock.watermark)
         return Batch(elements, clock.watermark)
+
+    def _heartbeat(self) -> Batch:
+        """No records: the watermark again (or an idle source's new one), as an empty batch."""
+        self.flow.close_batch(self.flow.open_batch(), 0, self.clock.watermark)
+        return Batch({}, self.clock.watermark)
 
     def _commit(self, consumer: Any, committed: dict[tuple[str, int], int]) -> None:
         from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -526,9 +561,9 @@ class _Service(api_grpc.TestStreamServiceServicer):
                 return
             for tag, rows in batch.elements.items():
                 yield event(element_event=event.AddElements(tag=tag, elements=[
-                    element(encoded_element=encode((record, wm, horizon)),
+                    element(encoded_element=encode((record, wm, horizon, number)),
                             timestamp=_stamp(t if t is not None and (wm is None or t > wm) else wm))
-                    for record, wm, horizon, t in rows
+                    for record, wm, horizon, number, t in rows
                 ]))
             wm = batch.watermark
             if batch.elements and (wm is None or (sent_wm is not None and wm <= sent_wm)):
@@ -586,8 +621,9 @@ class KafkaSource:
 
 
 class ReadFromKafka(beam.PTransform):
-    """PBegin -> {EVENTS, PROFILES: PCollection of (KafkaRecord, watermark, horizon)}: the
-    source's watermark and future-timestamp horizon when it read the record (None before any).
+    """PBegin -> {EVENTS, PROFILES: PCollection of (KafkaRecord, watermark, horizon, batch)}:
+    the source's watermark and future-timestamp horizon when it read the record (None before
+    any), and the number of the batch it came in (Flow).
     """
 
     def __init__(self, endpoint: str, coder: PickleCoder, local: Local) -> None:
@@ -616,7 +652,7 @@ class _Acknowledge(beam.DoFn):
         self.n = 0
         self.offsets: dict[tuple[str, int], int] = {}
 
-    def process(self, element: tuple[KafkaRecord, int | None, int | None]) -> Iterator[Any]:
+    def process(self, element: tuple[KafkaRecord, int | None, int | None, int]) -> Iterator[Any]:
         record = element[0]
         self.n += 1
         tp = (record.topic, record.partition)

@@ -2,11 +2,13 @@
 
     build_pipeline(p, events, profiles, sinks, settings, core=None)
 
-    events, profiles    (record, watermark, horizon): record = KafkaRecord (raw bytes from
-                        Kafka) or an item read from a file (Item | DeadLetter); watermark and
-                        horizon: the source's watermark, and the time future timestamps are
-                        judged against, when it read the record (beam_kafka.EventClock)
-    | "DecodeEvents" / "DecodeProfiles"   -> (customer_id, (Item, watermark)), dead letters apart
+    events, profiles    (record, watermark, horizon, batch): record = KafkaRecord (raw bytes
+                        from Kafka) or an item read from a file (Item | DeadLetter); watermark
+                        and horizon: the source's watermark, and the time future timestamps are
+                        judged against, when it read the record (beam_kafka.EventClock); batch:
+                        the source's batch number (beam_kafka.Flow), or None
+    | "DecodeEvents" / "DecodeProfiles"   -> (customer_id, (Item, watermark, batch)), keyed;
+                                             dead letters to their own output
     | "MergeInputs"                       Flatten: both reach the same keyed DoFn
     | "PerCustomer"                       stateful DoFn over wire.KeyedCore, routed by tag to
     | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES]
@@ -21,26 +23,32 @@ same files as the reference runner (pipelines/outputs.py). Kafka I/O is pipeline
 PerCustomer keeps the core's CustomerState in a ReadModifyWriteState (pickled) and one
 event-time timer: the core asks to be woken at times (`wake_at`); Beam has one timer per key per
 TimerSpec, so the earliest outstanding time is kept in state and the timer set to it. When it
-fires, `wake(t)` runs with the timer's time, and returns the next time it needs (the core's
-wake_at after a wake covers everything it still waits for).
+fires at t, the core is woken at t, or later when that is known to be safe, and returns the next
+time it needs (after a wake, the core's wake_at covers everything it still waits for).
 
-End of a bounded input: once the source has ended and every record has been through
-PerCustomer (beam_kafka.Flow.drained), nothing can reach the keyed state any more and the
-runner's watermark is on its way to +inf; a timer firing then wakes the core at END_OF_TIME, as
-the reference runner's finish() does, rather than at its own time. The outputs are the same
-(every deadline still fires at its own time inside wake); it spares the DirectRunner the chain
-of purge wakes each customer's state would otherwise go through, one timer firing (about a
-millisecond of runner overhead each) at a time, until it expires.
+Later, because waking only at t costs the DirectRunner dearly: a customer with n buffered
+events at different times needs n timer rounds to catch up with one watermark step, each round
+a scan of every key's timers, so a backlog (a replay, a consumer catching up) goes quadratic.
+The source numbers its batches and announces a watermark after each (beam_kafka.Flow), and
+Decode and PerCustomer count what they did of each batch; the last announced watermark whose
+batches have all been through PerCustomer is safe: every record that is not late and has an
+event time at or before it is already in its customer's state. A timer firing wakes the core
+at max(t, that watermark), which is what the reference runner does (it wakes with the
+watermark). Once the input has ended and every batch is through, that is END_OF_TIME, as in the
+reference runner's finish(). Outputs are the same either way (every deadline still fires at
+its own time inside wake): tests/pipelines/test_parity_beam.py. Sources that do not number their
+batches (the TestStream tests) get wakes at the timers' own times.
 
 Lateness: Beam Python gives a DoFn no watermark in process(), and passing None (leaving the
 core only its per-customer processed-up-to time) would accept an event the reference runner
 rejects as late whenever its customer has not been woken past it. So each record carries the
 watermark its source had when it read it (beam_kafka.EventClock: the reference runner's rule,
 max event time - max_out_of_orderness - 1), and the core judges lateness against that and its
-own processed-up-to time, which can never be ahead of it: a timer at t fires only once the
-runner's watermark passes t, the runner's watermark never passes a record still in flight, and
-the source never advances the runner's watermark past its own. Same input, same dead letters,
-payloads and audit as the reference (tests/pipelines/test_parity_beam.py).
+own processed-up-to time, which is never ahead of the watermark a later record carries: a wake
+time is a timer's time, which the runner's watermark passes only after the records before it
+(and the source never takes the runner's watermark past its own), or a watermark the source
+announced before any later record. Same input, same dead letters, payloads and audit as the
+reference (tests/pipelines/test_parity_beam.py).
 """
 
 from __future__ import annotations
@@ -155,7 +163,8 @@ def build_pipeline(
 
 
 class Decode(beam.DoFn):
-    """(record, watermark, horizon) -> (customer_id, (Item, watermark)); dead letters apart."""
+    """(record, watermark, horizon, batch) -> (customer_id, (Item, watermark, batch)); dead
+    letters on DEAD_LETTER."""
 
     def __init__(self, source: str, settings: CoreSettings, local: Local) -> None:
         self.source = source
@@ -163,18 +172,24 @@ class Decode(beam.DoFn):
         self.local = local
 
     def start_bundle(self) -> None:
-        """Count this bundle's records and items (the run's Flow)."""
-        self.decoded = self.routed = 0
+        """Count this bundle's records and items per batch (the run's Flow)."""
+        self.counts: dict[int, list[int]] = {}
 
     def finish_bundle(self) -> None:
         """Add the counts to the run's Flow."""
-        if self.decoded:
-            flow(self.local).add(decoded=self.decoded, routed=self.routed)
+        if self.counts:
+            f = flow(self.local)
+            for batch, (decoded, routed) in self.counts.items():
+                if batch is not None:     # None: a source that does not count (tests)
+                    f.add(batch, decoded=decoded, routed=routed)
 
-    def process(self, element: tuple[Any, int | None, int | None]) -> Iterator[Any]:
+    def process(self, element: tuple[Any, int | None, int | None, int]) -> Iterator[Any]:
         """Decode a Kafka record (or take a file's item), then check it against the horizon."""
-        record, watermark, horizon = element
-        self.decoded += 1
+        record, watermark, horizon, batch = element
+        counts = self.counts.get(batch)
+        if counts is None:
+            counts = self.counts[batch] = [0, 0]
+        counts[0] += 1
         if isinstance(record, KafkaRecord):
             item = wire.decode(self.source, record.value, record.topic, record.partition,
                                record.offset, horizon, self.settings, record.received_at)
@@ -185,8 +200,8 @@ class Decode(beam.DoFn):
         if isinstance(item, DeadLetter):
             yield TaggedOutput(DEAD_LETTER, item)
         else:
-            self.routed += 1
-            yield item.customer_id, (item, watermark)
+            counts[1] += 1
+            yield item.customer_id, (item, watermark, batch)
 
 
 # PerCustomer's state and timer (module level: Beam reads them off the methods' defaults).
@@ -199,7 +214,7 @@ _WAKE = beam.DoFn.TimerParam(WAKE)
 
 
 class PerCustomer(beam.DoFn):
-    """(customer_id, (Item, watermark)) -> the core's outputs, tagged by sink."""
+    """(customer_id, (Item, watermark, batch)) -> the core's outputs, tagged by sink."""
 
     def __init__(self, local: Local, settings: Settings) -> None:
         self.local = local
@@ -212,23 +227,25 @@ class PerCustomer(beam.DoFn):
 
     def start_bundle(self) -> None:
         """Count items stepped, dropped, and customers whose state appeared or went."""
-        self.stepped = self.active = 0
+        self.active = 0
+        self.stepped: dict[int, int] = {}
         self.dropped: dict[str, int] = {}
 
     def finish_bundle(self) -> None:
         """Add the counts to the run's Flow and Tally."""
-        if self.stepped:
-            self.flow.add(stepped=self.stepped)
+        for batch, n in self.stepped.items():
+            if batch is not None:
+                self.flow.add(batch, stepped=n)
         if self.active or self.dropped:
             tally(self.local).add({"active_customers": self.active, **self.dropped})
 
     def process(
-        self, element: tuple[str, tuple[Item, int | None]],
+        self, element: tuple[str, tuple[Item, int | None, int]],
         customer: Any = _CUSTOMER, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
     ) -> Iterator[TaggedOutput]:
         """One input item of this customer, judged late against the watermark it came with."""
-        item, watermark = element[1]
-        self.stepped += 1
+        item, watermark, batch = element[1]
+        self.stepped[batch] = self.stepped.get(batch, 0) + 1
         before = customer.read()
         result = self.keyed.step(before, item, watermark)
         return self._apply(before, result, wake_at.read(), customer, wake_at, timer)
@@ -239,7 +256,13 @@ class PerCustomer(beam.DoFn):
         customer: Any = _CUSTOMER, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
     ) -> Iterator[TaggedOutput]:
         """Event time reached the timer: wake the core at the timer's time (see the end)."""
-        t = END_OF_TIME if self.flow.drained() else fired.micros // 1000
+        t = fired.micros // 1000
+        if self.flow.drained():
+            t = END_OF_TIME
+        else:
+            safe = self.flow.safe_watermark()
+            if safe is not None and safe > t:
+                t = safe
         before = customer.read()
         return self._apply(before, self.keyed.wake(before, t), None, customer, wake_at, timer)
 
@@ -430,21 +453,22 @@ def _run_interruptibly(p: beam.Pipeline, stop: threading.Event) -> None:
 # ------------------------------------------------------------------------------ replay
 
 
-def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings,
+def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, flow: Flow,
                   on_item: Any = None, batch: int = REPLAY_BATCH) -> TestStream:
     """A TestStream of `items` in arrival order, as a source would send them.
 
     Tagged EVENTS / PROFILES (dead letters ride on EVENTS); each element is (item, watermark,
-    watermark) with the watermark the reference runner has just before that item
-    (EventClock), stamped with its event time. After every `batch` items comes the watermark
-    reached by then: between those the runner's watermark lags the reference's, which changes
-    when timers fire but no output (see the module docstring).
+    watermark, batch) with the watermark the reference runner has just before that item
+    (EventClock), stamped with its event time. Every `batch` items make a batch of `flow`,
+    followed by the watermark reached by then: between batches the runner's watermark lags the
+    reference's, which changes when timers fire but no output (see the module docstring).
     """
     clock = EventClock(settings)
     stream = TestStream(output_tags=[EVENTS, PROFILES])
     pending: dict[str, list[TimestampedValue]] = {EVENTS: [], PROFILES: []}
     sent: int | None = None
-    n = 0
+    number = flow.open_batch()
+    size = 0
 
     def flush() -> None:
         nonlocal sent
@@ -453,6 +477,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings,
                 stream.add_elements(values, tag=tag)
                 pending[tag] = []
         wm = clock.watermark
+        flow.close_batch(number, size, wm)
         if wm is not None and (sent is None or wm > sent):
             sent = wm
             for tag in (EVENTS, PROFILES):
@@ -464,16 +489,19 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings,
         wm = clock.watermark
         if isinstance(item, DeadLetter):
             stamp = wm if wm is not None else _MIN_MS
-            pending[EVENTS].append(TimestampedValue((item, wm, wm), Timestamp(micros=stamp * 1000)))
+            tag = EVENTS
         else:
-            t = event_time(item)
+            stamp = event_time(item)
             tag = PROFILES if isinstance(item, CustomerProfile) else EVENTS
-            pending[tag].append(TimestampedValue((item, wm, wm), Timestamp(micros=t * 1000)))
-            clock.observe(t)
-        n += 1
-        if n % batch == 0:
+            clock.observe(stamp)
+        element = (item, wm, wm, number)
+        pending[tag].append(TimestampedValue(element, Timestamp(micros=stamp * 1000)))
+        size += 1
+        if size == batch:
             flush()
+            number, size = flow.open_batch(), 0
     flush()
+    flow.end()
     for tag in (EVENTS, PROFILES):
         stream.advance_watermark_to_infinity(tag=tag)
     return stream
@@ -487,11 +515,7 @@ def run_replay(
     out = OutputFiles(Path(out_dir))
     local.put("files", (out, threading.Lock()))
     try:
-        stream = replay_stream(items, settings.core, out.count_input)
-        replayed = flow(local)
-        replayed.sent = out.summary["input_events"] + out.summary["input_profiles"] + out.summary[
-            "input_dead_letters"]
-        replayed.end()
+        stream = replay_stream(items, settings.core, flow(local), out.count_input)
         p = beam.Pipeline(options=streaming_options())
         inputs = p | "ReadReplay" >> stream
         build_pipeline(p, inputs[EVENTS], inputs[PROFILES], file_sinks(local), settings, core,

@@ -56,14 +56,22 @@ Routed = list[tuple[str, Any]]
 
 
 def decode(
-    source: str, raw: bytes, topic: str, partition: int, offset: int, watermark: int | None,
-    settings: CoreSettings, received_at: int,
+    source: str,
+    raw: bytes,
+    topic: str,
+    partition: int,
+    offset: int,
+    watermark: int | None,
+    settings: CoreSettings,
+    received_at: int,
 ) -> Item | DeadLetter:
     """Raw bytes of the events or profiles source -> an input item, or a dead letter."""
     origin = Origin(topic, partition, offset)
     if source == PROFILES:
         return decode_profile(raw, origin, settings, received_at)
-    return decode_event(raw, origin, _horizon(watermark, received_at or None), settings, received_at)
+    return decode_event(
+        raw, origin, _horizon(watermark, received_at or None), settings, received_at
+    )
 
 
 def admit(
@@ -86,8 +94,11 @@ def admit(
         return item
     raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
     return DeadLetter(
-        raw=raw, origin=item.origin or Origin("unknown"), reason=R_FUTURE,
-        error=f"event time {t} is {t - horizon} ms ahead of the watermark", received_at=now or horizon,
+        raw=raw,
+        origin=item.origin or Origin("unknown"),
+        reason=R_FUTURE,
+        error=f"event time {t} is {t - horizon} ms ahead of the watermark",
+        received_at=now or horizon,
     )
 
 
@@ -110,13 +121,13 @@ def event_time_of(source: str, raw: bytes, settings: CoreSettings) -> int | None
         return None if isinstance(profile, DeadLetter) else profile.updated_at
     pos = 5 if raw[:1] == b"\x00" else 0
     try:
-        for _ in range(2):                      # event_id, customer_id: length, then bytes
+        for _ in range(2):  # event_id, customer_id: length, then bytes
             length, pos = _zigzag(raw, pos)
             if length < 0:
                 return None
             pos += length
-        _, pos = _zigzag(raw, pos)              # event_type: the enum's index
-        t, pos = _zigzag(raw, pos)              # occurred_at: long (timestamp-millis)
+        _, pos = _zigzag(raw, pos)  # event_type: the enum's index
+        t, pos = _zigzag(raw, pos)  # occurred_at: long (timestamp-millis)
     except IndexError:
         return None
     return t if pos <= len(raw) else None

@@ -12,7 +12,9 @@ Scenarios, in the order they run (the cheap, in-process ones first, the engines 
     state   pickled CustomerState bytes per active customer at 10k / 100k (/ 1M) customers
             beside the bytes of their raw input records; process RSS      runners/bench_state.py
     beam    the Beam topology beside an empty Beam pass-through over Kafka runners/bench_beam.py
-    flink   the PyFlink topology beside an empty pass-through; latency  runners/bench_flink.py
+    flink   the PyFlink topology beside an empty pass-through (local mini-cluster), then
+            latency p50 / p99 at half its throughput; RSS of the JVM running the Python
+            functions                                                   runners/bench_flink.py
 
 Each scenario runs in its own Python process (`python -m runners.bench --child ...`), so that
 its peak RSS (getrusage) is its own, a crash or hang cannot take the harness down, and one
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -120,7 +123,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is; `--quick` and `--scale` pick them (see `Sizes.pick`)."""
+    """How big each scenario is; `--quick` and `--scale` pick them (see `Sizes.pick`).
+
+    Quick runs drop the 1M-customer clone and give each state population 2 events per
+    customer instead of 4, so their bytes per customer compare with quick runs only.
+    """
 
     core_rounds: int = 5
     core_real_items: int | None = None  # a prefix of the shipped data; None = all of it
@@ -148,7 +155,7 @@ class Sizes:
                 state_events_per_customer=2.0,
                 state_replicate_to=None,
                 engine_events=5_000,
-                flink_passthrough=50_000,
+                flink_passthrough=20_000,
                 latency_seconds=30.0,
                 timeout_s=600.0,
             )
@@ -423,7 +430,7 @@ def child_main(argv: list[str]) -> int:
     code = 0
     try:
         scenario: Callable[[Settings, Sizes, Context], Outcome] = getattr(
-            __import__(module, fromlist=[function]), function
+            importlib.import_module(module), function
         )
         result["rss_after_imports_kb"] = _peak_rss_kb()
         outcome = scenario(settings, sizes, ctx)
@@ -434,7 +441,7 @@ def child_main(argv: list[str]) -> int:
             result["error"] = "; ".join(outcome.errors)[:2000]
             code = 1
     except Exception as exc:  # noqa: BLE001 - the harness reports any failure and goes on
-        result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        result["error"] = describe(exc)
         result["traceback"] = traceback.format_exc()[-8000:]
         print(result["traceback"], file=sys.stderr, flush=True)
         code = 1
@@ -456,6 +463,16 @@ def child_main(argv: list[str]) -> int:
         )
     args.result.write_text(json.dumps(result, default=str))
     return code
+
+
+def describe(exc: BaseException, limit: int = 1200) -> str:
+    """An exception in a few lines: its first line and every `Caused by:` of a Java stack
+    (a Py4JJavaError's message is the whole JVM trace, the root cause at its end)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    head = lines[:2] if lines else [""]
+    causes = [line for line in lines[2:] if line.startswith("Caused by:")]
+    text = " | ".join([f"{type(exc).__name__}: {head[0]}", *head[1:], *causes[-4:]])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _peak_rss_kb() -> int:
@@ -530,7 +547,8 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                     passthrough_events=max(sizes.engine_events, sizes.flink_passthrough),
                 )
             except Exception as exc:  # noqa: BLE001 - reported; the latency run still goes
-                outcome.errors.append(f"throughput: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+                outcome.errors.append(f"throughput: {describe(exc)}")
             else:
                 outcome.details["throughput"] = tp
                 outcome.errors += _implausible(tp)
@@ -557,7 +575,8 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
             try:
                 lat = bench_flink.latency(settings, rate, sizes.latency_seconds)
             except Exception as exc:  # noqa: BLE001 - reported with what was measured
-                outcome.errors.append(f"latency: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+                outcome.errors.append(f"latency: {describe(exc)}")
             else:
                 outcome.details["latency"] = lat
                 outcome.rows += _latency_rows("flink", lat, rate)

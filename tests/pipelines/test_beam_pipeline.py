@@ -61,7 +61,9 @@ class Script:
                 isinstance(item, KafkaRecord) and item.topic == PROFILES)
             tag = PROFILES if profile_ else EVENTS
             stamp = event_time(item) if not isinstance(item, (DeadLetter, KafkaRecord)) else wm or 0
-            self.stream.add_elements([TimestampedValue((item, wm, wm), _ts(stamp))], tag=tag)
+            # No batch number: the run's Flow does not count these, so timers wake the core at
+            # their own times, exactly when the scripted watermark passes them.
+            self.stream.add_elements([TimestampedValue((item, wm, wm, None), _ts(stamp))], tag=tag)
             if not isinstance(item, (DeadLetter, KafkaRecord)):
                 self.clock.observe(event_time(item))
         return self._advance()
