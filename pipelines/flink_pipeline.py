@@ -50,8 +50,10 @@ A replay reads one file in arrival order through one decoder: its clock is exact
 reference runner's, hence the same dead letters, payloads and audit. The core's own
 processed-up-to time is never ahead of the carried clock (a timer only fires once Flink's
 watermark passes it), so it adds no lateness.
-Known limit: with no input at all the watermark stands still (event time is data), so a
-pending deadline fires with the next record or at the end of a bounded read.
+Known limits: with no input at all the watermark stands still (event time is data), so a
+pending deadline fires with the next record or at the end of a bounded read; the clock is only
+re-evaluated when a record arrives (a Python ProcessFunction has no timers), and it is not in
+the checkpoint: after a restore it starts empty and holds until the partitions deliver again.
 
 Savepoints: every operator built here has a stable `.uid()`. The Kafka table sources and sinks
 get planner uids (`table.exec.uid.generation: ALWAYS`, derived from the order the tables are

@@ -1,0 +1,111 @@
+"""`personalize run --runner flink-cluster`: the job on the standalone cluster of
+`personalize services`, through the real Kafka: Avro events in, payloads read back with a
+read_committed consumer and decoded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.request
+
+import pytest
+
+from pipelines import wire
+from pipelines.flink_pipeline import submit_to_cluster
+from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
+from tests.pipelines.test_parity_flink import journeys
+from transforms.codec import decode_dead_letter, decode_payload
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cluster):
+    s = kafka_settings(kafka)
+    tag = s.kafka.group_id
+    n = produce(s, journeys(tag))
+    options = argparse.Namespace(runner="flink-cluster", max_events=n, from_beginning=True,
+                                 until_idle=None, savepoint=None, detached=True, job_name=tag)
+    job_id = submit_to_cluster(s, options)
+    try:
+        assert flink_cluster.wait_job(job_id, timeout=300) == "FINISHED"
+    finally:
+        flink_cluster.cancel(job_id)
+    payloads = [(r.key, dict(r.headers), decode_payload(r.value))
+                for r in consume(s, s.kafka.payloads_topic)]
+    triggers = sorted(p.trigger.type for _, _, p in payloads)
+    assert triggers == ["browse_intensity", "cart_abandonment"]
+    for key, headers, payload in payloads:
+        assert key == payload.customer_id.encode()
+        assert headers[wire.MESSAGE_ID_HEADER] == payload.message_id.encode()
+        assert payload.recipient_email == f"{payload.customer_id}@example.com"
+    dead = [decode_dead_letter(r.value) for r in consume(s, s.kafka.dead_letters_topic, 1000)]
+    assert [(d.reason, d.origin.topic) for d in dead] == [("decode_error", s.kafka.events_topic)]
+    assert dead[0].origin.offset >= 0 and dead[0].raw == b"\x02\x03truncated"
+
+
+def test_a_job_stopped_with_a_savepoint_resumes_from_it(kafka, flink_cluster, tmp_path):
+    """Stop mid-journey with a savepoint (no drain), resume with --savepoint: the cart added
+    before the stop is in the restored state and abandons after the resume."""
+    from tests.builders import CART_DELAY, T0, add, profile, view
+
+    s = kafka_settings(kafka)
+    tag = s.kafka.group_id
+    cid = f"{tag}-cart"
+    produce(s, [profile(T0 - 3_600_000, cid=cid, email=f"{cid}@example.com"), add(T0, cid=cid)])
+    options = argparse.Namespace(runner="flink-cluster", max_events=None, from_beginning=True,
+                                 until_idle=None, savepoint=None, detached=True, job_name=tag)
+    job_id = submit_to_cluster(s, options)
+    try:
+        _wait(lambda: flink_cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING")
+        _wait(lambda: flink_cluster.rest(f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
+        savepoint = _stop_with_savepoint(flink_cluster, job_id, (tmp_path / "sp").as_uri())
+    finally:
+        flink_cluster.cancel(job_id)
+    assert consume(s, s.kafka.payloads_topic, 1000) == []          # the deadline is still ahead
+    options.savepoint = savepoint
+    job_id = submit_to_cluster(s, options)
+    try:
+        found: list = []
+        later = iter(range(1, 1000))
+
+        def cart_abandoned() -> bool:
+            # Traffic goes on (a watermark only moves with records), past the cart's deadline.
+            minute = next(later)
+            produce(s, [view(T0 + CART_DELAY + minute * 60_000, "z9", "bg", cid=f"{tag}-bg")])
+            found.extend(consume(s, s.kafka.payloads_topic, 1000))
+            return bool(found)
+
+        _wait(cart_abandoned, 180)
+        restored = flink_cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["restored"]
+        assert restored and restored["is_savepoint"]
+    finally:
+        flink_cluster.cancel(job_id)
+    payloads = [decode_payload(r.value) for r in found]
+    assert [(p.customer_id, p.trigger.type) for p in payloads] == [(cid, "cart_abandonment")]
+
+
+def _wait(check, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def _stop_with_savepoint(cluster, job_id: str, target: str) -> str:
+    """POST /jobs/:id/stop (no drain); the savepoint's location once it completed."""
+    request = urllib.request.Request(
+        f"{cluster.endpoint}/jobs/{job_id}/stop", method="POST",
+        data=json.dumps({"drain": False, "targetDirectory": target}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        trigger = json.loads(response.read())["request-id"]
+    answer: dict = {}
+
+    def done() -> bool:
+        answer.update(cluster.rest(f"/jobs/{job_id}/savepoints/{trigger}"))
+        return answer["status"]["id"] == "COMPLETED"
+
+    _wait(done)
+    assert "location" in answer["operation"], answer["operation"]
+    return str(answer["operation"]["location"])
