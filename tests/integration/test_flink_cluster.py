@@ -21,11 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cluster):
-    # Known defect (issue 6): reading a backlog, the source may poll one partition for longer
-    # than flink.idleness while another waits; the idle one then stops holding the watermark
-    # and its events come out `late`. Seen once in CI under load with the 2 s default, so this
-    # backlog test runs with an idleness longer than any polling gap.
-    s = kafka_settings(kafka, **{"flink.idleness": "30s"})
+    s = kafka_settings(kafka)
     tag = s.kafka.group_id
     n = produce(s, journeys(tag))
     options = argparse.Namespace(runner="flink-cluster", max_events=n, from_beginning=True,
