@@ -11,37 +11,11 @@ import urllib.request
 
 import pytest
 
-from pipelines import wire
 from pipelines.flink_pipeline import submit_to_cluster
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
-from tests.pipelines.test_parity_flink import journeys
-from transforms.codec import decode_dead_letter, decode_payload
+from transforms.codec import decode_payload
 
 pytestmark = pytest.mark.integration
-
-
-def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cluster):
-    s = kafka_settings(kafka)
-    tag = s.kafka.group_id
-    n = produce(s, journeys(tag))
-    options = argparse.Namespace(runner="flink-cluster", max_events=n, from_beginning=True,
-                                 until_idle=None, savepoint=None, detached=True, job_name=tag)
-    job_id = submit_to_cluster(s, options)
-    try:
-        assert flink_cluster.wait_job(job_id, timeout=300) == "FINISHED"
-    finally:
-        flink_cluster.cancel(job_id)
-    payloads = [(r.key, dict(r.headers), decode_payload(r.value))
-                for r in consume(s, s.kafka.payloads_topic)]
-    triggers = sorted(p.trigger.type for _, _, p in payloads)
-    assert triggers == ["browse_intensity", "cart_abandonment"]
-    for key, headers, payload in payloads:
-        assert key == payload.customer_id.encode()
-        assert headers[wire.MESSAGE_ID_HEADER] == payload.message_id.encode()
-        assert payload.recipient_email == f"{payload.customer_id}@example.com"
-    dead = [decode_dead_letter(r.value) for r in consume(s, s.kafka.dead_letters_topic, 1000)]
-    assert [(d.reason, d.origin.topic) for d in dead] == [("decode_error", s.kafka.events_topic)]
-    assert dead[0].origin.offset >= 0 and dead[0].raw == b"\x02\x03truncated"
 
 
 def test_a_job_stopped_with_a_savepoint_resumes_from_it(kafka, flink_cluster, tmp_path):
