@@ -1,7 +1,7 @@
 """Decode throughput: `decode_event` beside a bare `fastavro.schemaless_reader` loop, same run.
 
     bench_decode(n) -> {"records", "fastavro_per_s", "decode_event_per_s", "ratio", ...}
-    personalize bench-decode --records 200000
+    personalize bench --only decode       (the `decode` scenario of the one benchmark harness)
 
 Both loops decode the same n Avro events made by the traffic generator. Two bare baselines are
 measured: the .avsc as published (fastavro turns timestamp-millis into datetimes) and the same
@@ -13,8 +13,6 @@ interleaved, and the best round counts (the least disturbed by other load on the
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from io import BytesIO
@@ -25,7 +23,7 @@ from fastavro import parse_schema, schemaless_reader
 from runners.traffic import Traffic, TrafficConfig
 from transforms.codec import EVENT, decode_event, encode_event, load_contract, parsed_schema
 from transforms.model import BehaviourEvent, DeadLetter, Origin
-from transforms.settings import CoreSettings, Settings
+from transforms.settings import CoreSettings
 
 
 def sample_events(n: int, seed: int = 0) -> tuple[list[bytes], int]:
@@ -76,21 +74,3 @@ def bench_decode(n: int, rounds: int = 3) -> dict[str, Any]:
         "ratio": round(bare / rates["codec"], 3),
         "dead_letters": dead,
     }
-
-
-def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """Add `bench-decode` to the CLI."""
-    p = sub.add_parser(
-        "bench-decode",
-        parents=parents,
-        help="decode throughput: decode_event beside a bare fastavro loop",
-    )
-    p.add_argument("--records", type=int, default=200_000, metavar="N")
-    p.add_argument("--rounds", type=int, default=3)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the benchmark's result as JSON."""
-    print(json.dumps(bench_decode(args.records, args.rounds), indent=1))
-    return 0
