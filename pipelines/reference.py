@@ -21,7 +21,7 @@ from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import admit
 from transforms.core import END_OF_TIME, Core
-from transforms.model import DEAD_LETTER, DeadLetter, Item, Output, event_time
+from transforms.model import DEAD_LETTER, PAYLOAD, DeadLetter, Item, Output, event_time
 from transforms.settings import Settings
 from transforms.state import CustomerState
 
@@ -35,14 +35,22 @@ class ReferenceRunner:
     """Feeds items to the core in arrival order and fires timers as the watermark passes."""
 
     def __init__(
-        self, core: Core, emit: Callable[[Output], None], clock: Callable[[], int] = wall_ms
+        self,
+        core: Core,
+        emit: Callable[[Output], None],
+        clock: Callable[[], int] = wall_ms,
+        compose: bool = True,
     ) -> None:
         self.core = core
         self.clock = clock
         self.emit = emit
+        # The compose stage inline (payload requests -> payloads), or requests out as they are.
+        self.compose = core.compose if compose else None
         self.states: dict[str, CustomerState] = {}
+        # One timer per customer, the earliest the core asked for (after a wake, the core's
+        # wake_at covers all it still waits for): heap entries not in `next_wake` are stale.
         self.timers: list[tuple[int, str]] = []
-        self.scheduled: set[tuple[int, str]] = set()
+        self.next_wake: dict[str, int] = {}
         self.max_seen: int | None = None
         self.ooo = core.settings.max_out_of_orderness
 
@@ -72,11 +80,13 @@ class ReferenceRunner:
 
     def advance(self, watermark: int) -> None:
         """Fire every timer at or before `watermark`, in time order."""
-        timers = self.timers
+        timers, next_wake = self.timers, self.next_wake
         core = self.core
         while timers and timers[0][0] <= watermark:
             t, cid = heapq.heappop(timers)
-            self.scheduled.discard((t, cid))
+            if next_wake.get(cid) != t:
+                continue  # superseded by an earlier timer of this customer, already fired
+            del next_wake[cid]
             state = self.states.get(cid)
             if state is None:
                 continue
@@ -94,13 +104,17 @@ class ReferenceRunner:
             self.states.pop(cid, None)
         else:
             self.states[cid] = state
+        emit, compose = self.emit, self.compose
         for out in outputs:
-            self.emit(out)
-        for t in wake_at:
-            key = (t, cid)
-            if key not in self.scheduled:
-                self.scheduled.add(key)
-                heapq.heappush(self.timers, key)
+            if compose is not None and out[0] == PAYLOAD:
+                out = (PAYLOAD, compose(out[1]))
+            emit(out)
+        if wake_at:
+            t = min(wake_at)
+            held = self.next_wake.get(cid)
+            if held is None or t < held:
+                self.next_wake[cid] = t
+                heapq.heappush(self.timers, (t, cid))
 
 
 def run_replay(

@@ -12,7 +12,7 @@ No business rule lives here: it is decoding, routing and encoding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from transforms.codec import (
@@ -40,6 +40,7 @@ from transforms.model import (
     Item,
     Origin,
     Output,
+    PayloadRequest,
     event_time,
 )
 from transforms.settings import CoreSettings
@@ -150,12 +151,17 @@ def _zigzag(raw: bytes, pos: int) -> tuple[int, int]:
             raise IndexError("varint too long")
 
 
-def route(outputs: Iterable[Output]) -> tuple[Routed, dict[str, int]]:
-    """The core's outputs split into sink records and counters (dropped items by reason)."""
+def route(
+    outputs: Iterable[Output], compose: Callable[[PayloadRequest], EmailPayload]
+) -> tuple[Routed, dict[str, int]]:
+    """The core's outputs split into sink records and counters (dropped items by reason);
+    payload requests composed into payloads."""
     routed: Routed = []
     counts: dict[str, int] = {}
     for kind, record in outputs:
-        if kind == DROPPED:
+        if kind == PAYLOAD:
+            routed.append((PAYLOAD, compose(record)))
+        elif kind == DROPPED:
             counts[record] = counts.get(record, 0) + 1
         elif kind == ERASE:
             routed.append((FEATURES, (ERASE, record)))
@@ -177,7 +183,7 @@ class KeyedCore:
     ) -> tuple[CustomerState | None, Routed, dict[str, int], list[int]]:
         """One input item of this key."""
         state, outputs, wake_at = self.core.step(state, item, watermark)
-        routed, counts = route(outputs)
+        routed, counts = route(outputs, self.core.compose)
         return state, routed, counts, wake_at
 
     def wake(
@@ -185,7 +191,7 @@ class KeyedCore:
     ) -> tuple[CustomerState | None, Routed, dict[str, int], list[int]]:
         """Event time reached t for this key."""
         state, outputs, wake_at = self.core.wake(state, t)
-        routed, counts = route(outputs)
+        routed, counts = route(outputs, self.core.compose)
         return state, routed, counts, wake_at
 
 

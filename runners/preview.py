@@ -149,7 +149,7 @@ def _drive(core: Core, items: list[Item], until: int) -> list[EmailPayload]:
     for item in items:
         state, _, _ = core.step(state, item)
     _, outputs, _ = core.wake(state, until)
-    return [record for kind, record in outputs if kind == PAYLOAD]
+    return [core.compose(record) for kind, record in outputs if kind == PAYLOAD]
 
 
 def _profile(cid: str) -> CustomerProfile:

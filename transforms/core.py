@@ -20,11 +20,10 @@ profile is still applied when it is the newest (a CRM update is never dropped).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from transforms import policy
-from transforms.catalog import Catalog, CatalogItem
+from transforms.catalog import Catalog
 from transforms.codec import encode_event
+from transforms.compose import Composer
 from transforms.model import (
     ADD_TO_CART,
     AUDIT,
@@ -46,17 +45,15 @@ from transforms.model import (
     BehaviourEvent,
     CustomerProfile,
     DeadLetter,
-    EmailPayload,
     FeatureSnapshot,
     FiredTrigger,
     Origin,
     Output,
-    Product,
-    Recommendation,
+    PayloadRequest,
 )
 from transforms.payload import message_id
 from transforms.recommend import Recommender
-from transforms.render import Renderer, choose_variant
+from transforms.render import Renderer
 from transforms.scoring import engagement_score
 from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.state import CustomerState, Item
@@ -96,9 +93,9 @@ class Core:
         self.triggers = load_triggers(settings)
         self.priorities = {t.type: t.priority for t in self.triggers}
         self.timed = [t for t in self.triggers if t.has_deadline]
-        self.recommender = recommender or Recommender(None)
-        self.catalog = catalog
-        self.renderer = renderer or Renderer()
+        # The stateless half of an emitted trigger (recommend, render): see compose.py.
+        self.composer = Composer(settings, recommender, catalog, renderer)
+        self.compose = self.composer.compose
 
     # ------------------------------------------------------------------ the keyed contract
 
@@ -233,10 +230,9 @@ class Core:
         elif etype == PURCHASE:
             # A multi-product order arrives as one purchase event per product, each carrying
             # the order's total: count the line (price x qty), the total only without a product.
+            revenue: float | None = ev.order_total
             if product is not None and product.price is not None:
                 revenue = product.price * (ev.quantity or 1)
-            else:
-                revenue = ev.order_total
             windows.add_purchase(ts, revenue or 0.0)
             if product is not None:
                 state.purchased[product.product_id] = ts
@@ -275,13 +271,13 @@ class Core:
                 audit = AuditRecord(cid, fired.type, fired.key, t, f"suppressed:{reason}")
                 outputs.append((AUDIT, audit))
                 continue
-            payload = self._payload(state, fired)
+            request = self._request(state, fired)
             state.sent.append((t, fired.type))
-            outputs.append((PAYLOAD, payload))
+            outputs.append((PAYLOAD, request))
             outputs.append(
                 (
                     AUDIT,
-                    AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, payload.message_id),
+                    AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, request.message_id),
                 )
             )
         if state.erased_at is None:
@@ -289,104 +285,60 @@ class Core:
 
     # ------------------------------------------------------------------ payload
 
-    def _payload(self, state: CustomerState, fired: FiredTrigger) -> EmailPayload:
-        """Score, recommend, render and assemble the payload of a trigger that goes on."""
+    def _request(self, state: CustomerState, fired: FiredTrigger) -> PayloadRequest:
+        """Everything of an emitted trigger that depends on the state; the compose stage
+        (transforms/compose.py) recommends and renders from it."""
         s = self.settings
         profile = state.profile
         assert profile is not None and profile.email  # policy.decide checked both
         t = fired.fired_at
-        features = state.windows.features(t)
-        score = engagement_score(features, t)
-        known = self._known_products(state, t)
+        score = engagement_score(state.windows.features(t), t)
+        horizon = t - RECENT_VIEW_TTL
         # Filter by time here, not by the last purge, so results never depend on purge timing.
-        recent = [
-            p for p, (at, _) in reversed(state.recent_views.items()) if at > t - RECENT_VIEW_TTL
-        ]
-        seeds = list(fired.evidence) + [p for p in recent if p not in fired.evidence]
+        known = {p: prod for p, (at, prod) in state.recent_views.items() if at > horizon}
+        recent = [p for p in reversed(known)]
+        known.update({pid: entry[1] for pid, entry in state.cart.items()})
+        evidence = fired.evidence
+        seeds = list(evidence) + [p for p in recent if p not in evidence]
         categories = [fired.category] if fired.category else []
-        categories += [
-            known[p].category for p in fired.evidence if p in known and known[p].category
-        ]
+        categories += [c for p in evidence if p in known and (c := known[p].category)]
         bought = {p for p, at in state.purchased.items() if at > t - PURCHASED_TTL}
-        exclude = set(state.cart) | bought | set(fired.evidence)
-        ranked = self.recommender.recommend(
-            seeds, list(dict.fromkeys(categories)), exclude, s.top_k
-        )
-        lookup = self._lookup([*fired.evidence, *(pid for pid, _ in ranked)], known)
-        recommendations = [_recommendation(pid, score_, lookup.get(pid)) for pid, score_ in ranked]
-        items = [lookup.get(pid) for pid in fired.evidence]
-        variant = choose_variant(state.customer_id, fired.type, self.renderer.variants(fired.type))
-        rendered = self.renderer.render(fired, profile, items, recommendations, variant)
         tz = profile.time_zone or s.default_time_zone
         defer = policy.send_after(t, tz, s)
-        return EmailPayload(
+        return PayloadRequest(
             message_id=message_id(state.customer_id, fired.type, fired.key, t),
             customer_id=state.customer_id,
-            recipient_email=profile.email,
-            recipient_name=profile.first_name,
-            locale=profile.locale,
-            time_zone=tz,
+            profile=profile,
             trigger=fired,
-            campaign=f"{fired.type}.v1",
-            variant=variant,
-            subject=rendered.subject,
-            preheader=rendered.preheader,
-            html=rendered.html,
-            text=rendered.text,
-            fallback=rendered.fallback,
-            fallback_reason=rendered.fallback_reason,
-            recommendations=recommendations,
             engagement_score=score,
+            seeds=seeds,
+            categories=list(dict.fromkeys(categories)),
+            exclude=sorted(set(state.cart) | bought | set(evidence)),
+            known=known,
+            time_zone=tz,
             send_after=defer,
             expires_at=policy.expires_at(t, defer, s),
-            source_event_ids=list(fired.source_event_ids),
         )
 
-    def _known_products(self, state: CustomerState, t: int) -> dict[str, Product]:
-        """Products this customer's own events described (recent views, cart) as of t."""
-        known = {
-            p: prod for p, (at, prod) in state.recent_views.items() if at > t - RECENT_VIEW_TTL
-        }
-        known.update({pid: entry[1] for pid, entry in state.cart.items()})
-        return known
-
-    def _lookup(self, ids: Iterable[str], known: dict[str, Product]) -> dict[str, CatalogItem]:
-        """Catalog data for `ids`; products missing there fall back to what the stream said."""
-        ids = list(dict.fromkeys(ids))
-        found = self.catalog.get_many(ids) if self.catalog is not None else {}
-        for pid in ids:
-            if pid not in found and pid in known:
-                p = known[pid]
-                found[pid] = CatalogItem(
-                    product_id=pid,
-                    name=None,
-                    category=p.category,
-                    brand=p.brand,
-                    price=p.price,
-                    url=None,
-                    image_url=None,
-                )
-        return found
-
     def _snapshot(self, state: CustomerState, t: int) -> FeatureSnapshot:
-        features = state.windows.features(t)
+        f = state.windows.features(t)
         return FeatureSnapshot(
-            customer_id=state.customer_id,
-            as_of=t,
-            features={
-                "views_1h": features.views_1h,
-                "views_24h": features.views_24h,
-                "cart_adds_24h": features.cart_adds_24h,
-                "purchases_30d": features.purchases_30d,
-                "revenue_30d": features.revenue_30d,
-                "sessions_7d": features.sessions_7d,
-                "email_opens_30d": features.email_opens_30d,
-                "email_clicks_30d": features.email_clicks_30d,
-                "last_activity_at": features.last_activity_at,
+            state.customer_id,
+            t,
+            {
+                "views_1h": f.views_1h,
+                "views_24h": f.views_24h,
+                "cart_adds_24h": f.cart_adds_24h,
+                "purchases_30d": f.purchases_30d,
+                "revenue_30d": f.revenue_30d,
+                "sessions_7d": f.sessions_7d,
+                "email_opens_30d": f.email_opens_30d,
+                "email_clicks_30d": f.email_clicks_30d,
+                "last_activity_at": f.last_activity_at,
                 "cart_items": len(state.cart),
             },
-            engagement_score=engagement_score(features, t),
-            last_trigger=state.last_trigger,
+            engagement_score(f, t),
+            state.last_trigger,
         )
 
     def _late(self, ev: BehaviourEvent, floor: int) -> DeadLetter:
@@ -502,17 +454,3 @@ class Core:
             ends.append((self._last_touch(state) or 0) + PROFILE_TTL)
         return ends
 
-
-def _recommendation(pid: str, score: float, item: CatalogItem | None) -> Recommendation:
-    if item is None:
-        return Recommendation(product_id=pid, score=score)
-    return Recommendation(
-        product_id=pid,
-        score=score,
-        name=item.name,
-        category=item.category,
-        brand=item.brand,
-        price=item.price,
-        url=item.url,
-        image_url=item.image_url,
-    )

@@ -154,6 +154,25 @@ class EmailPayload:
 
 
 @dataclass(slots=True)
+class PayloadRequest:
+    """An emitted trigger as the keyed rules leave it, for the stateless compose stage
+    (transforms/compose.py): all that depends on the customer's state at the fire time."""
+
+    message_id: str
+    customer_id: str
+    profile: CustomerProfile
+    trigger: FiredTrigger
+    engagement_score: float
+    seeds: list[str]                # products to recommend from, most relevant first
+    categories: list[str]           # cold-start categories, most relevant first
+    exclude: list[str]              # never recommend: cart, recently bought, evidence (sorted)
+    known: dict[str, Product]       # products the customer's own events described
+    time_zone: str
+    send_after: int | None
+    expires_at: int
+
+
+@dataclass(slots=True)
 class AuditRecord:
     """The policy decision on one fired trigger: `emitted` or `suppressed:<reason>`."""
 

@@ -19,8 +19,8 @@ http(s). Any failure — a missing field, an unknown product (None among the ite
 syntax or runtime error, a sandbox violation, a broken fallback file — gives the trigger's
 static fallback content with `fallback=True` and the reason: `render` never raises.
 
-Compiled templates are cached per Renderer; a render costs well under a millisecond
-(see tests/transforms/test_render.py::test_render_is_fast for the measurement).
+Compiled templates are cached per Renderer; `personalize bench` measures a render (the
+compose stage, transforms/compose.py).
 """
 
 from __future__ import annotations

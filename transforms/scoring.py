@@ -77,31 +77,44 @@ DEFAULT_PARAMS = ScoringParams()
 def _count(x: float) -> float:
     """A count or amount as a finite non-negative float (bad values count as 0)."""
     x = float(x)
-    return x if x > 0.0 and math.isfinite(x) else 0.0
+    return x if 0.0 < x < _INF else 0.0  # NaN and the infinities fail the comparison
+
+
+_INF = math.inf
 
 
 def component_vector(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> list[float]:
     """The eight saturating transforms of `f` at `now`, each in [0, 1), in `COMPONENTS` order.
 
-    Plain floats: this runs for one customer at a time on the stream's hot path, where building
-    numpy arrays for eight numbers costs more than the arithmetic (about 20 us against 3 us).
+    Plain floats, written out: this runs for one customer at a time on the stream's hot path
+    (every feature snapshot), where numpy arrays for eight numbers, or generic loops over
+    them, cost more than the arithmetic.
     """
     p = params
-    if f.last_activity_at is None:
+    last = f.last_activity_at
+    if last is None:
         recency = 0.0
     else:
-        days = max(0, now - f.last_activity_at) / DAY  # activity "after" now counts as now
+        days = (now - last if now > last else 0) / DAY  # activity "after" now counts as now
         recency = 0.5 ** (days / p.recency_half_life_days)
-    x = (
-        _count(f.sessions_7d),
-        _count(sum(f.views_24h.values())),
-        _count(f.cart_adds_24h),
-        _count(f.purchases_30d),
-        math.log1p(_count(f.revenue_30d)),
-        _count(f.email_opens_30d),
-        _count(f.email_clicks_30d),
-    )
-    return [recency, *(v / (v + h) for v, h in zip(x, p._half, strict=True))]
+    h = p._half
+    sessions = _count(f.sessions_7d)
+    views = _count(sum(f.views_24h.values()))
+    carts = _count(f.cart_adds_24h)
+    purchases = _count(f.purchases_30d)
+    revenue = math.log1p(_count(f.revenue_30d))
+    opens = _count(f.email_opens_30d)
+    clicks = _count(f.email_clicks_30d)
+    return [
+        recency,
+        sessions / (sessions + h[0]),
+        views / (views + h[1]),
+        carts / (carts + h[2]),
+        purchases / (purchases + h[3]),
+        revenue / (revenue + h[4]),
+        opens / (opens + h[5]),
+        clicks / (clicks + h[6]),
+    ]
 
 
 def engagement_score(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> float:
@@ -115,7 +128,9 @@ def engagement_score(f: Features, now: int, params: ScoringParams = DEFAULT_PARA
     return round(min(100.0, max(0.0, raw)), 2)
 
 
-def engagement_scores(features: Sequence[Features], now: int, params: ScoringParams = DEFAULT_PARAMS) -> np.ndarray:
+def engagement_scores(
+    features: Sequence[Features], now: int, params: ScoringParams = DEFAULT_PARAMS
+) -> np.ndarray:
     """Scores of many customers at once (batch jobs, benchmarks): one matrix product."""
     if not features:
         return np.zeros(0)

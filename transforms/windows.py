@@ -165,33 +165,40 @@ class Windows:
                 views_1h[category] = short
             if long:
                 views_24h[category] = long
-        cart = sum(n for b, n in self.cart_adds.items() if long_lo < b <= bs)
-        bl = now // LONG_BUCKET
-        lo30 = bl - PURCHASE_WINDOW // LONG_BUCKET
+        cart = 0
+        for b, n in self.cart_adds.items():
+            if long_lo < b <= bs:
+                cart += n
         purchases = revenue = 0.0
-        for b, (count, rev) in self.purchases.items():
-            if lo30 < b <= bl:
-                purchases += count
-                revenue += rev
         opens = clicks = 0
-        for b, (o, c) in self.emails.items():
-            if lo30 < b <= bl:
-                opens += o
-                clicks += c
-        sessions = sum(1 for seen in self.sessions.values() if now - SESSION_WINDOW < seen <= now)
+        if self.purchases or self.emails:
+            bl = now // LONG_BUCKET
+            lo30 = bl - PURCHASE_WINDOW // LONG_BUCKET
+            for b, (count, rev) in self.purchases.items():
+                if lo30 < b <= bl:
+                    purchases += count
+                    revenue += rev
+            for b, (o, c) in self.emails.items():
+                if lo30 < b <= bl:
+                    opens += o
+                    clicks += c
+        sessions = 0
+        lo7 = now - SESSION_WINDOW
+        for seen in self.sessions.values():
+            if lo7 < seen <= now:
+                sessions += 1
         return Features(
-            as_of=now,
-            views_1h=views_1h,
-            views_24h=views_24h,
-            cart_adds_24h=cart,
-            purchases_30d=int(purchases),
-            revenue_30d=round(revenue, 2),
-            sessions_7d=sessions,
-            email_opens_30d=opens,
-            email_clicks_30d=clicks,
-            last_activity_at=self.last_activity,
+            now,
+            views_1h,
+            views_24h,
+            cart,
+            int(purchases),
+            round(revenue, 2),
+            sessions,
+            opens,
+            clicks,
+            self.last_activity,
         )
-
 
 def _purge(
     buckets: dict[int, int] | dict[int, list[float]] | dict[int, list[int]], floor: int

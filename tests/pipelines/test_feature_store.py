@@ -76,7 +76,7 @@ def test_core_outputs_through_the_writer_then_erasure_clears_the_customer():
     writer = FeatureStoreWriter(store)
     items = [profile(), view(T0), add(T0 + MINUTE)]
     state, outputs = drive(core, items, T0 + CART_DELAY + 2 * MINUTE)
-    routed, _ = route(outputs)
+    routed, _ = route(outputs, lambda payload: payload)  # drive() composed them
     for sink, record in routed:
         if sink == FEATURES:
             writer.write(record)
@@ -90,7 +90,7 @@ def test_core_outputs_through_the_writer_then_erasure_clears_the_customer():
     state, outputs = drive(
         core, [erasure(T0 + CART_DELAY + 3 * MINUTE)], T0 + CART_DELAY + 4 * MINUTE, state
     )
-    routed, _ = route(outputs)
+    routed, _ = route(outputs, lambda payload: payload)  # drive() composed them
     erasures = [record for sink, record in routed if sink == FEATURES]
     assert erasures == [(ERASE, "c1")]
     for record in erasures:

@@ -12,13 +12,17 @@ from transforms.state import CustomerState
 def drive(
     core: Core, items: Iterable[Item], until: int, state: CustomerState | None = None
 ) -> tuple[CustomerState | None, list[Output]]:
-    """Buffer `items` (arrival order, no watermark), then wake at `until`."""
+    """Buffer `items` (arrival order, no watermark), then wake at `until`; payload requests
+    composed into payloads, as every runner does."""
     outputs: list[Output] = []
     for item in items:
         state, out, _ = core.step(state, item)
         outputs += out
     state, out, _ = core.wake(state, until)
-    return state, outputs + out
+    return state, [
+        (PAYLOAD, core.compose(record)) if kind == PAYLOAD else (kind, record)
+        for kind, record in outputs + out
+    ]
 
 
 def decisions(outputs: list[Output]) -> list[tuple[str, str, int, str]]:

@@ -216,8 +216,10 @@ def test_revenue_counts_order_lines_not_the_order_total_per_line():
 
     core = Core()
     lines = [
-        event(PURCHASE, T0, product=product("a", price=10.0), quantity=2, order_id="o1", order_total=35.0),
-        event(PURCHASE, T0, product=product("b", price=15.0), quantity=1, order_id="o1", order_total=35.0),
+        event(PURCHASE, T0, product=product("a", price=10.0), quantity=2, order_id="o1",
+              order_total=35.0),
+        event(PURCHASE, T0, product=product("b", price=15.0), quantity=1, order_id="o1",
+              order_total=35.0),
         event(PURCHASE, T0 + MINUTE, order_id="o2", order_total=5.0),
     ]
     state, _ = drive(core, [profile(), *lines], T0 + HOUR)

@@ -14,6 +14,7 @@ Slot: the armed deadline (int) or None.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from transforms.model import CART_CHANGES, PURCHASE, BehaviourEvent, FiredTrigger
 from transforms.settings import CoreSettings
@@ -22,7 +23,7 @@ from transforms.state import CustomerState
 TYPE = "cart_abandonment"
 
 
-def cart_key(cart: dict[str, tuple[int, object, str]]) -> str:
+def cart_key(cart: Mapping[str, tuple[int, object, str]]) -> str:
     """A stable id of a cart's content."""
     canonical = "|".join(f"{pid}:{cart[pid][0]}" for pid in sorted(cart))
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
