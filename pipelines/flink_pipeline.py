@@ -25,18 +25,32 @@ Entry points: `run_kafka(settings, options)` (`personalize run --runner flink|fl
 `run_replay(items, settings, out_dir)` (`personalize replay --runner flink`), which writes the
 same files as the reference runner (pipelines/outputs.py).
 
-Watermarks and lateness. Each decoder subtask keeps a SourceClock over what it reads: per
-Kafka partition, max event time seen - max_out_of_orderness - 1; overall the minimum over the
-partitions that delivered a record within `flink.idleness` (so an idle partition does not hold
-it, and a backlog read one partition batch after another does not make the lagging partition's
-records late). Every item carries the clock's value from before it, and PerCustomer judges
-lateness against the later of that and Flink's watermark: Flink's watermark is emitted
-periodically and lags, and alone it would accept events the reference runner rejects. For
-Flink's own watermark to be that same clock (timers must not fire ahead of it), the decoder
-stamps each record with clock + max_out_of_orderness + 1 rather than its event time, and the
-stream gets WatermarkStrategy.for_bounded_out_of_orderness(max_out_of_orderness) with idleness
-(so an idle events subtask does not hold back the timers); nothing downstream reads element
-timestamps (the core keeps its own windows).
+Watermarks and lateness. Each decoder subtask keeps a SourceClock over the partitions its
+source subtask reads (the connector's split assignment, `split_owner`), and it gives two things.
+Lateness is judged per partition: every item carries the watermark of its own partition from
+before it (max event time seen in that partition - max_out_of_orderness - 1, the reference
+runner's rule), and PerCustomer judges it against that and the customer's processed-up-to time
+only, not against Flink's watermark. A record is late when it is more than max_out_of_orderness
+behind what its own partition already delivered (or its customer was already processed past
+it); never because another partition or subtask ran ahead or had not delivered yet, so the
+verdict does not depend on the order in which the source fetches partitions. (Events are keyed
+by customer in Kafka: a customer's events share a partition.)
+Timers follow the clock overall: the minimum over the partitions that hold it, never moving
+back. A partition holds it while it has records left to read: in a bounded read (--max-events)
+exactly, until its stop offset; otherwise while it delivered a record within `flink.idleness`,
+or the broker's end offsets (asked at most once a second) show records left, for at most
+BACKLOG_HOLD without one. Partitions not read yet hold it the same way from where their read
+starts (the group's committed offset, asked again while they deliver nothing: a partition read
+to its end before a restore stops holding once the restored job commits). So a slow start, or
+a backlog fetched one partition after another, does not move timers past records still to be
+read, while a caught-up (idle) partition does not stall the others' deadlines. For Flink's own
+watermark to be that clock, the decoder stamps each record with clock + max_out_of_orderness +
+1 rather than its event time, and the stream gets
+WatermarkStrategy.for_bounded_out_of_orderness(max_out_of_orderness) with idleness (so an
+events subtask with nothing to read does not hold back the timers); nothing downstream reads
+element timestamps (the core keeps its own windows). A customer's timer fires once Flink's
+watermark passes it, which is then not ahead of the customer's partition while that partition
+has records to read: the processed-up-to time adds no lateness of its own.
 Profiles are joined by a union before the watermarks, not as a second (connected) input: a
 CRM update carries CRM time, not stream time, and Flink's watermark of a two-input operator is
 the minimum of both inputs, so an active but lagging profiles feed would hold back every
@@ -46,14 +60,26 @@ customer's processed time is applied at once (the core's rule for late profiles)
 it is buffered like an event. Known limit: with parallelism > 1, a watermark subtask whose
 event partitions are idle but which still receives profiles is not idle, and holds back the
 others at its last watermark.
-A replay reads one file in arrival order through one decoder: its clock is exactly the
-reference runner's, hence the same dead letters, payloads and audit. The core's own
-processed-up-to time is never ahead of the carried clock (a timer only fires once Flink's
-watermark passes it), so it adds no lateness.
+A replay reads one file in arrival order through one decoder: one partition that never idles,
+so its watermark is exactly the reference runner's, hence the same dead letters, payloads and
+audit.
 Known limits: with no input at all the watermark stands still (event time is data), so a
-pending deadline fires with the next record or at the end of a bounded read; the clock is only
-re-evaluated when a record arrives (a Python ProcessFunction has no timers), and it is not in
-the checkpoint: after a restore it starts empty and holds until the partitions deliver again.
+pending deadline fires with the next record or at the end of a bounded read. The clock is only
+re-evaluated (and the broker's offsets only asked) when a record arrives (a Python
+ProcessFunction has no timers), and it is not in the checkpoint: after a restore it starts
+empty and holds until the partitions deliver again or are known to be read to their end.
+Flink's idleness is per watermark subtask and by the wall clock: with parallelism > 1, a
+subtask whose source delivers nothing for `flink.idleness` while its partitions still have
+records (a fetch stalled that long) is left out of Flink's watermark, so its customers'
+deadlines can fire ahead of those records, which are then late for their customer (not for
+their partition); with parallelism 1 there is one watermark subtask and this cannot happen.
+Likewise a partition that went idle and comes back behind the others: its records are not late
+for their partition, but a customer already woken past them has them late (the price of not
+stalling on idle partitions). A bounded read of a transactional topic whose stop offset lies
+behind a commit marker holds until the read ends (deadlines then fire at their own time). The
+split of partitions over subtasks is the connector's default; after a restore with another
+parallelism a subtask may expect partitions it does not read: they hold its clock for at most
+BACKLOG_HOLD (bounded reads: until the group's committed offsets reach their stop offsets).
 
 Savepoints: every operator built here has a stable `.uid()`. The Kafka table sources and sinks
 get planner uids (`table.exec.uid.generation: ALWAYS`, derived from the order the tables are
@@ -69,6 +95,7 @@ import logging
 import os
 import pickle
 import shutil
+import struct
 import sys
 import sysconfig
 import tempfile
@@ -107,6 +134,11 @@ LONG_MIN = -(1 << 63)
 # Flink timestamp of the profiles read from Kafka: no information, so that only behaviour
 # events move the watermark (see the module doc).
 NO_STAMP = LONG_MIN + (1 << 40)
+# Unbounded reads: a partition known to have records left holds the clock at most this long
+# without delivering one (a bound on a stall, e.g. offsets taken by aborted transactions). The
+# decoders ask the broker for offsets at most every END_OFFSETS_EVERY ms.
+BACKLOG_HOLD = 60_000
+END_OFFSETS_EVERY = 1_000
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -195,47 +227,128 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def task_info(runtime_context: Any) -> tuple[int, int] | None:
+    """(index, parallelism) of an operator's subtask, or None if PyFlink cannot tell.
+
+    In thread mode PyFlink 2's RuntimeContext calls RuntimeContext methods that Flink 2 removed
+    (getIndexOfThisSubtask); the same numbers are on the Java context's TaskInfo.
+    """
+    try:
+        return (runtime_context.get_index_of_this_subtask(),
+                runtime_context.get_number_of_parallel_subtasks())
+    except Exception:  # noqa: BLE001, S110 - pemja raises its own kinds
+        pass
+    try:
+        info = runtime_context._runtime_context.getTaskInfo()
+        return int(info.getIndexOfThisSubtask()), int(info.getNumberOfParallelSubtasks())
+    except Exception:  # noqa: BLE001
+        return None
+
+
 class SourceClock:
-    """The watermark of what one decoder subtask reads: per partition, max event time seen -
-    max_out_of_orderness - 1; overall, the minimum over the active partitions, never moving
-    back. A partition is active while it delivered a record less than `idleness` ms (wall
-    clock) ago; partitions expected but not read yet hold the clock until they idle out. With
-    one partition (a replay file) it is exactly the reference runner's watermark.
+    """The event-time clocks of what one decoder subtask reads.
+
+    Per partition p, `partition_watermark(p)`: max event time seen in p - max_out_of_orderness
+    - 1 (the reference runner's rule, per partition). A record is judged late against its own
+    partition's watermark only: how far other partitions got, or whether they delivered yet,
+    does not change its verdict.
+
+    Overall, `watermark` (what Flink's watermark follows, hence when timers fire): the minimum
+    over the partitions that hold it, never moving back. A partition holds it
+    - in a bounded read (`expect(..., bounded=True)` with each partition's stop offset), until
+      its last record was read: exactly, whatever order the source fetches partitions in;
+    - else, while it delivered a record less than `idleness` ms (wall clock) ago, or while it
+      is known to have records left to read (`end` offsets from the broker, beyond a possible
+      transaction marker), for at most `hold` ms without a record: a backlog fetched after
+      another partition's, or a slow start, holds the clock; a caught-up partition does not.
+    Expected partitions not read yet hold it the same way (from `start`: where the read of them
+    begins). When no partition holds it, it follows the newest data. With one partition and
+    idleness 0 (a replay file) it is exactly the reference runner's watermark.
 
     `horizon` is what future timestamps are judged against: the newest event time of any
     partition - max_out_of_orderness - 1, so a lagging partition does not make the records of
     the others look like they come from the future.
     """
 
-    def __init__(self, ooo: int, idleness: int) -> None:
+    def __init__(self, ooo: int, idleness: int, hold: int = BACKLOG_HOLD) -> None:
         self.ooo = ooo
         self.idleness = idleness
+        self.hold = hold
+        self.bounded = False
         self.max_seen: dict[Any, int] = {}
-        self.last_read: dict[Any, int] = {}
+        self.last_read: dict[Any, int] = {}     # wall ms of the last record (or of expect())
+        self.next_offset: dict[Any, int] = {}   # where the read of a partition stands
+        self.delivered: set[Any] = set()
+        self.end: dict[Any, int] = {}           # where its records end (stop, or broker end)
         self.newest: int | None = None
         self.watermark: int | None = None
 
-    def expect(self, partitions: Iterable[Any], now: int) -> None:
-        """Partitions this subtask may read: they hold the clock until read or idle."""
+    def expect(self, partitions: Iterable[Any], now: int, start: dict[Any, int] | None = None,
+               end: dict[Any, int] | None = None, bounded: bool = False) -> None:
+        """Partitions this subtask reads (they hold the clock as above), where their read starts
+        and where their records end, if known; `bounded`: the ends are stop offsets."""
+        self.bounded = bounded
         for p in partitions:
             self.last_read.setdefault(p, now)
+            if start and p in start:
+                self.next_offset.setdefault(p, start[p])
+        if end:
+            self.end.update(end)
 
-    def observe(self, partition: Any, t: int | None, now: int) -> None:
-        """A record of `partition` with event time t (None: not usable) arrived at `now`."""
+    def set_ends(self, end: dict[Any, int]) -> None:
+        """The partitions' end offsets, as the broker now knows them (unbounded reads)."""
+        self.end.update(end)
+
+    def set_starts(self, start: dict[Any, int]) -> None:
+        """Where the read of partitions that delivered nothing yet stands (the group's
+        committed offsets: after a restore they catch up with the restored position)."""
+        for p, offset in start.items():
+            at = self.next_offset.get(p)
+            if p not in self.delivered and (at is None or offset > at):
+                self.next_offset[p] = offset
+
+    def waiting(self) -> list[Any]:
+        """Expected partitions that delivered nothing yet and have records left to read."""
+        return [p for p in self.last_read if p not in self.delivered
+                and p in self.end and self.next_offset.get(p, self.end[p]) < self.end[p]]
+
+    def partition_watermark(self, partition: Any) -> int | None:
+        """The watermark of one partition (None before its first record)."""
+        seen = self.max_seen.get(partition)
+        return None if seen is None else seen - self.ooo - 1
+
+    def holds(self, partition: Any, now: int) -> bool:
+        """Whether `partition` holds the overall watermark (see above)."""
+        end = self.end.get(partition)
+        at = self.next_offset.get(partition)
+        if self.bounded and end is not None:
+            return at is None or at < end
+        quiet = now - self.last_read[partition]
+        if not self.idleness or quiet < self.idleness:
+            return True
+        return end is not None and at is not None and end - at > 1 and quiet < self.hold
+
+    def observe(self, partition: Any, t: int | None, now: int, offset: int | None = None) -> None:
+        """A record of `partition` (at `offset`) with event time t (None: not usable) arrived at
+        `now`."""
         self.last_read[partition] = now
+        self.delivered.add(partition)
+        if offset is not None:
+            at = self.next_offset.get(partition)
+            if at is None or offset >= at:
+                self.next_offset[partition] = offset + 1
         if t is not None:
             seen = self.max_seen.get(partition)
             if seen is None or t > seen:
                 self.max_seen[partition] = t
             if self.newest is None or t > self.newest:
                 self.newest = t
-        idle = self.idleness
-        active = [p for p, at in self.last_read.items() if not idle or now - at < idle]
-        if any(p not in self.max_seen for p in active):
+        holding = [p for p in self.last_read if self.holds(p, now)]
+        if any(p not in self.max_seen for p in holding):
             return
-        times = [self.max_seen[p] for p in active] if active else list(self.max_seen.values())
+        times = [self.max_seen[p] for p in holding] if holding else list(self.max_seen.values())
         if times:
-            wm = (min(times) if active else max(times)) - self.ooo - 1
+            wm = (min(times) if holding else max(times)) - self.ooo - 1
             if self.watermark is None or wm > self.watermark:
                 self.watermark = wm
 
@@ -253,21 +366,56 @@ class SourceClock:
         return (LONG_MIN if self.watermark is None else self.watermark) + self.ooo + 1
 
 
-def topic_partitions(settings: Settings, topic: str) -> list[int]:
-    """The partitions of `topic` (empty if Kafka cannot tell: then none is expected)."""
-    from kafka import KafkaConsumer
+def split_owner(topic: str, partition: int, parallelism: int) -> int:
+    """The source subtask the Kafka connector assigns a partition to (its default
+    KafkaSourceEnumerator.getSplitOwner: round robin from a topic-specific start)."""
+    h = 0
+    raw = topic.encode("utf-16-be")
+    for (unit,) in struct.iter_unpack(">H", raw):                # Java's String.hashCode
+        h = (31 * h + unit) & 0xFFFFFFFF
+    start = (h * 31 & 0x7FFFFFFF) % parallelism
+    return (start + partition) % parallelism
+
+
+def partition_offsets(
+    settings: Settings, topic: str, read: KafkaRead | None, consumer: Any = None
+) -> tuple[list[int], dict[int, int], dict[int, int]]:
+    """The partitions of `topic`, where the job's read of each starts (the group's committed
+    offset, else the earliest or latest one) and their end offsets (read_committed). Empty
+    if Kafka cannot tell: then the clock falls back on `idleness` alone."""
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
 
+    read = read or KafkaRead()
+    own = consumer is None
     try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap,
-                                 request_timeout_ms=10_000)
-    except KafkaError as exc:
-        log.warning("cannot list the partitions of %s: %s", topic, exc)
-        return []
-    try:
-        return sorted(consumer.partitions_for_topic(topic) or ())
+        if own:
+            consumer = offsets_consumer(settings, read)
+        parts = sorted(consumer.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = consumer.end_offsets(tps)
+        firsts = consumer.beginning_offsets(tps) if read.from_beginning else ends
+        start = {}
+        for tp in tps:
+            committed = consumer.committed(tp)
+            start[tp.partition] = committed if committed is not None else firsts[tp]
+        return parts, start, {tp.partition: ends[tp] for tp in tps}
+    except (KafkaError, OSError) as exc:
+        log.warning("cannot read the offsets of %s: %s", topic, exc)
+        return [], {}, {}
     finally:
-        consumer.close()
+        if own and consumer is not None:
+            consumer.close()
+
+
+def offsets_consumer(settings: Settings, read: KafkaRead) -> Any:
+    """A kafka-python consumer that only asks offsets (of the job's group; it never joins it)."""
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap,
+                         group_id=read.group_id or settings.kafka.group_id,
+                         enable_auto_commit=False, isolation_level="read_committed",
+                         request_timeout_ms=10_000)
 
 
 # ------------------------------------------------------------------------------ operators
@@ -304,44 +452,94 @@ def _functions() -> dict[str, type]:
     class Decode(ProcessFunction):
         """Raw Kafka rows (or a replay file's lines) -> ((customer_id, watermark, Item), stamp).
 
-        Items go to the main output, dead letters to DEAD_LETTER. `watermark` is this subtask's
-        SourceClock before the item; `stamp` is the Flink timestamp that makes Flink's
-        watermark follow the clock (profiles from Kafka: NO_STAMP; see the module doc).
+        Items go to the main output, dead letters to DEAD_LETTER. `watermark` is the watermark
+        of the item's own partition before it (what PerCustomer judges its lateness against);
+        `stamp` is the Flink timestamp that makes Flink's watermark follow this subtask's
+        overall clock (profiles from Kafka: NO_STAMP; see the module doc).
         """
 
-        def __init__(self, source: str | None, settings: Settings) -> None:
+        def __init__(self, source: str | None, settings: Settings,
+                     read: KafkaRead | None = None) -> None:
             self.source = source          # EVENTS, PROFILES, or None: pickled items (replay)
             self.settings = settings
+            self.read = read
 
         def open(self, runtime_context: Any) -> None:
-            core = self.settings.core
+            settings = self.settings
+            ooo = settings.core.max_out_of_orderness
+            self.offsets: Any = None
             if self.source is None:       # one file, read in order: the reference's clock
-                self.clock = SourceClock(core.max_out_of_orderness, 0)
+                self.clock = SourceClock(ooo, 0)
                 return
-            self.clock = SourceClock(core.max_out_of_orderness, self.settings.flink.idleness)
-            topic = (self.settings.kafka.profiles_topic if self.source == PROFILES
-                     else self.settings.kafka.events_topic)
-            self.clock.expect([(topic, p) for p in topic_partitions(self.settings, topic)],
-                              wall_ms())
+            self.clock = SourceClock(ooo, settings.flink.idleness)
+            self.topic = topic = (settings.kafka.profiles_topic if self.source == PROFILES
+                                  else settings.kafka.events_topic)
+            read = self.read or KafkaRead()
+            try:
+                consumer = offsets_consumer(settings, read)
+            except Exception as exc:  # noqa: BLE001 - no broker: the clock uses idleness alone
+                log.warning("cannot ask Kafka for offsets: %s", exc)
+                consumer = None
+            parts, start, end = ([], {}, {}) if consumer is None else \
+                partition_offsets(settings, topic, read, consumer)
+            task = task_info(runtime_context)
+            if task is not None:          # the partitions this subtask's source reads
+                parts = [p for p in parts if split_owner(topic, p, task[1]) == task[0]]
+            bounded = isinstance(read.stop, dict)
+            if isinstance(read.stop, dict):
+                end = {p: o for (t, p), o in read.stop.items() if t == topic}
+                parts = [p for p in parts if start.get(p, -1) < end.get(p, 1 << 62)]
+            self.clock.expect([(topic, p) for p in parts], wall_ms(),
+                              start={(topic, p): o for p, o in start.items()},
+                              end={(topic, p): o for p, o in end.items()}, bounded=bounded)
+            if consumer is not None:
+                self.offsets, self.asked_at = consumer, wall_ms()
+
+        def close(self) -> None:
+            if self.offsets is not None:
+                self.offsets.close()
+                self.offsets = None
+
+        def _ask_offsets(self, now: int) -> None:
+            """Once in a while: the end offsets of the partitions read (unbounded reads), and
+            where the partitions that delivered nothing yet stand."""
+            from kafka import TopicPartition
+
+            clock, consumer = self.clock, self.offsets
+            self.asked_at = now
+            try:
+                if not clock.bounded:
+                    ends = consumer.end_offsets([TopicPartition(*p) for p in clock.last_read])
+                    clock.set_ends({(tp.topic, tp.partition): o for tp, o in ends.items()})
+                committed = {p: consumer.committed(TopicPartition(*p)) for p in clock.waiting()}
+            except Exception as exc:  # noqa: BLE001 - try again later; idleness still applies
+                log.warning("cannot read the offsets of %s: %s", self.topic, exc)
+                self.asked_at = now + BACKLOG_HOLD
+                return
+            clock.set_starts({p: o for p, o in committed.items() if o is not None})
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             clock, core = self.clock, self.settings.core
-            wm, horizon = clock.watermark, clock.horizon
+            horizon = clock.horizon
             now = wall_ms()                         # bounds future timestamps, as the reference's
             if self.source is None:
                 item = pickle.loads(base64.b64decode(value))
                 partition: Any = None
+                offset = None
             else:
-                partition = (value[1], value[2])
-                item = wire.decode(self.source, bytes(value[0]), value[1], value[2], value[3],
+                if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:
+                    self._ask_offsets(now)
+                partition, offset = (value[1], value[2]), value[3]
+                item = wire.decode(self.source, bytes(value[0]), value[1], value[2], offset,
                                    horizon, core, now)
             if not isinstance(item, DeadLetter):
                 item = wire.admit(item, horizon, core, now)
             if isinstance(item, DeadLetter):
-                clock.observe(partition, None, now)
+                clock.observe(partition, None, now, offset)
                 yield tags[DEAD_LETTER], item
                 return
-            clock.observe(partition, event_time(item), now)
+            wm = clock.partition_watermark(partition)
+            clock.observe(partition, event_time(item), now, offset)
             stamp = NO_STAMP if self.source == PROFILES else clock.stamp
             yield (item.customer_id, wm, item), stamp
 
@@ -376,12 +574,9 @@ def _functions() -> dict[str, type]:
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             _, carried, item = value
-            watermark = ctx.timer_service().current_watermark()
-            if carried is not None and carried > watermark:
-                watermark = carried
             held = self.state.value()
             old, timer = (None, None) if held is None else held
-            yield from self._store(old, timer, *self.core.step(old, item, watermark), ctx)
+            yield from self._store(old, timer, *self.core.step(old, item, carried), ctx)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
             held = self.state.value()
@@ -512,12 +707,14 @@ def _customer(value: Any) -> str:
 
 
 def build_topology(events: Any, profiles: Any | None, settings: Settings,
-                   emit_features: bool = False, emit_counts: bool = False) -> Outputs:
+                   emit_features: bool = False, emit_counts: bool = False,
+                   read: KafkaRead | None = None) -> Outputs:
     """Wire decode -> watermarks -> PerCustomer over the input streams.
 
     `events` and `profiles` carry Kafka rows (Row(value, topic, partition, offset)); with
     `profiles` None, `events` carries a replay file's lines, events and profiles in arrival
     order through one decoder (so the whole input shares one clock, as in the reference runner).
+    `read` tells the Kafka decoders where the read of each partition ends, if it is bounded.
     """
     from pyflink.common import Types
 
@@ -531,9 +728,10 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         items = decoded
         dead = [decoded.get_side_output(tags[DEAD_LETTER])]
     else:
-        dec_events = events.process(fn["Decode"](EVENTS, settings), output_type=stamped) \
-            .uid("decode-events").name("DecodeEvents")
-        dec_profiles = profiles.process(fn["Decode"](PROFILES, settings), output_type=stamped) \
+        dec_events = events.process(fn["Decode"](EVENTS, settings, read),
+                                    output_type=stamped).uid("decode-events").name("DecodeEvents")
+        dec_profiles = profiles.process(fn["Decode"](PROFILES, settings, read),
+                                        output_type=stamped) \
             .uid("decode-profiles").name("DecodeProfiles")
         items = dec_events.union(dec_profiles)
         dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
@@ -655,7 +853,8 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
     t_env.execute_sql(source_ddl("profiles_in", k.profiles_topic, settings, read))
     events = t_env.to_data_stream(t_env.from_path("events_in"))
     profiles = t_env.to_data_stream(t_env.from_path("profiles_in"))
-    out = build_topology(events, profiles, settings, emit_features=feature_writer is not None)
+    out = build_topology(events, profiles, settings, emit_features=feature_writer is not None,
+                         read=read)
     fn = _functions()
     statements = t_env.create_statement_set()
     for sink, stream, topic in (

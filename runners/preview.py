@@ -124,7 +124,7 @@ def build_samples(settings: Settings) -> list[Sample]:
         journey = JOURNEYS.get(trigger.type)
         if journey is None:
             raise ValueError(f"preview has no sample journey for trigger {trigger.type!r}")
-        variants = core.renderer.variants(trigger.type)
+        variants = core.composer.renderer.variants(trigger.type)
         for variant in variants:
             cid = _customer_for(trigger.type, variant, variants)
             payloads = _drive(core, journey(cid, settings), T0 + 2 * settings.core.cart_delay)

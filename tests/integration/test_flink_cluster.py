@@ -11,11 +11,54 @@ import urllib.request
 
 import pytest
 
+from pipelines import reference, wire
 from pipelines.flink_pipeline import submit_to_cluster
+from tests.builders import MINUTE, T0
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
-from transforms.codec import decode_payload
+from tests.pipelines.test_parity_flink import journeys
+from transforms.codec import decode_dead_letter, decode_payload, encode_event
 
 pytestmark = pytest.mark.integration
+
+
+def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cluster, tmp_path):
+    """The parity journeys through Kafka (events in two partitions, keyed by customer) give the
+    reference runner's payloads and dead letters. Among them the {tag}-dup customer's late view
+    (T0 + 2 min, read after that customer's T0 + 5 min view in the same partition) is late
+    within its own partition, so it is a dead letter whichever partition the source reads
+    first, and whether or not the other one delivered anything yet."""
+    s = kafka_settings(kafka)
+    tag = s.kafka.group_id
+    items = journeys(tag)
+    want = reference.run_replay(items, s, tmp_path / "ref")
+    late = [d for d in items if getattr(d, "customer_id", None) == f"{tag}-dup"][-1]
+    n = produce(s, items)
+    options = argparse.Namespace(runner="flink-cluster", max_events=n, from_beginning=True,
+                                 until_idle=None, savepoint=None, detached=True, job_name=tag)
+    job_id = submit_to_cluster(s, options)
+    try:
+        assert flink_cluster.wait_job(job_id, timeout=300) == "FINISHED"
+    finally:
+        flink_cluster.cancel(job_id)
+    payloads = [(r.key, dict(r.headers), decode_payload(r.value))
+                for r in consume(s, s.kafka.payloads_topic)]
+    triggers = sorted(p.trigger.type for _, _, p in payloads)
+    assert triggers == ["browse_intensity", "cart_abandonment"]
+    expected_ids = sorted(json.loads(line)["message_id"]
+                          for line in (tmp_path / "ref" / "payloads.jsonl").open())
+    assert sorted(p.message_id for _, _, p in payloads) == expected_ids
+    for key, headers, payload in payloads:
+        assert key == payload.customer_id.encode()
+        assert headers[wire.MESSAGE_ID_HEADER] == payload.message_id.encode()
+        assert payload.recipient_email == f"{payload.customer_id}@example.com"
+    dead = {d.reason: d for d in (decode_dead_letter(r.value)
+                                  for r in consume(s, s.kafka.dead_letters_topic, 1000))}
+    assert want["dead_letters"] == {"decode_error": 1, "late": 1}
+    assert sorted((d.reason, d.origin.topic) for d in dead.values()) == [
+        ("decode_error", s.kafka.events_topic), ("late", s.kafka.events_topic)]
+    assert dead["decode_error"].origin.offset >= 0
+    assert dead["decode_error"].raw == b"\x02\x03truncated"
+    assert dead["late"].raw == encode_event(late) and late.occurred_at == T0 + 2 * MINUTE
 
 
 def test_a_job_stopped_with_a_savepoint_resumes_from_it(kafka, flink_cluster, tmp_path):
