@@ -173,17 +173,22 @@ def route(
 
 
 class KeyedCore:
-    """The core behind an engine's keyed operator: state in, state out, outputs routed."""
+    """The core behind an engine's keyed operator: state in, state out, outputs routed.
 
-    def __init__(self, core: Core) -> None:
+    With `compose` False, PAYLOAD records are the core's PayloadRequests, for a compose stage
+    of their own after the keyed one (`compose_payload`); else they are composed here.
+    """
+
+    def __init__(self, core: Core, compose: bool = True) -> None:
         self.core = core
+        self.compose: Callable[[Any], Any] = core.compose if compose else _as_is
 
     def step(
         self, state: CustomerState | None, item: Item, watermark: int | None
     ) -> tuple[CustomerState | None, Routed, dict[str, int], list[int]]:
         """One input item of this key."""
         state, outputs, wake_at = self.core.step(state, item, watermark)
-        routed, counts = route(outputs, self.core.compose)
+        routed, counts = route(outputs, self.compose)
         return state, routed, counts, wake_at
 
     def wake(
@@ -191,8 +196,12 @@ class KeyedCore:
     ) -> tuple[CustomerState | None, Routed, dict[str, int], list[int]]:
         """Event time reached t for this key."""
         state, outputs, wake_at = self.core.wake(state, t)
-        routed, counts = route(outputs, self.core.compose)
+        routed, counts = route(outputs, self.compose)
         return state, routed, counts, wake_at
+
+
+def _as_is(record: Any) -> Any:
+    return record
 
 
 def payload_record(payload: EmailPayload) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
