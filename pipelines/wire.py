@@ -176,7 +176,7 @@ class KeyedCore:
     """The core behind an engine's keyed operator: state in, state out, outputs routed.
 
     With `compose` False, PAYLOAD records are the core's PayloadRequests, for a compose stage
-    of their own after the keyed one (`compose_payload`); else they are composed here.
+    of their own after the keyed one (`Core.compose`); else they are composed here.
     """
 
     def __init__(self, core: Core, compose: bool = True) -> None:
