@@ -373,16 +373,19 @@ class Traffic:
     def _in_time_order(self) -> Iterator[tuple[int, Generated]]:
         """(event time, item) in event-time order, `cfg.events` events from `cfg.start` on.
 
-        Sessions start WARMUP before `start` so the traffic is already at its steady rate then
-        (what happens before `start` is dropped; a customer's first profile is stamped no
-        earlier than `start`); the last sessions are cut where the event count is reached, as
-        real data that starts and stops mid-stream.
+        Sessions start WARMUP (less for a short stream) before `start` so the traffic is already
+        at its steady rate then (what happens before `start` is dropped; a customer's first
+        profile is stamped no earlier than `start`); the last sessions are cut where the event
+        count is reached, as real data that starts and stops mid-stream.
         Sessions are merged through a heap: once a session starting at t is made, nothing
         earlier than t can come, so everything in the heap up to t is released.
         """
         cfg, rng = self.cfg, self.rng
         pending: list[tuple[int, int, BehaviourEvent | CustomerProfile]] = []
-        t = float(cfg.start - WARMUP)
+        # A short, dense stream (many events/s for seconds) needs less warm-up to reach its
+        # steady rate at `start` than the making of 15 minutes of discarded sessions costs.
+        span = cfg.events * 1000.0 / cfg.rate
+        t = float(cfg.start - min(WARMUP, max(MINUTE, 4 * span)))
         left = cfg.events
         while left > 0:
             start = int(t)
