@@ -35,8 +35,10 @@ from transforms.settings import Settings
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 
 
-def bench_beam(settings: Settings, n_events: int, data: Path | None = None) -> dict[str, Any]:
-    """Produce `n_events` records to fresh topics, run the pass-through, then the topology."""
+def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
+               profile: str | None = None) -> dict[str, Any]:
+    """Produce `n_events` records to fresh topics, run the pass-through, then the topology
+    (under cProfile, every thread, when `profile` names a file for the stats)."""
     from runners._kafka import ensure_topics
     from runners.kafka_io import open_producer
 
@@ -74,9 +76,9 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None) -> d
     try:
         passthrough = run_passthrough(bench, topics, output, sent)
         topology = _timed(
-            lambda read: run_kafka_job(
+            lambda read: _profiled(profile, lambda: run_kafka_job(
                 bench, read, topics=topics, group_id=f"bench-beam-topology-{run}"
-            ),
+            )),
             sent,
         )
     finally:
@@ -128,6 +130,40 @@ def run_passthrough(
     return _timed(job, n)
 
 
+def _profiled(path: str | None, job: Any) -> Any:
+    """`job()`, under cProfile in every thread it starts when `path` is given (the
+    DirectRunner runs bundles on its own threads); the merged stats are dumped to `path`."""
+    if path is None:
+        return job()
+    import cProfile
+    import pstats
+    import threading
+
+    profiles: list[cProfile.Profile] = []
+
+    def start(*_: Any) -> None:
+        sys.setprofile(None)
+        prof = cProfile.Profile()
+        profiles.append(prof)
+        prof.enable()
+
+    main = cProfile.Profile()
+    threading.setprofile(start)
+    main.enable()
+    try:
+        return job()
+    finally:
+        main.disable()
+        threading.setprofile(None)     # type: ignore[arg-type]
+        stats = pstats.Stats(main)
+        for prof in profiles:
+            try:
+                stats.add(prof)
+            except (TypeError, ValueError):   # a thread's profiler with nothing recorded
+                pass
+        stats.dump_stats(path)
+
+
 def _delete_topics(bootstrap: str, names: list[str]) -> None:
     """Remove the benchmark's topics (best effort: a failure leaves them, it is not an error)."""
     from kafka.admin import KafkaAdminClient
@@ -171,14 +207,27 @@ def _timed(job: Any, n: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m runners.bench_beam [N]`: print both rates and the ratio."""
+    """`python -m runners.bench_beam [N] [--config FILE] [--set K=V] [--profile FILE]`: print
+    both rates and the ratio. Settings as for `personalize` (file, environment, --set)."""
+    import argparse
     import json
+    import os
 
     from transforms.settings import load_settings
 
-    args = argv if argv is not None else sys.argv[1:]
-    n = int(args[0]) if args else 5000
-    result = bench_beam(load_settings(None), n)
+    parser = argparse.ArgumentParser(prog="python -m runners.bench_beam",
+                                     description=main.__doc__)
+    parser.add_argument("n", nargs="?", type=int, default=5000, help="records (default 5000)")
+    parser.add_argument("--config", help="settings file (TOML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the topology's run, in every thread it starts (the "
+                             "DirectRunner runs bundles on threads of its own), and write "
+                             "the merged stats to FILE (read them with pstats)")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config, os.environ, args.overrides)
+    result = bench_beam(settings, args.n, profile=args.profile)
     print(json.dumps(result, indent=1))
     return 0
 
