@@ -71,11 +71,15 @@ class CustomerState:
         self.processed_until: int | None = None
         self.next_purge: int | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+    def __getstate__(self) -> tuple[Any, ...]:
+        # A tuple in slot order: engines pickle the state on every write, and the slot names
+        # would be most of a small state's bytes.
+        return tuple([getattr(self, name) for name in self.__slots__])
 
-    def __setstate__(self, values: dict[str, Any]) -> None:
-        for name, value in values.items():
+    def __setstate__(self, values: tuple[Any, ...] | dict[str, Any]) -> None:
+        if isinstance(values, dict):  # the form of states pickled before (savepoints)
+            values = tuple(values.get(name) for name in self.__slots__)
+        for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ of an active customer is bounded, and an idle one's empties after 30 days.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from transforms.settings import DAY, HOUR, MINUTE
 
@@ -59,6 +60,20 @@ class Windows:
         self.emails: dict[int, list[int]] = {}  # hour bucket -> [opens, clicks]
         self.sessions: dict[str, int] = {}  # session id -> last seen
         self.last_activity: int | None = None
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return (
+            self.views, self.cart_adds, self.purchases, self.emails, self.sessions,
+            self.last_activity,
+        )
+
+    def __setstate__(self, values: tuple[Any, ...]) -> None:
+        if len(values) == 2 and isinstance(values[1], dict):  # pickled before (savepoints)
+            values = tuple(values[1].get(name) for name in self.__slots__)
+        (
+            self.views, self.cart_adds, self.purchases, self.emails, self.sessions,
+            self.last_activity,
+        ) = values
 
     def touch(self, ts: int, session_id: str | None) -> None:
         """Any behaviour at ts: last activity and the session it belongs to."""

@@ -20,6 +20,8 @@ from tests.transforms.drive import decisions, drive, payloads
 from transforms.core import Core
 from transforms.model import AUDIT, DEAD_LETTER, DROPPED, ERASE, FEATURES, PAYLOAD
 from transforms.settings import DAY, CoreSettings
+from transforms.state import CustomerState
+from transforms.windows import Windows
 
 
 def test_duplicates_within_the_ttl_are_dropped_and_counted():
@@ -154,6 +156,23 @@ def test_state_pickles_and_stays_small():
     again = pickle.loads(blob)
     assert again.customer_id == "c1" and again.seen == state.seen
     assert len(blob) < 8000
+
+
+def test_states_pickled_by_earlier_versions_still_load():
+    """Savepoints hold pickled states: the slot-name forms written before still restore."""
+    state, _ = drive(Core(), [profile(), view(T0), view(T0 + MINUTE, "p2")], T0 + HOUR)
+    windows = state.windows
+    old_windows = (None, {name: getattr(windows, name) for name in windows.__slots__})
+    old_state = {name: getattr(state, name) for name in state.__slots__}
+    restored = CustomerState.__new__(CustomerState)
+    restored.__setstate__(old_state)
+    restored.windows = Windows.__new__(Windows)
+    restored.windows.__setstate__(old_windows)
+    again = pickle.loads(pickle.dumps(restored))
+    assert (again.customer_id, again.seen, again.recent_views) == (
+        state.customer_id, state.seen, state.recent_views
+    )
+    assert again.windows.features(T0 + HOUR) == windows.features(T0 + HOUR)
 
 
 def journey():
