@@ -45,8 +45,20 @@ R_OVERSIZED: Final = "oversized_field"      # a string or map beyond the configu
 R_LATE: Final = "late"                      # behind the watermark
 
 
+class Compact:
+    """Pickles as its class and its fields in order (rebuilt through __init__): engines
+    pickle customer states, which hold events, profiles and products, on every write, and a
+    slotted dataclass's own pickle (a state list through a Python __getstate__, then
+    __setstate__) takes about twice the time and a third more bytes."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return type(self), tuple([getattr(self, name) for name in self.__slots__])
+
+
 @dataclass(slots=True)
-class Origin:
+class Origin(Compact):
     """Where a raw record came from: a Kafka position, or a file and line (partition = -1)."""
 
     topic: str
@@ -55,7 +67,7 @@ class Origin:
 
 
 @dataclass(slots=True)
-class Product:
+class Product(Compact):
     """The product an event is about."""
 
     product_id: str
@@ -65,7 +77,7 @@ class Product:
 
 
 @dataclass(slots=True)
-class BehaviourEvent:
+class BehaviourEvent(Compact):
     """One behavioural event of a customer (Avro `BehaviourEvent`, nested records flattened)."""
 
     event_id: str
@@ -87,7 +99,7 @@ class BehaviourEvent:
 
 
 @dataclass(slots=True)
-class CustomerProfile:
+class CustomerProfile(Compact):
     """A CRM profile update (Avro `CustomerProfile`); the newest `updated_at` wins."""
 
     customer_id: str

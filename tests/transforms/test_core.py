@@ -18,7 +18,7 @@ from tests.builders import (
 )
 from tests.transforms.drive import decisions, drive, payloads
 from transforms.core import Core
-from transforms.model import AUDIT, DEAD_LETTER, DROPPED, ERASE, FEATURES, PAYLOAD
+from transforms.model import AUDIT, DEAD_LETTER, DROPPED, ERASE, FEATURES, PAYLOAD, Product
 from transforms.settings import DAY, CoreSettings
 from transforms.state import CustomerState
 from transforms.windows import Windows
@@ -173,6 +173,11 @@ def test_states_pickled_by_earlier_versions_still_load():
         state.customer_id, state.seen, state.recent_views
     )
     assert again.windows.features(T0 + HOUR) == windows.features(T0 + HOUR)
+    # Products, events and profiles pickled as slotted dataclasses (a list of field values).
+    product = next(iter(state.recent_views.values()))[1]
+    old_product = Product.__new__(Product)
+    old_product.__setstate__([getattr(product, name) for name in Product.__slots__])
+    assert old_product == product == pickle.loads(pickle.dumps(product))
 
 
 def journey():
