@@ -1,3 +1,5 @@
+import copyreg
+import io
 import pickle
 import random
 
@@ -173,11 +175,19 @@ def test_states_pickled_by_earlier_versions_still_load():
         state.customer_id, state.seen, state.recent_views
     )
     assert again.windows.features(T0 + HOUR) == windows.features(T0 + HOUR)
-    # Products, events and profiles pickled as slotted dataclasses (a list of field values).
+    # Products, events and profiles were pickled as plain slotted objects.
     product = next(iter(state.recent_views.values()))[1]
-    old_product = Product.__new__(Product)
-    old_product.__setstate__([getattr(product, name) for name in Product.__slots__])
-    assert old_product == product == pickle.loads(pickle.dumps(product))
+
+    class OldForm(pickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, Product):
+                slots = {name: getattr(obj, name) for name in Product.__slots__}
+                return copyreg.__newobj__, (Product,), (None, slots)
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    OldForm(buffer).dump(product)
+    assert pickle.loads(buffer.getvalue()) == product == pickle.loads(pickle.dumps(product))
 
 
 def journey():
