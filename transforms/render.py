@@ -31,7 +31,7 @@ import logging
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -114,15 +114,15 @@ class Renderer:
         self.templates_dir = Path(templates_dir) if templates_dir else default_templates_dir()
         if not self.templates_dir.is_dir():
             raise FileNotFoundError(f"templates directory not found: {self.templates_dir}")
-        loader = FileSystemLoader(self.templates_dir)
         options: dict[str, Any] = dict(
-            loader=loader, undefined=StrictUndefined, auto_reload=False,
-            trim_blocks=True, lstrip_blocks=True,
+            undefined=StrictUndefined, auto_reload=False, trim_blocks=True, lstrip_blocks=True,
         )
-        self._html_env = ImmutableSandboxedEnvironment(autoescape=True, **options)
-        self._text_env = ImmutableSandboxedEnvironment(autoescape=False, **options)
-        self._inliner = css_inline.CSSInliner(
-            keep_style_tags=False, keep_link_tags=False, load_remote_stylesheets=False
+        self._inlining = _InliningLoader(self.templates_dir)
+        self._html_env = ImmutableSandboxedEnvironment(
+            autoescape=True, loader=self._inlining, **options
+        )
+        self._text_env = ImmutableSandboxedEnvironment(
+            autoescape=False, loader=FileSystemLoader(self.templates_dir), **options
         )
         shop_url = shop_url.rstrip("/")
         self._shop = {
@@ -175,7 +175,8 @@ class Renderer:
             preheader = _one_line(self._template(kind, "preheader.txt.j2").render(context))
             context = {**context, "subject": subject, "preheader": preheader}
             html = self._template(kind, "body.html.j2").render(context)
-            html = self._inliner.inline(html)
+            if self._inlining.per_email:  # a template the loader could not inline
+                html = _INLINER.inline(html)
             if "<script" in html.lower():
                 raise _Unrenderable("script element in rendered HTML")
             text = _tidy_text(self._template(kind, "body.txt.j2").render(context))
@@ -261,6 +262,72 @@ class Renderer:
                 problem = f"fallback.json unusable, generic content used ({_reason(exc)})"
             cached = self._fallbacks[trigger_type] = (content, problem)
         return cached
+
+
+_INLINER = css_inline.CSSInliner(
+    keep_style_tags=False, keep_link_tags=False, load_remote_stylesheets=False
+)
+_TAGS = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S | re.I)
+_MARK = re.compile(r"<!--\ue000(\d+)\ue001-->|\ue000(\d+)\ue001")
+_TAG_IN_TAG = re.compile(r"<[a-zA-Z][^<>]*<!--\ue000")
+
+
+class _InliningLoader(FileSystemLoader):
+    """Loads the HTML templates with the stylesheet already inlined into style="" attributes
+    (css_inline), so rendering an email does no CSS work: the styles are static markup, which
+    the template only repeats and fills in. The CSS is the <style> blocks of the directory's
+    HTML templates (_base.html.j2); a whole document is inlined as a document (its <style>
+    removed), any other file as a fragment.
+
+    Template tags are kept out of the parser's way: `{{ ... }}` become private-use markers
+    (text and attribute values), `{% ... %}` and `{# ... #}` HTML comments, which the HTML
+    parser keeps in place even between table rows; all are put back after. A tag *inside* an
+    element's start tag cannot be kept so: a directory with one is not inlined at load, and
+    `per_email` tells the renderer to inline every rendered email instead (as correct, slower).
+    """
+
+    def __init__(self, searchpath: Path) -> None:
+        super().__init__(searchpath)
+        # All or nothing, when the renderer is built: a layout inlined at load has no
+        # <style> left for a per-email inlining of a page that includes it.
+        root = Path(searchpath)
+        paths = sorted(root.rglob("*.html.j2"))
+        sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in paths}
+        css = "\n".join(block for src in sources.values() for block in _STYLE.findall(src))
+        inlined = {name: _inline(src, css) for name, src in sources.items()}
+        self.per_email = any(src is None for src in inlined.values())
+        self._inlined = {} if self.per_email else {k: v for k, v in inlined.items() if v}
+
+    def get_source(
+        self, environment: Any, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        return self._inlined.get(template, source), filename, uptodate
+
+
+def _inline(source: str, css: str) -> str | None:
+    """`source` with `css` inlined (see _InliningLoader), or None if it cannot be."""
+    kept: list[str] = []
+
+    def mark(match: re.Match[str]) -> str:
+        kept.append(match.group(0))
+        n = len(kept) - 1
+        return f"\ue000{n}\ue001" if match.group(0)[1] == "{" else f"<!--\ue000{n}\ue001-->"
+
+    protected = _TAGS.sub(mark, source)
+    if _TAG_IN_TAG.search(protected):
+        log.warning("a template tag inside an HTML tag: CSS is inlined per email (slower)")
+        return None
+    try:
+        if "<html" in protected.lower():
+            out = _INLINER.inline(protected)
+        else:
+            out = css_inline.inline_fragment(protected, css)
+    except (css_inline.InlineError, ValueError) as exc:
+        log.warning("cannot inline the stylesheet into a template (%s): per email", exc)
+        return None
+    return _MARK.sub(lambda m: kept[int(m.group(1) or m.group(2))], out)
 
 
 class _Unrenderable(Exception):

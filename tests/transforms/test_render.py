@@ -185,3 +185,54 @@ def test_templates_dir_must_exist(tmp_path):
 def test_plain_text_parts_are_single_spaced_lines(renderer):
     out = renderer.render(BROWSE, profile(), ITEMS[:1], RECS, "b")
     assert not re.search(r"[ \t]+\n", out.text)
+
+
+def _markup(html: str) -> list[tuple]:
+    """Elements with their attributes (in any order) and text, whitespace-insensitive."""
+    from html.parser import HTMLParser
+
+    out: list[tuple] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            out.append(("<", tag, tuple(sorted(attrs))))
+
+        def handle_endtag(self, tag):
+            out.append((">", tag))
+
+        def handle_data(self, data):
+            if data.strip():
+                out.append(("text", " ".join(data.split())))
+
+    Reader().feed(html)
+    return out
+
+
+@pytest.mark.parametrize("trigger", [CART, BROWSE])
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_css_inlined_at_load_gives_the_markup_of_inlining_each_email(renderer, trigger, variant):
+    """The templates load with the stylesheet inlined; inlining each rendered email instead
+    (what a template the loader cannot inline gets) makes the same elements and styles."""
+    per_email = Renderer()
+    per_email._inlining.per_email, per_email._inlining._inlined = True, {}
+    for items, recs in ((ITEMS, RECS), (ITEMS[:1], [])):
+        fast = renderer.render(trigger, profile(), items, recs, variant)
+        slow = per_email.render(trigger, profile(), items, recs, variant)
+        assert not fast.fallback and "<style" not in fast.html
+        assert _markup(fast.html) == _markup(slow.html)
+        assert (fast.subject, fast.text) == (slow.subject, slow.text)
+    assert not renderer._inlining.per_email
+
+
+def test_a_template_tag_inside_an_html_tag_is_inlined_per_email(templates):
+    macros = templates / "_macros.html.j2"
+    macros.write_text(macros.read_text().replace(
+        '<td class="item-cell" colspan="{{ 1 if p.image_url else 2 }}">',
+        '<td class="item-cell"{% if not p.image_url %} colspan="2"{% endif %}>'))
+    renderer = Renderer(templates)
+    out = renderer.render(CART, profile(), ITEMS, RECS, "a")
+    assert renderer._inlining.per_email and not out.fallback
+    cells = re.findall(r'<td class="item-cell"[^>]*>', out.html)
+    assert len(cells) == 3 and all('style="padding: 12px 0;' in cell for cell in cells)
+    assert sum('colspan="2"' in cell for cell in cells) == 2  # the two without an image
+    assert "<style" not in out.html
