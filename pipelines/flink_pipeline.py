@@ -5,14 +5,16 @@
                          replay file's lines (pickled items in arrival order, profiles and dead
                          letters among them; then `profiles` is None)
     | "DecodeEvents" / "DecodeProfiles"      wire.decode + wire.admit in Python; each output
-                                             ((customer_id, watermark, Item), stamp), dead
-                                             letters to a side output
+                                             (Row(customer_id, (watermark, Item)), stamp),
+                                             dead letters to a side output
     | union, "ItemsWatermarks"               bounded out-of-orderness + idleness
-    | key_by customer_id
+    | keyBy field 0 (Java: no Python key selector operator)
     | "PerCustomer"                          KeyedProcessFunction over wire.KeyedCore: the
-                                             core's state in a ValueState (pickled, TTL'd),
-                                             one event-time timer from wake_at
-    -> payloads (main output), audit / dead letters / features (side outputs)
+                                             core's state in a ValueState (pickled, TTL'd; a
+                                             cache of live objects for reads), one event-time
+                                             timer from wake_at; payload requests out
+    | "Compose"                              stateless map: request -> EmailPayload
+    -> payloads (main output), audit / dead letters / features (side outputs of PerCustomer)
 
 Kafka in and out goes through the Kafka SQL connector of the flink-sql-connector-kafka jar
 (a KafkaSource and a KafkaSink underneath), declared as tables and converted to and from
@@ -134,11 +136,19 @@ LONG_MIN = -(1 << 63)
 # Flink timestamp of the profiles read from Kafka: no information, so that only behaviour
 # events move the watermark (see the module doc).
 NO_STAMP = LONG_MIN + (1 << 40)
+
+
+def _keyed_type() -> Any:
+    from pyflink.common import Types
+
+    return Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
 # Unbounded reads: a partition known to have records left holds the clock at most this long
 # without delivering one (a bound on a stall, e.g. offsets taken by aborted transactions). The
 # decoders ask the broker for offsets at most every END_OFFSETS_EVERY ms.
 BACKLOG_HOLD = 60_000
 END_OFFSETS_EVERY = 1_000
+# PerCustomer adds its counts to Flink's metrics at most this often (ms).
+COUNTERS_EVERY = 1_000
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -442,7 +452,7 @@ def _functions() -> dict[str, type]:
     modules it imported for its whole life, and functions pickled by reference to this module
     would run the first job's version of them.
     """
-    from pyflink.common import Types
+    from pyflink.common import Row, Types
     from pyflink.common.time import Time
     from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, ProcessFunction
     from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
@@ -450,7 +460,8 @@ def _functions() -> dict[str, type]:
     tags = _tags()
 
     class Decode(ProcessFunction):
-        """Raw Kafka rows (or a replay file's lines) -> ((customer_id, watermark, Item), stamp).
+        """Raw Kafka rows (or a replay file's lines) ->
+        (Row(customer_id, (watermark, Item)), stamp).
 
         Items go to the main output, dead letters to DEAD_LETTER. `watermark` is the watermark
         of the item's own partition before it (what PerCustomer judges its lateness against);
@@ -541,11 +552,23 @@ def _functions() -> dict[str, type]:
             wm = clock.partition_watermark(partition)
             clock.observe(partition, event_time(item), now, offset)
             stamp = NO_STAMP if self.source == PROFILES else clock.stamp
-            yield (item.customer_id, wm, item), stamp
+            yield Row(item.customer_id, (wm, item)), stamp
 
     class PerCustomer(KeyedProcessFunction):
-        """The core per customer: (customer_id, watermark, Item) -> payloads, with audit, dead
-        letters (late), features and counts on side outputs."""
+        """The core per customer: Row(customer_id, (watermark, Item)) -> payload requests (for
+        Compose), with audit, dead letters (late), features and counts on side outputs.
+
+        Flink's ValueState holds (CustomerState, timer), pickled and TTL'd: it is the source
+        of truth, written (or cleared) on every change before anything is emitted, so every
+        checkpoint has the state of exactly the records before its barrier. `cache` keeps the
+        live objects this instance last wrote for up to `flink.state_cache` customers (least
+        recently used out), so that reading them back costs neither a call into Java nor
+        unpickling 1-2 KB. An entry is always what the ValueState holds: every write goes to
+        both, nothing else writes the ValueState, an instance starts empty (a restore,
+        failover or rescale builds new instances, and open() empties it), and an entry is not
+        used past the state's TTL, counted from before its write (Flink's clock starts later),
+        so it never outlives what Flink would still return.
+        """
 
         def __init__(self, settings: Settings, emit_features: bool, emit_counts: bool) -> None:
             self.settings = settings
@@ -553,7 +576,8 @@ def _functions() -> dict[str, type]:
             self.emit_counts = emit_counts
 
         def open(self, runtime_context: Any) -> None:
-            self.core = wire.KeyedCore(build_core(self.settings))
+            # Payloads leave as the core's PayloadRequests: Compose renders them downstream.
+            self.core = wire.KeyedCore(build_core(self.settings), compose=False)
             # Cleanup is configured explicitly: PyFlink's default adds RocksDB's compaction
             # filter through a py4j Duration, and a TaskManager's embedded Python has no py4j
             # gateway. Expired entries go on read, incrementally, and in full snapshots.
@@ -571,23 +595,40 @@ def _functions() -> dict[str, type]:
             self.state = runtime_context.get_state(descriptor)
             metrics = runtime_context.get_metrics_group()
             self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
+            # Counted here and added to Flink's counters at most every COUNTERS_EVERY ms: each
+            # inc() is a call into Java (the GIL released and taken back).
+            self.counts = dict.fromkeys(self.counters, 0)
+            self.counted_at = time.monotonic()
+            self.cache: dict[str, tuple[Any, int | None, int]] = {}
+            self.cache_size = max(0, self.settings.flink.state_cache)
+            self.ttl = self.settings.flink.state_ttl
+
+        def _held(self, cid: str) -> tuple[Any, int | None]:
+            """(state, timer) of customer `cid` (the current key): the cache, else Flink."""
+            entry = self.cache.pop(cid, None)          # back in at the end when stored: LRU
+            if entry is not None and wall_ms() - entry[2] < self.ttl:
+                return entry[0], entry[1]
+            held = self.state.value()
+            return (None, None) if held is None else held
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-            _, carried, item = value
-            held = self.state.value()
-            old, timer = (None, None) if held is None else held
-            yield from self._store(old, timer, *self.core.step(old, item, carried), ctx)
+            carried, item = value
+            cid = item.customer_id
+            old, timer = self._held(cid)
+            yield from self._store(cid, old, timer, *self.core.step(old, item, carried), ctx)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-            held = self.state.value()
-            if held is None:
+            cid = ctx.get_current_key()
+            cid = cid if isinstance(cid, str) else cid[0]
+            state, _ = self._held(cid)
+            if state is None:
                 return
-            state, _ = held
             watermark = ctx.timer_service().current_watermark()
-            yield from self._store(state, None, *self.core.wake(state, watermark), ctx)
+            yield from self._store(cid, state, None, *self.core.wake(state, watermark), ctx)
 
-        def _store(self, old: Any, timer: int | None, state: Any, routed: wire.Routed,
-                   counts: dict[str, int], wake_at: list[int], ctx: Any) -> Iterator[Any]:
+        def _store(self, cid: str, old: Any, timer: int | None, state: Any,
+                   routed: wire.Routed, counts: dict[str, int], wake_at: list[int],
+                   ctx: Any) -> Iterator[Any]:
             """Keep the state and one timer (the earliest time the core asked for: after a wake
             the core's wake_at covers all it still waits for), then route the outputs."""
             timers = ctx.timer_service()
@@ -603,21 +644,54 @@ def _functions() -> dict[str, type]:
                         timers.delete_event_time_timer(timer)
                     timers.register_event_time_timer(first)
                     timer = first
+                written_at = wall_ms()
                 self.state.update((state, timer))
-            counters = self.counters
+                if self.cache_size:
+                    cache = self.cache
+                    cache[cid] = (state, timer, written_at)
+                    if len(cache) > self.cache_size:
+                        del cache[next(iter(cache))]
+            tally = self.counts
             for sink, record in routed:
-                counters[sink].inc()
+                tally[sink] += 1
                 if sink == PAYLOAD:
                     yield record
                 elif sink != FEATURES or self.emit_features:
                     yield tags[sink], record
+            if time.monotonic() - self.counted_at >= COUNTERS_EVERY / 1000:
+                self._count()
             if counts:
-                counters[DROPPED].inc(sum(counts.values()))
+                tally[DROPPED] += sum(counts.values())
                 if self.emit_counts:
                     for reason, n in counts.items():
                         yield tags[DROPPED], (reason, n)
             if self.emit_counts and (old is None) != (state is None):
                 yield tags[DROPPED], (ACTIVE, 1 if old is None else -1)
+
+        def _count(self) -> None:
+            """Add what was counted since the last time to Flink's counters."""
+            for kind, n in self.counts.items():
+                if n:
+                    self.counters[kind].inc(n)
+                    self.counts[kind] = 0
+            self.counted_at = time.monotonic()
+
+        def close(self) -> None:
+            self._count()
+
+    class Compose(MapFunction):
+        """A payload request of PerCustomer -> its EmailPayload (transforms/compose.py): the
+        stateless half of a trigger, recommendations, catalog and templates, in an operator
+        of its own (the keyed one does no template work)."""
+
+        def __init__(self, settings: Settings) -> None:
+            self.settings = settings
+
+        def open(self, runtime_context: Any) -> None:
+            self.compose = build_core(self.settings).compose
+
+        def map(self, request: Any) -> Any:
+            return self.compose(request)
 
     class KafkaRow(MapFunction):
         """A sink record -> Row(k, v[, headers]) of its Kafka table (pipelines.wire encoders)."""
@@ -626,8 +700,6 @@ def _functions() -> dict[str, type]:
             self.sink = sink
 
         def map(self, record: Any) -> Any:
-            from pyflink.common import Row
-
             if self.sink == PAYLOAD:
                 key, value, headers = wire.payload_record(record)
                 return Row(key, value, dict(headers))
@@ -659,7 +731,8 @@ def _functions() -> dict[str, type]:
         def map(self, record: Any) -> Any:
             return self.kind, record
 
-    return {"Decode": Decode, "PerCustomer": PerCustomer, "KafkaRow": KafkaRow,
+    return {"Decode": Decode, "PerCustomer": PerCustomer, "Compose": Compose,
+            "KafkaRow": KafkaRow,
             "WriteFeatures": WriteFeatures, "Tag": Tag}
 
 
@@ -678,13 +751,13 @@ class Outputs:
 
 
 def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
-    """((customer_id, watermark, Item), time) -> (customer_id, watermark, Item) stamped with its
-    event time, with watermarks: bounded out-of-orderness and idleness.
+    """(Row(customer_id, (watermark, Item)), time) -> Row(customer_id, (watermark, Item))
+    stamped with its time, with watermarks: bounded out-of-orderness and idleness.
 
     The Java half of PyFlink's assign_timestamps_and_watermarks (the time was already taken in
     the decoder, so no Python timestamp assigner runs), with our own uids.
     """
-    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.common import Duration, WatermarkStrategy
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
@@ -698,12 +771,25 @@ def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
         strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner()))
     j_stamped.uid(f"{uid}-watermarks").name(f"{name}Watermarks")
     j_items = j_stamped.map(eventtime.RemoveTimestampMapFunction(),
-                            Types.PICKLED_BYTE_ARRAY().get_java_type_info())
+                            _keyed_type().get_java_type_info())
     return DataStream(j_items).uid(f"{uid}-stamped").name(f"{name}Stamped")
 
 
-def _customer(value: Any) -> str:
-    return value[0]
+def by_customer(items: Any) -> Any:
+    """A stream of Row(customer_id, value) keyed by customer_id, in Java.
+
+    What PyFlink's key_by builds after its Python key selector (an extra Python operator that
+    unpickles and re-pickles every record only to put the key in front): the decoders already
+    emit the key as the row's first, typed field. Same key type (Row(STRING)) and the same
+    keyed Python operator downstream, which sees the value.
+    """
+    from pyflink.common import Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    j_keyed = items._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                                         Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), items)
 
 
 def build_topology(events: Any, profiles: Any | None, settings: Settings,
@@ -721,7 +807,7 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
     fn = _functions()
     tags = _tags()
     pickled = Types.PICKLED_BYTE_ARRAY()
-    stamped = Types.TUPLE([pickled, Types.LONG()])
+    stamped = Types.TUPLE([_keyed_type(), Types.LONG()])
     if profiles is None:
         decoded = events.process(fn["Decode"](None, settings), output_type=stamped) \
             .uid("decode-replay").name("DecodeReplay")
@@ -737,14 +823,15 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
                 dec_profiles.get_side_output(tags[DEAD_LETTER])]
     per_customer = (
-        watermarked(items, settings, "items", "Items")
-        .key_by(_customer, key_type=Types.STRING())
+        by_customer(watermarked(items, settings, "items", "Items"))
         .process(fn["PerCustomer"](settings, emit_features, emit_counts), output_type=pickled)
         .uid("per-customer").name("PerCustomer")
     )
+    payloads = per_customer.map(fn["Compose"](settings), output_type=pickled) \
+        .uid("compose").name("Compose")
     dead.append(per_customer.get_side_output(tags[DEAD_LETTER]))
     return Outputs(
-        payloads=per_customer,
+        payloads=payloads,
         audit=per_customer.get_side_output(tags[AUDIT]),
         dead_letters=dead[0].union(*dead[1:]),
         features=per_customer.get_side_output(tags[FEATURES]) if emit_features else None,
@@ -1045,6 +1132,9 @@ def build_replay(env: Any, path: Path, settings: Settings) -> Any:
                              (DEAD_LETTER, out.dead_letters), (FEATURES, out.features),
                              (DROPPED, out.counts))
     ]
+    # Compose -> Tag would be fused into one Python operator, and PyFlink's chaining of the
+    # collected union then keeps the unfused pair as well (two operators with uid "compose").
+    tagged[0].start_new_chain()
     return tagged[0].union(*tagged[1:])
 
 

@@ -6,17 +6,22 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         empty PyFlink pass-through (same Kafka tables, one Python map, same exactly-once sink)
         each read it twice, bounded: all of it, and its first 5%. Rate = the difference in
         records over the difference in wall time, so job start-up (JVM, Python interpreters)
-        cancels out. Target: topology >= 0.5 x pass-through (DESIGN.md section 7).
+        cancels out. Target: topology >= 0.5 x pass-through (DESIGN.md section 7). On Linux
+        also the CPU seconds the mini-cluster (JVM and any Python workers) spent per record, by
+        the same difference (`*_cpu_us`; `cpu_ratio` = pass-through / topology CPU per record):
+        on a shared machine wall-time rates swing with the load, CPU per record much less.
 
     latency(settings, rate, seconds) -> {"browse_p50_ms", "browse_p99_ms", "cart_p50_ms", ...}
         An unbounded job; background traffic at `rate` events/s stamped with the wall clock,
         plus every second one browse journey (five views) and one abandoned cart from fresh
         customers. Browse latency: 5th view produced -> payload consumed (read_committed).
         Cart latency: deadline (add_to_cart time + cart_delay) -> payload consumed. Latency
-        run settings (LATENCY_SETTINGS): max_out_of_orderness 200 ms (the core only processes
-        an event once the watermark passes it, so latency >= max_out_of_orderness), cart_delay
-        5 s, checkpoints every 500 ms (exactly-once payloads become visible when the checkpoint
-        commits the transaction), watermark interval 50 ms.
+        run settings (LATENCY_SETTINGS, then the caller's overrides; the result's "settings"
+        names what ran): max_out_of_orderness 200 ms (the core only processes an event once
+        the watermark passes it, so latency >= max_out_of_orderness), cart_delay 5 s,
+        checkpoints every 500 ms (exactly-once payloads become visible when the checkpoint
+        commits the transaction), watermark interval 50 ms, idleness 1 s. These are what a
+        user who wants low latency would run with; docs/flink-deploy.md has the trade-offs.
 
     python -m runners.bench_flink [--events N] [--seconds S] [--set section.key=value ...]
 """
@@ -122,8 +127,40 @@ def _passthrough_job(env: Any, settings: Settings, read: Any) -> None:
     statements.attach_as_datastream()
 
 
-def _timed_run(settings: Settings, job: str, records: int) -> float:
-    """Wall seconds of one bounded run of `job` over the first `records` records."""
+def _tree_cpu(root: int) -> float | None:
+    """CPU seconds used so far by the processes under `root` (its descendants, not itself):
+    the local mini-cluster's JVM and, in process mode, its Python workers. None off Linux."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except (OSError, AttributeError, ValueError):
+        return None
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total, found = 0.0, False
+    for pid in cpu:
+        p = parent.get(pid)
+        while p is not None and p != root and p > 1:
+            p = parent.get(p)
+        if p == root:
+            total += cpu[pid]
+            found = True
+    return total if found else None
+
+
+def _timed_run(settings: Settings, job: str, records: int,
+               cpu: dict[str, float] | None = None) -> float:
+    """Wall seconds of one bounded run of `job` over the first `records` records; with `cpu`,
+    cpu["s"] gets the CPU seconds the mini-cluster (JVM and Python workers) spent on it."""
     from pipelines.flink_pipeline import (
         KafkaRead,
         build_kafka_job,
@@ -139,9 +176,14 @@ def _timed_run(settings: Settings, job: str, records: int) -> float:
         build_kafka_job(env, settings, read)
     else:
         _passthrough_job(env, settings, read)
+    cpu_before = _tree_cpu(os.getpid())
     start = time.perf_counter()
     env.execute(f"bench-{job}")
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    cpu_after = _tree_cpu(os.getpid())
+    if cpu is not None and cpu_before is not None and cpu_after is not None:
+        cpu["s"] = cpu_after - cpu_before
+    return wall
 
 
 def workload(events: int) -> Iterator[Any]:
@@ -194,13 +236,23 @@ def throughput(settings: Settings, events: int = 20_000,
     _timed_run(s, "passthrough", 100)                   # warm-up: JVM, gateway, interpreters
     for job, records in (("passthrough", min(n, passthrough_events)), ("topology", events)):
         small = max(1, records // 20)
-        t_small = _timed_run(s, job, small)
-        t_full = _timed_run(s, job, records)
+        cpu_small: dict[str, float] = {}
+        cpu_full: dict[str, float] = {}
+        t_small = _timed_run(s, job, small, cpu_small)
+        t_full = _timed_run(s, job, records, cpu_full)
         result[f"{job}_records"] = records
         result[f"{job}_startup_s"] = round(t_small, 1)
         result[f"{job}_full_s"] = round(t_full, 1)
         result[f"{job}_eps"] = round((records - small) / max(t_full - t_small, 1e-3), 1)
+        if "s" in cpu_small and "s" in cpu_full:
+            # CPU the mini-cluster spent per record (start-up cancels out as for the rates).
+            result[f"{job}_cpu_us"] = round(
+                (cpu_full["s"] - cpu_small["s"]) / (records - small) * 1e6, 1)
     result["ratio"] = round(result["topology_eps"] / result["passthrough_eps"], 3)
+    if "topology_cpu_us" in result and "passthrough_cpu_us" in result:
+        # The same ratio from CPU per record: steadier than wall time on a shared machine.
+        result["cpu_ratio"] = round(
+            result["passthrough_cpu_us"] / max(result["topology_cpu_us"], 1e-3), 3)
     return result
 
 
@@ -230,6 +282,15 @@ def _event(etype: str, t: int, pid: str, category: str, cid: str, **kw: Any) -> 
                           **kw)
 
 
+def latency_settings(s: Settings) -> str:
+    """The settings that bound trigger latency, as `section.key=value` (milliseconds)."""
+    keys = ("core.max_out_of_orderness", "core.cart_delay", "flink.checkpoint_interval",
+            "flink.checkpoint_mode", "flink.watermark_interval", "flink.idleness",
+            "flink.state_backend")
+    return ", ".join(f"{key}={getattr(getattr(s, key.split('.')[0]), key.split('.')[1])}"
+                     for key in keys)
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -238,15 +299,17 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
 
 
-def latency(settings: Settings, rate: float, seconds: float = 30.0) -> dict[str, Any]:
+def latency(settings: Settings, rate: float, seconds: float = 30.0,
+            overrides: Iterable[str] = ()) -> dict[str, Any]:
     """p50/p99 of browse-intensity (event produced -> payload consumed) and cart-abandonment
-    (deadline -> payload consumed) at `rate` background events/s (see the module doc)."""
+    (deadline -> payload consumed) at `rate` background events/s (see the module doc), with
+    LATENCY_SETTINGS, then `overrides`, over `settings`; the result names the settings used."""
     from kafka import KafkaConsumer
 
     from pipelines.flink_pipeline import KafkaRead, build_kafka_job, connector_jar, make_env
     from transforms.codec import decode_payload, encode_event, encode_profile
 
-    s = bench_settings(settings, LATENCY_SETTINGS)
+    s = bench_settings(settings, [*LATENCY_SETTINGS, *overrides])
     k = s.kafka
     produce_items(s, [])
     env = make_env(s, [connector_jar(s)])
@@ -327,7 +390,8 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0) -> dict[str,
         producer.close()
         client.cancel().result()
     result: dict[str, Any] = {"rate_eps": rate, "seconds": seconds, "background_events": sent,
-                              "journeys": journey, "topics": f"{tag}-*"}
+                              "journeys": journey, "topics": f"{tag}-*",
+                              "settings": latency_settings(s)}
     for level in isolation:
         for kind, short in (("browse_intensity", "browse"), ("cart_abandonment", "cart")):
             values = got[(level, kind)]
@@ -347,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rate", type=float, default=None, help="latency run rate (default: half "
                    "the measured topology throughput)")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="a setting (both runs; in the latency run it overrides LATENCY_SETTINGS)")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args(argv)
     settings = load_settings(None, os.environ, args.overrides)
@@ -356,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         tp = throughput(settings, args.events, args.passthrough_events)
         print("throughput:", tp, flush=True)
         rate = rate or tp["topology_eps"] / 2
-    print("latency:", latency(settings, rate or 200.0, args.seconds), flush=True)
-    print("latency settings:", ", ".join(LATENCY_SETTINGS))
+    lat = latency(settings, rate or 200.0, args.seconds, args.overrides)
+    print("latency:", lat, flush=True)
+    print("latency settings:", lat["settings"])
     return 0
 
 

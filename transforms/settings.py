@@ -161,6 +161,11 @@ class FlinkSettings:
     # Backstop TTL of each customer's Flink state (processing time, refreshed on write): longer
     # than the core's longest retention (30 d), so only a customer the core forgot is dropped.
     state_ttl: int = duration(45 * DAY)
+    # Live CustomerState objects the keyed operator keeps for its most recently written
+    # customers, so reading a customer's state back needs no unpickling (Flink's ValueState
+    # stays the source of truth, written on every change). 0 turns it off. Memory: a few KB a
+    # customer in the TaskManager's Python.
+    state_cache: int = 10_000
     checkpoint_dir: str = ""         # "" = <state_dir>/flink/checkpoints (file:// on this host)
     # Exactly-once Kafka sinks: transactional.id prefix (one per job) and transaction timeout,
     # which must exceed the checkpoint interval plus recovery time and be <= the broker's

@@ -1,0 +1,207 @@
+"""PerCustomer's cache of live CustomerState objects (pipelines/flink_pipeline.py), driven
+without Flink: a fake ValueState that keeps pickled bytes as Flink's does, fake timers.
+
+The cache must never change what the operator emits or what Flink's state holds: every write
+goes to the ValueState, and a new instance (a restore) or an entry past the state's TTL reads
+the ValueState again."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pyflink")
+
+from pipelines.flink_pipeline import _functions  # noqa: E402
+from tests.builders import HOUR, MINUTE, SECOND, T0, add, profile, view  # noqa: E402
+from transforms.settings import Settings  # noqa: E402
+
+
+class FakeValueState:
+    def __init__(self) -> None:
+        self.raw: bytes | None = None
+        self.reads = 0
+
+    def value(self) -> Any:
+        self.reads += 1
+        return None if self.raw is None else pickle.loads(self.raw)
+
+    def update(self, value: Any) -> None:
+        self.raw = pickle.dumps(value)
+
+    def clear(self) -> None:
+        self.raw = None
+
+
+class FakeCounter:
+    def inc(self, n: int = 1) -> None:
+        pass
+
+
+class FakeRuntime:
+    def __init__(self, states: dict[str, FakeValueState]) -> None:
+        self.states = states
+        self.key = ""
+
+    def get_state(self, descriptor: Any) -> Any:
+        runtime = self
+
+        class Keyed:                          # one ValueState per current key, as Flink's
+            def value(self) -> Any:
+                return runtime.states.setdefault(runtime.key, FakeValueState()).value()
+
+            def update(self, value: Any) -> None:
+                runtime.states.setdefault(runtime.key, FakeValueState()).update(value)
+
+            def clear(self) -> None:
+                runtime.states.setdefault(runtime.key, FakeValueState()).clear()
+
+        return Keyed()
+
+    def get_metrics_group(self) -> Any:
+        class Group:
+            def counter(self, name: str) -> FakeCounter:
+                return FakeCounter()
+
+        return Group()
+
+
+class FakeCtx:
+    def __init__(self, runtime: FakeRuntime, timers: dict[str, set[int]], watermark: int):
+        self.runtime, self.timers, self.watermark = runtime, timers, watermark
+
+    def timer_service(self) -> Any:
+        ctx = self
+
+        class Timers:
+            def register_event_time_timer(self, t: int) -> None:
+                ctx.timers.setdefault(ctx.runtime.key, set()).add(t)
+
+            def delete_event_time_timer(self, t: int) -> None:
+                ctx.timers[ctx.runtime.key].discard(t)
+
+            def current_watermark(self) -> int:
+                return ctx.watermark
+
+        return Timers()
+
+    def get_current_key(self) -> str:
+        return self.runtime.key
+
+
+def _plain(obj: Any) -> Any:
+    """A value as plain data, for comparing states and records by value: pickled bytes also
+    differ with which equal objects are shared (one object referenced twice)."""
+    if isinstance(obj, dict):
+        return [(_plain(k), _plain(v)) for k, v in obj.items()]
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "deque":
+        return [type(obj).__name__, *(_plain(v) for v in obj)]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(map(repr, obj))
+    if isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return obj
+    if hasattr(obj, "__getstate__") and not isinstance(obj, type):
+        state = obj.__getstate__()
+        if state is not None:
+            return [type(obj).__name__, _plain(state)]
+    slots = [n for c in type(obj).__mro__ for n in getattr(c, "__slots__", ())]
+    fields = {n: getattr(obj, n) for n in slots if hasattr(obj, n)}
+    fields.update(getattr(obj, "__dict__", {}))
+    return [type(obj).__name__, _plain(fields)]
+
+
+def _operator(settings: Settings, states: dict[str, FakeValueState]) -> tuple[Any, FakeRuntime]:
+    runtime = FakeRuntime(states)
+    op = _functions()["PerCustomer"](settings, True, True)
+    op.open(runtime)
+    return op, runtime
+
+
+def _drive(op: Any, runtime: FakeRuntime, items: list[Any], timers: dict[str, set[int]],
+           end: int) -> list[bytes]:
+    """Items in order with their partition watermark, timers fired as the watermark passes
+    them (as Flink does), then every timer up to `end`; the pickled outputs."""
+    out: list[bytes] = []
+    watermark = None
+    for item in items:
+        runtime.key = item.customer_id
+        ctx = FakeCtx(runtime, timers, watermark if watermark is not None else -(1 << 62))
+        out += [pickle.dumps(o) for o in op.process_element((watermark, item), ctx)]
+        t = getattr(item, "occurred_at", None) or item.updated_at
+        watermark = max(watermark or t - SECOND, t - SECOND)
+        out += _fire(op, runtime, timers, watermark)
+    return out + _fire(op, runtime, timers, end)
+
+
+def _fire(op: Any, runtime: FakeRuntime, timers: dict[str, set[int]], watermark: int) -> list:
+    out = []
+    while True:
+        due = sorted((t, key) for key, ts in timers.items() for t in ts if t <= watermark)
+        if not due:
+            return out
+        t, key = due[0]
+        timers[key].discard(t)
+        runtime.key = key
+        out += [pickle.dumps(o) for o in op.on_timer(t, FakeCtx(runtime, timers, watermark))]
+
+
+def _journey() -> list[Any]:
+    items: list[Any] = []
+    for i, cid in enumerate(("a", "b", "c")):
+        t = T0 + i * MINUTE
+        items.append(profile(t - HOUR, cid=cid))
+        items += [view(t + k * SECOND, pid=f"p{k}", cid=cid) for k in range(6)]
+        items.append(add(t + 10 * SECOND, pid="p1", cid=cid))
+    return items
+
+
+def test_the_cache_changes_neither_outputs_nor_flink_state():
+    items = _journey()
+    end = T0 + 3 * HOUR
+    results = []
+    for size in (0, 10_000, 1):
+        settings = Settings().with_overrides([f"flink.state_cache={size}"])
+        states: dict[str, FakeValueState] = {}
+        op, runtime = _operator(settings, states)
+        out = _drive(op, runtime, items, {}, end)
+        results.append(([_plain(pickle.loads(o)) for o in out],
+                        {k: _plain(pickle.loads(s.raw)) for k, s in states.items() if s.raw}))
+        assert len(op.cache) <= size
+    assert results[0][0]                                    # something was emitted
+    assert results[1] == results[0]
+    assert results[2] == results[0]
+
+
+def test_a_cached_read_skips_the_value_state_and_a_new_instance_reads_it():
+    settings = Settings()
+    states: dict[str, FakeValueState] = {}
+    op, runtime = _operator(settings, states)
+    timers: dict[str, set[int]] = {}
+    _drive(op, runtime, [view(T0, cid="a"), view(T0 + SECOND, cid="a")],
+           timers, T0)
+    assert states["a"].reads == 1                           # only the first, empty read
+    cached = op.cache["a"][0]
+    assert _plain(cached) == _plain(pickle.loads(states["a"].raw)[0])
+
+    restored, runtime2 = _operator(settings, states)        # a restore: a new instance
+    assert restored.cache == {}
+    runtime2.key = "a"
+    list(restored.process_element((T0, view(T0 + 2 * SECOND, cid="a")),
+                                  FakeCtx(runtime2, timers, T0)))
+    assert states["a"].reads == 2
+
+
+def test_an_entry_past_the_state_ttl_is_not_used():
+    settings = Settings().with_overrides(["flink.state_ttl=1h"])
+    states: dict[str, FakeValueState] = {}
+    op, runtime = _operator(settings, states)
+    timers: dict[str, set[int]] = {}
+    _drive(op, runtime, [view(T0, cid="a")], timers, T0 - HOUR)
+    state, timer, written_at = op.cache["a"]
+    op.cache["a"] = (state, timer, written_at - HOUR)       # written an hour ago (wall clock)
+    runtime.key = "a"
+    list(op.process_element((T0, view(T0 + SECOND, cid="a")),
+                            FakeCtx(runtime, timers, T0)))
+    assert states["a"].reads == 2                           # went back to the ValueState
