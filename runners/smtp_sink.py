@@ -10,6 +10,7 @@ Each accepted message is written as <n>-<Message-ID>.eml exactly as received.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from pathlib import Path
@@ -58,6 +59,10 @@ class MaildirSink:
 
     def __enter__(self) -> MaildirSink:
         from aiosmtpd.controller import Controller
+
+        # aiosmtpd logs every SMTP command at INFO, recipient addresses included: keep
+        # personal data (and five lines per email) out of the logs.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self._controller = Controller(self._store, hostname=self.host, port=self.port)
