@@ -360,6 +360,8 @@ class Core:
         handful of times, an active one is trimmed at most hourly, and the state is None once
         all of it has expired.
         """
+        if now >= END_OF_TIME and not state.pending:
+            return None, outputs, []  # every part of the state expires before the end of time
         if state.next_purge is None and now < END_OF_TIME:
             # A new state has nothing old to trim: first purge an hour on.
             state.next_purge = (now + PURGE_EVERY) // PURGE_EVERY * PURGE_EVERY + PURGE_EVERY
