@@ -214,7 +214,8 @@ class Decode(beam.DoFn):
             yield WindowedValue((shard, items), stamp, _GLOBAL_WINDOWS)
 
     def process(self, element: tuple[Any, int | None, int | None, int],
-                stamp: Timestamp = beam.DoFn.TimestampParam) -> Iterator[Any]:
+                stamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+                ) -> Iterator[Any]:
         """Decode a Kafka record (or take a file's item), then check it against the horizon."""
         record, watermark, horizon, batch = element
         counts = self.counts.get(batch)
@@ -378,7 +379,7 @@ class PerCustomer(beam.DoFn):
 
     @on_timer(WAKE)
     def on_wake(
-        self, fired: Timestamp = beam.DoFn.TimestampParam,
+        self, fired: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         customers: Any = _CUSTOMERS, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
     ) -> Iterator[TaggedOutput]:
         """Event time reached the timer: wake every customer of the shard due by then, at the

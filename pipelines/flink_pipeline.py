@@ -956,6 +956,7 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
             .uid(f"encode-{sink}").name(f"Encode{sink.title().replace('_', '')}")
         statements.add_insert(table, t_env.from_data_stream(rows))
     if feature_writer is not None:
+        assert out.features is not None  # asked for with emit_features
         written = out.features.process(fn["WriteFeatures"](feature_writer)) \
             .uid("write-features").name("WriteFeatures")
         discard(written, "features-done", "FeaturesDone")
@@ -1125,6 +1126,7 @@ def build_replay(env: Any, path: Path, settings: Settings) -> Any:
     lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "ReplayFile") \
         .uid("replay-file").set_parallelism(1)
     out = build_topology(lines, None, settings, emit_features=True, emit_counts=True)
+    assert out.features is not None and out.counts is not None  # both asked for
     pickled = Types.PICKLED_BYTE_ARRAY()
     tagged = [
         stream.map(fn["Tag"](kind), output_type=pickled).uid(f"tag-{kind}").name(f"Tag-{kind}")

@@ -16,6 +16,7 @@ import argparse
 import html
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def _save(fig: Any, path: Path) -> str:
     return path.name
 
 
-def _table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
+def _table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...]) -> str:
     if not rows:
         return "<p><em>none</em></p>"
     h = "".join(f"<th>{html.escape(c)}</th>" for c in head)

@@ -250,6 +250,7 @@ class Traffic:
         rng = self.rng
         old = c.profile
         name = rng.choice(_HOSTILE_NAMES) if rng.random() < 0.05 else rng.choice(_FIRST_NAMES)
+        email: str | None
         if old is None or rng.random() < 0.3:
             handle = (name if name.isascii() and name.isalpha() else "customer").lower()
             email = f"{handle}.{c.customer_id}{rng.choice(('', '+shop', '.x'))}@example.com"
