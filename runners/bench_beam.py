@@ -26,13 +26,13 @@ import apache_beam as beam
 from pipelines.beam_kafka import KafkaSource, Local, ReadOptions, WriteToKafka, tally
 from pipelines.beam_pipeline import run_kafka_job, run_to_end, streaming_options
 from pipelines.wire import EVENTS, PROFILES
+from runners import SHIPPED_DATA as DATA
 from transforms.codec import encode_event, encode_profile
 from transforms.model import BehaviourEvent, CustomerProfile
 from transforms.readers import read_rees46
 from transforms.settings import Settings
 
 # The shipped sample, beside the repository (../shared/data), as the tests expect it.
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 
 
 def bench_beam(settings: Settings, n_events: int, data: Path | None = None,

@@ -41,6 +41,7 @@ from typing import Any
 
 from pipelines.common import build_core
 from pipelines.reference import ReferenceRunner
+from runners import SHIPPED_DATA as SHIPPED
 from runners.bench import Context, Outcome, Row, Sizes, Target
 from runners.traffic import Traffic, TrafficConfig
 from transforms.codec import decode_event, decode_profile, encode_event, encode_profile
@@ -58,7 +59,6 @@ from transforms.readers import read_rees46
 from transforms.settings import HOUR, CoreSettings, Settings
 
 _ROOT = f"{Path(__file__).resolve().parents[1]}/"
-SHIPPED = Path(__file__).resolve().parents[2] / "shared" / "data" / "rees46-2019-Oct-head.csv"
 CORE_TARGET = 100_000  # records/s, DESIGN.md section 7
 WARMUP_ITEMS = 3000
 Record = BehaviourEvent | CustomerProfile

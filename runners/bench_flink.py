@@ -37,9 +37,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
+from runners import SHIPPED_DATA as DATA
 from transforms.model import (
     ADD_TO_CART,
     EMAIL_CHANNEL,
@@ -50,7 +50,6 @@ from transforms.model import (
 )
 from transforms.settings import DAY, Settings, load_settings
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 LATENCY_SETTINGS = (
     "core.max_out_of_orderness=200ms",
     "core.cart_delay=5s",

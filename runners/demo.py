@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runners import SHIPPED_DATA as DATA
 from transforms.settings import Settings
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 # 2019-10-01 08:05 UTC: after the quiet hours of the data's night, before any payload expires.
 DELIVERY_CLOCK_MS = 1569917100000
 

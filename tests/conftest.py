@@ -45,6 +45,16 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture
+def prefix(redis_client) -> Iterator[str]:
+    """A Redis key prefix of this test only; its keys are deleted afterwards."""
+    p = unique_name("test") + ":"
+    yield p
+    keys = list(redis_client.scan_iter(match=p + "*"))
+    if keys:
+        redis_client.delete(*keys)
+
+
 @pytest.fixture(scope="session")
 def service_settings() -> Settings:
     """The settings the services run with (defaults, overridable by PERSONALIZE_* variables)."""

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from pipelines import reference
 from pipelines.beam_kafka import ReadOptions
 from pipelines.beam_pipeline import run_kafka_job
 from pipelines.wire import EVENTS, MESSAGE_ID_HEADER, PROFILES
+from runners import SHIPPED_DATA as DATA
 from runners.kafka_io import consume, open_producer, topic_sizes
 from tests.conftest import unique_name
 from transforms.codec import decode_dead_letter, decode_payload, encode_event, encode_profile
@@ -24,7 +24,6 @@ from transforms.settings import SECOND, Settings
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 ITEMS = 2000      # 1380 events and 620 profiles, 00:00-02:18 UTC: both triggers fire
 
 

@@ -64,14 +64,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
-@pytest.fixture
-def prefix(redis_client) -> Iterator[str]:
-    p = unique_name("dl") + ":"
-    yield p
-    keys = list(redis_client.scan_iter(match=p + "*"))
-    if keys:
-        redis_client.delete(*keys)
-
 
 def make_payload(
     mid: str | None = None,

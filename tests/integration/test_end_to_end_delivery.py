@@ -42,14 +42,6 @@ def journeys() -> list:
     return items
 
 
-@pytest.fixture
-def prefix(redis_client):
-    p = unique_name("e2e") + ":"
-    yield p
-    keys = list(redis_client.scan_iter(match=p + "*"))
-    if keys:
-        redis_client.delete(*keys)
-
 
 def test_events_to_delivered_emails(
     kafka,

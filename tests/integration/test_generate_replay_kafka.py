@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runners import SHIPPED_DATA as SHARED_DATA
 from runners.cli import main
 from runners.kafka_io import consume, topic_sizes
 from transforms.codec import decode_dead_letter, decode_event, decode_profile
@@ -16,7 +17,6 @@ from transforms.settings import CoreSettings
 
 pytestmark = pytest.mark.integration
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46-2019-Oct-head.csv"
 CORE = CoreSettings()
 
 

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pipelines.feature_store import AS_OF, LAST_TRIGGER, FeatureStoreWriter, RedisFeatureStore
 from pipelines.redis_catalog import RedisCatalog, load_catalog, open_catalog
+from runners import SHIPPED_DATA as REES46
 from runners.cli import main
 from tests.builders import MINUTE, T0
-from tests.conftest import unique_name
 from transforms.catalog import CatalogItem, read_catalog_jsonl
 from transforms.model import ERASE, FEATURES, FeatureSnapshot
 from transforms.settings import DAY, Settings
 
 pytestmark = pytest.mark.integration
 
-REES46 = "/work/shared/data/rees46-2019-Oct-head.csv"
 
-
-@pytest.fixture
-def prefix(redis_client) -> Iterator[str]:
-    """A key prefix of this test only; its keys are deleted afterwards."""
-    p = unique_name("it") + ":"
-    yield p
-    keys = list(redis_client.scan_iter(match=p + "*"))
-    if keys:
-        redis_client.delete(*keys)
 
 
 def snap(cid: str, as_of: int, views: int, last: str | None = None) -> FeatureSnapshot:
@@ -120,7 +109,7 @@ def test_erasure_removes_every_key_of_the_customer_and_only_theirs(
 
 def test_catalog_derive_load_and_read_back(redis_client, service_settings, prefix, tmp_path):
     out = tmp_path / "catalog.jsonl"
-    assert main(["catalog", "derive", "--input", REES46, "--out", str(out)]) == 0
+    assert main(["catalog", "derive", "--input", str(REES46), "--out", str(out)]) == 0
     items = read_catalog_jsonl(out)
     assert len(items) > 1000
     assert (

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from pipelines import beam_pipeline, reference
+from runners import SHIPPED_DATA as DATA
 from runners.traffic import Traffic, TrafficConfig, jsonl_line
 from transforms.readers import read_events_jsonl, read_rees46
 from transforms.settings import Settings
 
 pytestmark = pytest.mark.engine
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 REAL_ITEMS = 6000    # 4404 events (00:00-00:38 UTC) and their synthesized profiles
 FILES = ("payloads.jsonl", "audit.jsonl", "dead_letters.jsonl", "features.jsonl", "summary.json")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import flink_pipeline, reference
+from runners import SHIPPED_DATA as DATA
 from tests.builders import CART_DELAY, HOUR, MINUTE, SECOND, T0, add, event, profile, purchase, view
 from transforms.model import PRODUCT_VIEW, DeadLetter, Item, Origin, event_time
 from transforms.readers import read_rees46
@@ -20,7 +21,6 @@ from transforms.settings import Settings
 
 pytestmark = pytest.mark.engine
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 COMPARED = ("payloads", "audit", "dead_letters", "features")
 
 

@@ -1,18 +1,16 @@
 """The reference runner on the shipped real data, with hand-checked cases."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from pipelines.reference import ReferenceRunner, run_replay
+from runners import SHIPPED_DATA as DATA
 from tests.builders import CART_DELAY, MINUTE, T0, add, profile, view
 from transforms.core import Core
 from transforms.model import AUDIT, PAYLOAD
 from transforms.readers import read_rees46
 from transforms.settings import Settings
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46-2019-Oct-head.csv"
 
 
 @pytest.fixture(scope="module")

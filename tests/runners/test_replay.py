@@ -6,12 +6,11 @@ from typing import Any
 
 import pytest
 
+from runners import SHIPPED_DATA as SHARED_DATA
 from runners import replay
 from runners.cli import main
 from runners.progress import Pacer
 from transforms.model import BehaviourEvent, CustomerProfile
-
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46-2019-Oct-head.csv"
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runners import SHIPPED_DATA as SHIPPED
 from tests.builders import MINUTE, T0
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, PURCHASE, BehaviourEvent, Product
 from transforms.readers import read_rees46
@@ -17,8 +17,6 @@ from transforms.recommend import (
     train,
 )
 from transforms.settings import DAY
-
-SHIPPED = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46-2019-Oct-head.csv"
 
 
 def ev(cid: str, session: str, pid: str, t: int = T0, etype: str = PRODUCT_VIEW,
