@@ -137,11 +137,6 @@ LONG_MIN = -(1 << 63)
 # events move the watermark (see the module doc).
 NO_STAMP = LONG_MIN + (1 << 40)
 
-
-def _keyed_type() -> Any:
-    from pyflink.common import Types
-
-    return Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
 # Unbounded reads: a partition known to have records left holds the clock at most this long
 # without delivering one (a bound on a stall, e.g. offsets taken by aborted transactions). The
 # decoders ask the broker for offsets at most every END_OFFSETS_EVERY ms.
@@ -149,6 +144,13 @@ BACKLOG_HOLD = 60_000
 END_OFFSETS_EVERY = 1_000
 # PerCustomer adds its counts to Flink's metrics at most this often (ms).
 COUNTERS_EVERY = 1_000
+
+
+def _keyed_type() -> Any:
+    """What the decoders emit and PerCustomer is keyed on: Row(customer_id, (watermark, Item))."""
+    from pyflink.common import Types
+
+    return Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
 
 
 # ------------------------------------------------------------------------------ configuration

@@ -58,6 +58,7 @@ from transforms.scoring import engagement_score
 from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.state import CustomerState, Item
 from transforms.triggers import load_triggers
+from transforms.windows import Features
 
 RECENT_VIEW_TTL = DAY
 PURCHASED_TTL = 30 * DAY
@@ -265,13 +266,17 @@ class Core:
         self, state: CustomerState, fires: list[FiredTrigger], t: int, outputs: list[Output]
     ) -> None:
         cid = state.customer_id
+        # The windows do not change here: one features / score serves the payload and the
+        # snapshot at t (an erased customer gets neither).
+        scored = None if state.erased_at is not None else self._score(state, t)
         for fired, reason in policy.decide(state, fires, t, self.settings, self.priorities):
             state.last_trigger = fired.type
             if reason is not None:
                 audit = AuditRecord(cid, fired.type, fired.key, t, f"suppressed:{reason}")
                 outputs.append((AUDIT, audit))
                 continue
-            request = self._request(state, fired)
+            assert scored is not None  # policy.decide suppresses everything for the erased
+            request = self._request(state, fired, scored[1])
             state.sent.append((t, fired.type))
             outputs.append((PAYLOAD, request))
             outputs.append(
@@ -280,19 +285,18 @@ class Core:
                     AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, request.message_id),
                 )
             )
-        if state.erased_at is None:
-            outputs.append((FEATURES, self._snapshot(state, t)))
+        if scored is not None:
+            outputs.append((FEATURES, self._snapshot(state, t, scored)))
 
     # ------------------------------------------------------------------ payload
 
-    def _request(self, state: CustomerState, fired: FiredTrigger) -> PayloadRequest:
+    def _request(self, state: CustomerState, fired: FiredTrigger, score: float) -> PayloadRequest:
         """Everything of an emitted trigger that depends on the state; the compose stage
         (transforms/compose.py) recommends and renders from it."""
         s = self.settings
         profile = state.profile
         assert profile is not None and profile.email  # policy.decide checked both
         t = fired.fired_at
-        score = engagement_score(state.windows.features(t), t)
         horizon = t - RECENT_VIEW_TTL
         # Filter by time here, not by the last purge, so results never depend on purge timing.
         known = {p: prod for p, (at, prod) in state.recent_views.items() if at > horizon}
@@ -320,8 +324,15 @@ class Core:
             expires_at=policy.expires_at(t, defer, s),
         )
 
-    def _snapshot(self, state: CustomerState, t: int) -> FeatureSnapshot:
+    @staticmethod
+    def _score(state: CustomerState, t: int) -> tuple[Features, float]:
         f = state.windows.features(t)
+        return f, engagement_score(f, t)
+
+    def _snapshot(
+        self, state: CustomerState, t: int, scored: tuple[Features, float] | None = None
+    ) -> FeatureSnapshot:
+        f, score = scored or self._score(state, t)
         return FeatureSnapshot(
             state.customer_id,
             t,
@@ -337,7 +348,7 @@ class Core:
                 "last_activity_at": f.last_activity_at,
                 "cart_items": len(state.cart),
             },
-            engagement_score(f, t),
+            score,
             state.last_trigger,
         )
 
