@@ -10,13 +10,9 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import pytest
-
-pytest.importorskip("pyflink")
-
-from pipelines.flink_pipeline import _functions  # noqa: E402
-from tests.builders import HOUR, MINUTE, SECOND, T0, add, profile, view  # noqa: E402
-from transforms.settings import Settings  # noqa: E402
+from pipelines.flink_pipeline import _functions
+from tests.builders import HOUR, MINUTE, SECOND, T0, add, profile, view
+from transforms.settings import Settings
 
 
 class FakeValueState:
