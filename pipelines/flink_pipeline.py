@@ -446,6 +446,25 @@ def _tags() -> dict[str, Any]:
     }
 
 
+def state_ttl(settings: Settings) -> Any:
+    """The TTL of the per-customer state (a backstop: the core clears a state itself once all
+    of it has expired). Cleanup is configured explicitly: PyFlink's default adds RocksDB's
+    compaction filter through a py4j Duration, and a TaskManager's embedded Python has no py4j
+    gateway. Expired entries go on read, incrementally, and in full snapshots."""
+    from pyflink.common.time import Time
+    from pyflink.datastream.state import StateTtlConfig
+
+    return (
+        StateTtlConfig.new_builder(Time.milliseconds(settings.flink.state_ttl))
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+        .disable_cleanup_in_background()
+        .cleanup_incrementally(10, False)
+        .cleanup_full_snapshot()
+        .build()
+    )
+
+
 def _functions() -> dict[str, type]:
     """The Python functions of the topology.
 
@@ -455,9 +474,8 @@ def _functions() -> dict[str, type]:
     would run the first job's version of them.
     """
     from pyflink.common import Row, Types
-    from pyflink.common.time import Time
     from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, ProcessFunction
-    from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+    from pyflink.datastream.state import ValueStateDescriptor
 
     tags = _tags()
 
@@ -580,20 +598,8 @@ def _functions() -> dict[str, type]:
         def open(self, runtime_context: Any) -> None:
             # Payloads leave as the core's PayloadRequests: Compose renders them downstream.
             self.core = wire.KeyedCore(build_core(self.settings), compose=False)
-            # Cleanup is configured explicitly: PyFlink's default adds RocksDB's compaction
-            # filter through a py4j Duration, and a TaskManager's embedded Python has no py4j
-            # gateway. Expired entries go on read, incrementally, and in full snapshots.
-            ttl = (
-                StateTtlConfig.new_builder(Time.milliseconds(self.settings.flink.state_ttl))
-                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-                .disable_cleanup_in_background()
-                .cleanup_incrementally(10, False)
-                .cleanup_full_snapshot()
-                .build()
-            )
             descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
-            descriptor.enable_time_to_live(ttl)
+            descriptor.enable_time_to_live(state_ttl(self.settings))
             self.state = runtime_context.get_state(descriptor)
             metrics = runtime_context.get_metrics_group()
             self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
@@ -858,8 +864,14 @@ def _props(settings: Settings) -> str:
     return f"'properties.bootstrap.servers' = '{settings.kafka.bootstrap}'"
 
 
-def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead) -> str:
-    """A Kafka table of raw record values with their origin (topic, partition, offset)."""
+def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead,
+               keyed: bool = False) -> str:
+    """A Kafka table of raw record values with their origin (topic, partition, offset).
+
+    `keyed` (the benchmarks' keyed floor, runners/bench_flink.py): a table of (record key as
+    a string, value) instead, with Kafka's record timestamps as its rowtime and watermarks of
+    bounded out-of-orderness, so that keyBy and event-time timers need no Python operator.
+    """
     opts = [
         "'connector' = 'kafka'",
         f"'topic' = '{topic}'",
@@ -868,8 +880,12 @@ def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead) -> s
         "'properties.isolation.level' = 'read_committed'",
         "'scan.startup.mode' = 'group-offsets'",
         f"'properties.auto.offset.reset' = '{'earliest' if read.from_beginning else 'latest'}'",
-        "'format' = 'raw'",
     ]
+    if keyed:
+        opts += ["'key.format' = 'raw'", "'key.fields' = 'k'", "'value.format' = 'raw'",
+                 "'value.fields-include' = 'EXCEPT_KEY'"]
+    else:
+        opts.append("'format' = 'raw'")
     if read.stop == "latest":
         opts.append("'scan.bounded.mode' = 'latest-offset'")
     elif isinstance(read.stop, dict):
@@ -877,6 +893,16 @@ def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead) -> s
                         if t == topic)
         opts += ["'scan.bounded.mode' = 'specific-offsets'",
                  f"'scan.bounded.specific-offsets' = '{spec}'"]
+    if keyed:
+        ooo = settings.core.max_out_of_orderness
+        return (
+            f"CREATE TEMPORARY TABLE `{table}` (\n"
+            "  `k` STRING,\n"
+            "  `value` BYTES,\n"
+            "  `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,\n"
+            f"  WATERMARK FOR `ts` AS `ts` - INTERVAL '{ooo / 1000}' SECOND\n"
+            f") WITH (\n  {', '.join(opts)}\n)"
+        )
     return (
         f"CREATE TEMPORARY TABLE `{table}` (\n"
         "  `value` BYTES,\n"

@@ -562,6 +562,18 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                         "passthrough": {"per_s": tp.get("passthrough_eps")},
                     },
                 )
+                outcome.rows.append(
+                    Row(
+                        "flink",
+                        "keyed floor records/s: Kafka keyed by customer -> one Python keyed "
+                        "function that only reads/writes its ValueState and sets/fires a timer "
+                        f"per record -> Kafka ({base_records} records; no decoding, no rules)",
+                        tp.get("floor_eps"),
+                        "records/s",
+                        tp.get("passthrough_eps"),
+                        "empty pass-through, same topics",
+                    )
+                )
                 outcome.notes.append(
                     f"throughput ({tp.get('execution_mode')} mode, local mini-cluster): rate = "
                     "records over the difference in wall time of a full and a 5% run, so job "
@@ -656,7 +668,7 @@ def _implausible(tp: dict[str, Any]) -> list[str]:
     start landed in it), the difference says nothing and the rate must not be reported.
     """
     problems = []
-    for job in ("passthrough", "topology"):
+    for job in ("passthrough", "floor", "topology"):
         small, full = tp.get(f"{job}_startup_s"), tp.get(f"{job}_full_s")
         if small is not None and full is not None and full <= small:
             tp[f"{job}_eps"] = None

@@ -10,6 +10,10 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         also the CPU seconds the mini-cluster (JVM and any Python workers) spent per record, by
         the same difference (`*_cpu_us`; `cpu_ratio` = pass-through / topology CPU per record):
         on a shared machine wall-time rates swing with the load, CPU per record much less.
+        Between the two, the keyed floor (`floor_eps`, `floor_ratio` = floor / pass-through):
+        the same I/O keyed by the Kafka record key into one Python KeyedProcessFunction that
+        only reads and writes a ValueState and registers and fires a timer per record: what
+        the keyed contract costs in PyFlink before any decoding or rule runs.
 
     latency(settings, rate, seconds) -> {"browse_p50_ms", "browse_p99_ms", "cart_p50_ms", ...}
         An unbounded job; background traffic at `rate` events/s stamped with the wall clock,
@@ -126,6 +130,65 @@ def _passthrough_job(env: Any, settings: Settings, read: Any) -> None:
     statements.attach_as_datastream()
 
 
+def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
+    """The least any adapter of the keyed contract (DESIGN.md section 3) does per record, and
+    nothing else: the same Kafka tables in, but keyed by the record key (the producers key by
+    customer) with Kafka's record timestamps as event time, so that keyBy and the watermarks
+    need no Python operator -> one Python KeyedProcessFunction that reads and writes the key's
+    ValueState (pickled, with the topology's TTL) and registers an event-time timer per
+    record, and when the timer fires reads and clears the state -> the record's bytes to the
+    same exactly-once Kafka table out. No decoding, no rules: the ceiling of a keyed, stateful
+    PyFlink job over this I/O, between the pass-through and the topology."""
+    from pyflink.common import Row, Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.datastream.functions import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+    from pyflink.java_gateway import get_gateway
+    from pyflink.table import StreamTableEnvironment
+    from pyflink.table.expressions import col
+
+    from pipelines.flink_pipeline import _row_type, sink_ddl, source_ddl, state_ttl
+
+    ttl = state_ttl(settings)
+
+    class Floor(KeyedProcessFunction):
+        def open(self, runtime_context: Any) -> None:
+            descriptor = ValueStateDescriptor("floor", Types.PICKLED_BYTE_ARRAY())
+            descriptor.enable_time_to_live(ttl)
+            self.state = runtime_context.get_state(descriptor)
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            self.state.value()
+            self.state.update(value)
+            timers = ctx.timer_service()
+            timers.register_event_time_timer(timers.current_watermark() + 1)
+            yield Row(None, value)
+
+        def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+            self.state.value()
+            self.state.clear()
+            return iter(())
+
+    k = settings.kafka
+    t_env = StreamTableEnvironment.create(env)
+    statements = t_env.create_statement_set()
+    t_env.execute_sql(sink_ddl("floor_out", f"{k.payloads_topic}-passthrough", settings,
+                               headers=False))
+    streams = []
+    for table, topic in (("events_in", k.events_topic), ("profiles_in", k.profiles_topic)):
+        t_env.execute_sql(source_ddl(table, topic, settings, read, keyed=True))
+        streams.append(t_env.to_append_stream(
+            t_env.from_path(table).select(col("k"), col("value")),
+            Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])))
+    items = streams[0].union(streams[1])
+    j_keyed = items._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                                         Types.ROW([Types.STRING()]).get_java_type_info())
+    keyed = KeyedStream(j_keyed, Types.PRIMITIVE_ARRAY(Types.BYTE()), items)
+    rows = keyed.process(Floor(), output_type=_row_type(False)).name("KeyedFloor")
+    statements.add_insert("floor_out", t_env.from_data_stream(rows))
+    statements.attach_as_datastream()
+
+
 def _tree_cpu(root: int) -> float | None:
     """CPU seconds used so far by the processes under `root` (its descendants, not itself):
     the local mini-cluster's JVM and, in process mode, its Python workers. None off Linux."""
@@ -173,6 +236,8 @@ def _timed_run(settings: Settings, job: str, records: int,
     env = make_env(settings, [connector_jar(settings)])
     if job == "topology":
         build_kafka_job(env, settings, read)
+    elif job == "floor":
+        _keyed_floor_job(env, settings, read)
     else:
         _passthrough_job(env, settings, read)
     cpu_before = _tree_cpu(os.getpid())
@@ -233,7 +298,9 @@ def throughput(settings: Settings, events: int = 20_000,
     result: dict[str, Any] = {"execution_mode": s.flink.execution_mode,
                               "core_eps": round(core_rate(s, items[:events]), 1)}
     _timed_run(s, "passthrough", 100)                   # warm-up: JVM, gateway, interpreters
-    for job, records in (("passthrough", min(n, passthrough_events)), ("topology", events)):
+    jobs = (("passthrough", min(n, passthrough_events)), ("floor", min(n, passthrough_events)),
+            ("topology", events))
+    for job, records in jobs:
         small = max(1, records // 20)
         cpu_small: dict[str, float] = {}
         cpu_full: dict[str, float] = {}
@@ -248,6 +315,7 @@ def throughput(settings: Settings, events: int = 20_000,
             result[f"{job}_cpu_us"] = round(
                 (cpu_full["s"] - cpu_small["s"]) / (records - small) * 1e6, 1)
     result["ratio"] = round(result["topology_eps"] / result["passthrough_eps"], 3)
+    result["floor_ratio"] = round(result["floor_eps"] / result["passthrough_eps"], 3)
     if "topology_cpu_us" in result and "passthrough_cpu_us" in result:
         # The same ratio from CPU per record: steadier than wall time on a shared machine.
         result["cpu_ratio"] = round(
