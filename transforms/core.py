@@ -50,6 +50,7 @@ from transforms.model import (
     Origin,
     Output,
     PayloadRequest,
+    Product,
 )
 from transforms.payload import message_id
 from transforms.recommend import Recommender
@@ -214,7 +215,7 @@ class Core:
                     windows.add_view(ts, product.category)
                 recent = state.recent_views
                 recent.pop(product.product_id, None)
-                recent[product.product_id] = (ts, product)
+                recent[product.product_id] = (ts, product.category, product.brand, product.price)
                 if len(recent) > self.settings.recent_items:
                     del recent[next(iter(recent))]
         elif etype == ADD_TO_CART:
@@ -299,7 +300,11 @@ class Core:
         t = fired.fired_at
         horizon = t - RECENT_VIEW_TTL
         # Filter by time here, not by the last purge, so results never depend on purge timing.
-        known = {p: prod for p, (at, prod) in state.recent_views.items() if at > horizon}
+        known = {
+            p: Product(p, category, brand, price)
+            for p, (at, category, brand, price) in state.recent_views.items()
+            if at > horizon
+        }
         recent = [p for p in reversed(known)]
         known.update({pid: entry[1] for pid, entry in state.cart.items()})
         evidence = fired.evidence
@@ -452,7 +457,7 @@ class Core:
         if state.cart and state.cart_changed_at is not None:
             ends.append(state.cart_changed_at + s.cart_ttl)
         if state.recent_views:
-            ends.append(max(at for at, _ in state.recent_views.values()) + RECENT_VIEW_TTL)
+            ends.append(max(v[0] for v in state.recent_views.values()) + RECENT_VIEW_TTL)
         if state.purchased:
             ends.append(max(state.purchased.values()) + PURCHASED_TTL)
         if state.sent:

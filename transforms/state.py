@@ -7,6 +7,7 @@ Every part has a time limit (STYLE.md rule 7):
     windows          bucketed behaviour counters              30 d (see windows.py)
     cart             product -> (qty, product, event id)      cart_ttl after the last change
     recent_views     last `recent_items` viewed products      24 h
+                     (product -> (ts, category, brand, price): plain tuples pickle in C)
     purchased        bought products (never re-recommended)   30 d
     triggers         each trigger's own slot                  the trigger's expires_at
     sent             emitted payloads (fired_at, type)        cap_window
@@ -58,7 +59,7 @@ class CustomerState:
         self.windows = Windows()
         self.cart: dict[str, tuple[int, Product, str]] = {}
         self.cart_changed_at: int | None = None
-        self.recent_views: dict[str, tuple[int, Product]] = {}
+        self.recent_views: dict[str, tuple[int, str | None, str | None, float | None]] = {}
         self.purchased: dict[str, int] = {}
         self.triggers: dict[str, Any] = {}
         self.sent: list[tuple[int, str]] = []
@@ -81,6 +82,11 @@ class CustomerState:
             values = tuple(values.get(name) for name in self.__slots__)
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
+        if any(len(v) == 2 for v in self.recent_views.values()):  # (ts, Product) before
+            self.recent_views = {
+                p: v if len(v) == 4 else (v[0], v[1].category, v[1].brand, v[1].price)
+                for p, v in self.recent_views.items()
+            }
 
     def __repr__(self) -> str:
         return (

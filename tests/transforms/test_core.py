@@ -166,6 +166,11 @@ def test_states_pickled_by_earlier_versions_still_load():
     windows = state.windows
     old_windows = (None, {name: getattr(windows, name) for name in windows.__slots__})
     old_state = {name: getattr(state, name) for name in state.__slots__}
+    # Recent views held the viewed Product itself before (ts, category, brand, price).
+    old_state["recent_views"] = {
+        p: (at, Product(p, category, brand, price))
+        for p, (at, category, brand, price) in state.recent_views.items()
+    }
     restored = CustomerState.__new__(CustomerState)
     restored.__setstate__(old_state)
     restored.windows = Windows.__new__(Windows)
@@ -176,7 +181,7 @@ def test_states_pickled_by_earlier_versions_still_load():
     )
     assert again.windows.features(T0 + HOUR) == windows.features(T0 + HOUR)
     # Products, events and profiles were pickled as plain slotted objects.
-    product = next(iter(state.recent_views.values()))[1]
+    product = Product("p1", "shoes", "acme", 9.5)
 
     class OldForm(pickle.Pickler):
         def reducer_override(self, obj):

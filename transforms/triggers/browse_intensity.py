@@ -11,8 +11,6 @@ Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire t
 
 from __future__ import annotations
 
-from collections import deque
-
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent, FiredTrigger
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
@@ -26,20 +24,21 @@ class BrowseSlot:
     __slots__ = ("views", "last_add", "fired")
 
     def __init__(self) -> None:
-        self.views: dict[str, deque[tuple[int, str, str]]] = {}  # cat -> (ts, product, event)
+        # category -> [(ts, product, event)] in event-time order (the core applies events in
+        # that order): lists, not deques, so that pickling them is pickle's own C loop.
+        self.views: dict[str, list[tuple[int, str, str]]] = {}
         self.last_add: dict[str, int] = {}
         self.fired: dict[str, int] = {}
 
     def __getstate__(self) -> tuple[object, ...]:
-        # Lists, not deques: a deque pickles item by item, several times slower.
-        return ({c: list(v) for c, v in self.views.items()}, self.last_add, self.fired)
+        return (self.views, self.last_add, self.fired)
 
     def __setstate__(self, values: tuple[dict, dict, dict]) -> None:
         views, self.last_add, self.fired = values
-        self.views = {c: deque(v) for c, v in views.items()}
+        self.views = {c: list(v) for c, v in views.items()}
 
     def __repr__(self) -> str:
-        return f"BrowseSlot(views={dict(self.views)}, last_add={self.last_add}, fired={self.fired})"
+        return f"BrowseSlot(views={self.views}, last_add={self.last_add}, fired={self.fired})"
 
 
 class BrowseIntensity:
@@ -72,11 +71,11 @@ class BrowseIntensity:
             return []
         views = slot.views.get(category)
         if views is None:
-            views = slot.views[category] = deque()
+            views = slot.views[category] = []
         views.append((t, product.product_id, event.event_id))
         horizon = t - self.window
-        while views[0][0] <= horizon:
-            views.popleft()
+        if views[0][0] <= horizon:
+            del views[:_first_after(views, horizon)]
         if len(views) < self.views_needed:
             return []
         last_add = slot.last_add.get(category)
@@ -123,14 +122,23 @@ class BrowseIntensity:
         horizon = now - self.window
         for category in list(slot.views):
             views = slot.views[category]
-            while views and views[0][0] <= horizon:
-                views.popleft()
-            if not views:
+            cut = _first_after(views, horizon)
+            if cut == len(views):
                 del slot.views[category]
+            elif cut:
+                del views[:cut]
         slot.last_add = {c: t for c, t in slot.last_add.items() if t > horizon}
         slot.fired = {c: t for c, t in slot.fired.items() if t > now - self.cooldown}
         if not (slot.views or slot.last_add or slot.fired):
             del state.triggers[TYPE]
+
+
+def _first_after(views: list[tuple[int, str, str]], horizon: int) -> int:
+    """The index of the first view after `horizon` (len(views) if none)."""
+    cut, n = 0, len(views)
+    while cut < n and views[cut][0] <= horizon:
+        cut += 1
+    return cut
 
 
 TRIGGER = BrowseIntensity
