@@ -706,7 +706,8 @@ def _latency_rows(engine: str, r: dict[str, Any], rate: float) -> list[Row]:
                         r.get(f"{short}{level}_{pct}_ms"),
                         "ms",
                         note=f"at {rate:.0f} events/s, {r.get(short + level + '_payloads')} "
-                        "payloads",
+                        "payloads"
+                        + (f", max {r.get(short + level + '_max_ms')} ms" if pct == "p99" else ""),
                         target=target,
                     )
                 )
