@@ -594,7 +594,8 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                 outcome.rows += _latency_rows("flink", lat, rate)
                 counts = {k: v for k, v in lat.items() if k.endswith("_payloads")}
                 outcome.notes.append(
-                    f"latency at {rate:.0f} events/s for {sizes.latency_seconds:g} s, payloads "
+                    f"latency at {rate:.0f} events/s for {sizes.latency_seconds:g} s after "
+                    f"{lat.get('warmup_s')} s of the background traffic alone, payloads "
                     f"measured: {counts}; run settings: {', '.join(bench_flink.LATENCY_SETTINGS)}"
                 )
                 if not lat.get("browse_payloads") or not lat.get("cart_payloads"):

@@ -17,9 +17,10 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
 
     latency(settings, rate, seconds) -> {"browse_p50_ms", "browse_p99_ms", "cart_p50_ms", ...}
         An unbounded job; background traffic at `rate` events/s stamped with the wall clock,
-        plus JOURNEYS_PER_S times a second one browse journey (five views) and one abandoned
-        cart from fresh customers: 300 of each in 60 s, so that the p99 is not simply the
-        largest sample (the largest is reported too, `*_max_ms`). Browse latency: 5th view
+        and after LATENCY_WARMUP_S of it alone, JOURNEYS_PER_S times a second one browse
+        journey (five views) and one abandoned cart from fresh customers: 300 of each in 60 s,
+        so that the p99 is not simply the largest sample (the largest is reported too,
+        `*_max_ms`). Browse latency: 5th view
         produced -> payload consumed (read_committed). Cart latency: deadline (add_to_cart
         time + cart_delay) -> payload consumed. Latency run settings (LATENCY_SETTINGS, then
         the caller's overrides; the result's "settings" names what ran): max_out_of_orderness
@@ -59,6 +60,10 @@ from transforms.settings import DAY, Settings, load_settings
 # Journeys of each kind started per second in the latency run: a p99 needs a few hundred
 # samples (with 60, it is the largest one or two).
 JOURNEYS_PER_S = 5.0
+# Seconds of background traffic before the first journey: the job's first seconds under load
+# (JIT compilation, first checkpoints) took 0.7-1.2 s per browse payload, a start-up cost that
+# is not the steady-state latency being measured.
+LATENCY_WARMUP_S = 10.0
 LATENCY_SETTINGS = (
     "core.max_out_of_orderness=200ms",
     "core.cart_delay=5s",
@@ -372,12 +377,13 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def latency(settings: Settings, rate: float, seconds: float = 30.0,
-            overrides: Iterable[str] = (), journeys_per_s: float = JOURNEYS_PER_S
-            ) -> dict[str, Any]:
+            overrides: Iterable[str] = (), journeys_per_s: float = JOURNEYS_PER_S,
+            warmup: float = LATENCY_WARMUP_S) -> dict[str, Any]:
     """p50/p99 (and max) of browse-intensity (event produced -> payload consumed) and
     cart-abandonment (deadline -> payload consumed) at `rate` background events/s (see the
-    module doc), `journeys_per_s` of each kind, with LATENCY_SETTINGS, then `overrides`, over
-    `settings`; the result names the settings used."""
+    module doc), `journeys_per_s` of each kind for `seconds` after `warmup` seconds of the
+    background traffic alone, with LATENCY_SETTINGS, then `overrides`, over `settings`; the
+    result names the settings used."""
     from kafka import KafkaConsumer
 
     from pipelines.flink_pipeline import KafkaRead, build_kafka_job, connector_jar, make_env
@@ -422,9 +428,9 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
     begin = time.time()
     sent = 0
     journey = 0
-    next_journey = begin
+    next_journey = begin + warmup            # the background traffic alone first
     try:
-        while time.time() - begin < seconds:
+        while time.time() - begin < warmup + seconds:
             now_s = time.time()
             due = int((now_s - begin) * rate) - sent
             for _ in range(max(due, 0)):
@@ -463,7 +469,8 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
             reader.join(timeout=10)
         producer.close()
         client.cancel().result()
-    result: dict[str, Any] = {"rate_eps": rate, "seconds": seconds, "background_events": sent,
+    result: dict[str, Any] = {"rate_eps": rate, "seconds": seconds, "warmup_s": warmup,
+                              "background_events": sent,
                               "journeys": journey, "topics": f"{tag}-*",
                               "settings": latency_settings(s)}
     for level in isolation:
