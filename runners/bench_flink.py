@@ -64,6 +64,7 @@ JOURNEYS_PER_S = 5.0
 # (JIT compilation, first checkpoints) took 0.7-1.2 s per browse payload, a start-up cost that
 # is not the steady-state latency being measured.
 LATENCY_WARMUP_S = 10.0
+BACKGROUND = 20_000  # background customers of the latency run
 LATENCY_SETTINGS = (
     "core.max_out_of_orderness=200ms",
     "core.cart_delay=5s",
@@ -434,8 +435,13 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
             now_s = time.time()
             due = int((now_s - begin) * rate) - sent
             for _ in range(max(due, 0)):
-                ev = view(int(time.time() * 1000), f"p{sent % 500}", f"cat{sent % 40}",
-                          cid=f"{tag}-bg{sent % 20000}")
+                # Background customers visit in turn, each visit in the next category: they
+                # never gather five views of one category within the browse window, so they
+                # cannot all fire browse intensity together (with a fixed category per
+                # customer they did, on their fifth round, and the job fell behind).
+                ev = view(int(time.time() * 1000), f"p{sent % 500}",
+                          f"cat{(sent % BACKGROUND + sent // BACKGROUND) % 40}",
+                          cid=f"{tag}-bg{sent % BACKGROUND}")
                 producer.send(k.events_topic, key=ev.customer_id.encode(), value=encode_event(ev))
                 sent += 1
             if now_s >= next_journey:
@@ -458,7 +464,7 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
         # Keep the watermark moving until the last deadlines have passed.
         tail_end = time.time() + s.core.cart_delay / 1000 + 5
         while time.time() < tail_end:
-            ev = view(int(time.time() * 1000), "p0", "cat0", cid=f"{tag}-bg{sent % 20000}")
+            ev = view(int(time.time() * 1000), "p0", "cat0", cid=f"{tag}-bg{sent % BACKGROUND}")
             producer.send(k.events_topic, key=ev.customer_id.encode(), value=encode_event(ev))
             sent += 1
             producer.flush()
