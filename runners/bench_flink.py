@@ -20,10 +20,10 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         and after LATENCY_WARMUP_S of it alone, JOURNEYS_PER_S times a second one browse
         journey (five views) and one abandoned cart from fresh customers: 300 of each in 60 s,
         so that the p99 is not simply the largest sample (the largest is reported too,
-        `*_max_ms`). Browse latency: 5th view
-        produced -> payload consumed (read_committed). Cart latency: deadline (add_to_cart
-        time + cart_delay) -> payload consumed. Latency run settings (LATENCY_SETTINGS, then
-        the caller's overrides; the result's "settings" names what ran): max_out_of_orderness
+        `*_max_ms`). Browse latency: 5th view produced -> payload consumed (read_committed).
+        Cart latency: deadline (add_to_cart time + cart_delay) -> payload consumed. Latency
+        run settings (LATENCY_SETTINGS, then the caller's overrides; the result's "settings"
+        names what ran): max_out_of_orderness
         200 ms (the core only processes an event once the watermark passes it, so latency >=
         max_out_of_orderness), cart_delay 5 s, checkpoints every 300 ms (exactly-once payloads
         become visible when the checkpoint commits their transaction: at 500 ms, p99 was 0.9-1.1

@@ -82,10 +82,12 @@ class CustomerState:
             values = tuple(values.get(name) for name in self.__slots__)
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
-        if any(len(v) == 2 for v in self.recent_views.values()):  # (ts, Product) before
+        # Recent views held (ts, Product) before; a state is all in one form or the other, so
+        # one entry tells (this runs on every unpickle).
+        recent: dict[str, Any] = self.recent_views
+        if recent and len(next(iter(recent.values()))) == 2:
             self.recent_views = {
-                p: v if len(v) == 4 else (v[0], v[1].category, v[1].brand, v[1].price)
-                for p, v in self.recent_views.items()
+                p: (at, prod.category, prod.brand, prod.price) for p, (at, prod) in recent.items()
             }
 
     def __repr__(self) -> str:

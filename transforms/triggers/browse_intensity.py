@@ -11,6 +11,8 @@ Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire t
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent, FiredTrigger
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
@@ -75,7 +77,7 @@ class BrowseIntensity:
         views.append((t, product.product_id, event.event_id))
         horizon = t - self.window
         if views[0][0] <= horizon:
-            del views[:_first_after(views, horizon)]
+            del views[:bisect_right(views, horizon, key=_time)]
         if len(views) < self.views_needed:
             return []
         last_add = slot.last_add.get(category)
@@ -122,7 +124,7 @@ class BrowseIntensity:
         horizon = now - self.window
         for category in list(slot.views):
             views = slot.views[category]
-            cut = _first_after(views, horizon)
+            cut = bisect_right(views, horizon, key=_time)
             if cut == len(views):
                 del slot.views[category]
             elif cut:
@@ -133,12 +135,8 @@ class BrowseIntensity:
             del state.triggers[TYPE]
 
 
-def _first_after(views: list[tuple[int, str, str]], horizon: int) -> int:
-    """The index of the first view after `horizon` (len(views) if none)."""
-    cut, n = 0, len(views)
-    while cut < n and views[cut][0] <= horizon:
-        cut += 1
-    return cut
+def _time(view: tuple[int, str, str]) -> int:
+    return view[0]
 
 
 TRIGGER = BrowseIntensity
