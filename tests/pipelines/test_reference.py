@@ -1,14 +1,24 @@
 """The reference runner on the shipped real data, with hand-checked cases."""
 
 import json
+from collections import Counter
 
 import pytest
 
-from pipelines.reference import ReferenceRunner, run_replay
+from pipelines.reference import FIRE_EVERY, ReferenceRunner, run_replay
 from runners import SHIPPED_DATA as DATA
+from runners.traffic import Traffic, TrafficConfig
 from tests.builders import CART_DELAY, MINUTE, T0, add, profile, view
 from transforms.core import Core
-from transforms.model import AUDIT, PAYLOAD
+from transforms.model import (
+    AUDIT,
+    DEAD_LETTER,
+    DROPPED,
+    PAYLOAD,
+    BehaviourEvent,
+    CustomerProfile,
+    event_time,
+)
 from transforms.readers import read_rees46
 from transforms.settings import Settings
 
@@ -101,3 +111,26 @@ def test_end_of_input_fires_pending_deadlines_at_their_own_time():
     assert payload.trigger.fired_at == T0 + CART_DELAY
     assert [a.decision for k, a in out if k == AUDIT] == ["emitted"]
     assert runner.states == {}
+
+
+def test_how_often_timers_fire_changes_no_output():
+    # Duplicates, and events up to 15 s out of order (some behind the 10 s bound: late), from
+    # 300 customers; timers fired after every item, every 7 items and in the default rounds.
+    cfg = TrafficConfig(
+        events=6000, customers=300, rate=20.0, seed=5, duplicate_ratio=0.02,
+        out_of_order_ms=15_000,
+    )
+    items = [i for i in Traffic(cfg) if isinstance(i, BehaviourEvent | CustomerProfile)]
+    clock = max(event_time(i) for i in items)
+    runs = []
+    for every in (1, 7, FIRE_EVERY):
+        out = []
+        runner = ReferenceRunner(Core(), out.append, clock=lambda: clock, fire_every=every)
+        for item in items:
+            runner.feed(item)
+        runner.finish()
+        assert runner.states == {}
+        runs.append(Counter(f"{kind} {record!r}" for kind, record in out))
+    kinds = Counter(line.split(" ", 1)[0] for line in runs[0].elements())
+    assert kinds[PAYLOAD] > 50 and kinds[DEAD_LETTER] > 10 and kinds[DROPPED] > 10
+    assert runs[0] == runs[1] == runs[2]
