@@ -82,6 +82,12 @@ class ReferenceRunner:
             self.emit((DEAD_LETTER, admitted))
             return
         cid = item.customer_id
+        if watermark is not None and t <= watermark:
+            # A late item (a late profile is still applied) meets its customer as an engine
+            # would, one whose timers fire as the watermark passes them: a due timer first.
+            due = self.next_wake.get(cid)
+            if due is not None and due <= watermark:
+                self._fire(cid, watermark)
         state, outputs, wake_at = self.core.step(self.states.get(cid), item, watermark)
         self._store(cid, state, outputs, wake_at)
         if self.max_seen is None or t > self.max_seen:
@@ -94,17 +100,17 @@ class ReferenceRunner:
     def advance(self, watermark: int) -> None:
         """Fire every timer at or before `watermark`, in time order."""
         timers, next_wake = self.timers, self.next_wake
-        core = self.core
         while timers and timers[0][0] <= watermark:
             t, cid = heapq.heappop(timers)
-            if next_wake.get(cid) != t:
-                continue  # superseded by an earlier timer of this customer, already fired
-            del next_wake[cid]
-            state = self.states.get(cid)
-            if state is None:
-                continue
-            new, outputs, wake_at = core.wake(state, watermark)
-            self._store(cid, new, outputs, wake_at)
+            if next_wake.get(cid) == t:  # else superseded by an earlier timer, already fired
+                self._fire(cid, watermark)
+
+    def _fire(self, cid: str, watermark: int) -> None:
+        """Customer `cid`'s timer (due at or before `watermark`) fires."""
+        del self.next_wake[cid]
+        state = self.states.get(cid)
+        if state is not None:
+            self._store(cid, *self.core.wake(state, watermark))
 
     def finish(self) -> None:
         """End of a bounded input: the watermark goes to the end of time."""

@@ -3,21 +3,19 @@
     step(state | None, item, watermark) -> (state | None, outputs, wake_at)
     wake(state | None, t)               -> (state | None, outputs, wake_at)
 
-`step` dedups, rejects late items and buffers (a late profile first has what is due processed);
-`wake(t)` processes every buffered item with event time <= t in (event time, profiles first,
-event_id) order, interleaved with trigger deadlines <= t (events at an instant before deadlines
-at that instant), then applies the contact policy per instant. So outputs are those of
-processing in event-time order whatever the arrival order, provided nothing arrives behind the
-watermark, and whenever the adapter's timers fire (only the order of outputs across customers
-changes). Adapters keep the state, turn `wake_at` into event-time timers (calling `wake` with
-the watermark, or the timer's time, when one fires), and route outputs by kind (see
-transforms.model: PAYLOAD, AUDIT, DEAD_LETTER, FEATURES, ERASE, DROPPED).
+`step` only dedups, rejects late items and buffers; `wake(t)` processes every buffered item with
+event time <= t in (event time, profiles first, event_id) order, interleaved with trigger
+deadlines <= t (events at an instant before deadlines at that instant), then applies the
+contact policy per instant. So outputs are those of processing in event-time order whatever
+the arrival order, provided nothing arrives behind the watermark. Adapters keep the state,
+turn `wake_at` into event-time timers (calling `wake` with the watermark, or the timer's time,
+when one fires), and route outputs by kind (see transforms.model: PAYLOAD, AUDIT,
+DEAD_LETTER, FEATURES, ERASE, DROPPED).
 
 Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
 convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
 last processed up to. Late events go to the dead-letter output with reason `late`; a late
-profile is still applied when it is the newest (a CRM update is never dropped), after everything
-up to the watermark is processed.
+profile is still applied when it is the newest (a CRM update is never dropped).
 """
 
 from __future__ import annotations
@@ -114,12 +112,8 @@ class Core:
             if item.updated_at > floor:
                 state.pending.append((item.updated_at, 0, "", item))
                 return state, [], [item.updated_at]
-            # A late CRM update still wins when it is the newest, applied after everything the
-            # watermark has passed (whenever the adapter's timers last fired for this customer).
-            state, outputs, _ = self.wake(state, floor)
-            assert state is not None
-            self._apply_profile(state, item)
-            return self._finish(state, outputs, floor)
+            self._apply_profile(state, item)  # late CRM update: newest still wins
+            return self._finish(state, [], floor)
         seen_at = state.seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
             return state, [(DROPPED, "duplicate")], []

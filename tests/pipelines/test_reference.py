@@ -8,7 +8,7 @@ import pytest
 from pipelines.reference import FIRE_EVERY, ReferenceRunner, run_replay
 from runners import SHIPPED_DATA as DATA
 from runners.traffic import Traffic, TrafficConfig
-from tests.builders import CART_DELAY, MINUTE, T0, add, profile, view
+from tests.builders import CART_DELAY, HOUR, MINUTE, SECOND, T0, add, profile, view
 from transforms.core import Core
 from transforms.model import (
     AUDIT,
@@ -117,7 +117,11 @@ def test_how_often_timers_fire_changes_no_output():
     # Duplicates, and events up to 15 s out of order (some behind the 10 s bound: late), from
     # 300 customers; timers fired after every item, every 7 items and in the default rounds.
     cfg = TrafficConfig(
-        events=6000, customers=300, rate=20.0, seed=5, duplicate_ratio=0.02,
+        events=6000,
+        customers=300,
+        rate=20.0,
+        seed=5,
+        duplicate_ratio=0.02,
         out_of_order_ms=15_000,
     )
     items = [i for i in Traffic(cfg) if isinstance(i, BehaviourEvent | CustomerProfile)]
@@ -134,3 +138,24 @@ def test_how_often_timers_fire_changes_no_output():
     kinds = Counter(line.split(" ", 1)[0] for line in runs[0].elements())
     assert kinds[PAYLOAD] > 50 and kinds[DEAD_LETTER] > 10 and kinds[DROPPED] > 10
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_a_late_profile_meets_its_customer_as_if_timers_fired_after_every_item():
+    # Five views fire browse intensity at T0 + 4 s under Ada's profile. A profile renaming her
+    # arrives late (updated_at T0 + 5 s, behind the watermark after a view at T0 + 20 s): the
+    # trigger was decided under Ada whether or not the runner's round of timers came yet.
+    items = [profile(T0 - HOUR, name="Ada")] + [
+        view(T0 + i * SECOND, pid=f"p{i}") for i in range(5)
+    ]
+    items += [
+        view(T0 + 20 * SECOND, pid="p9", category="hats"),
+        profile(T0 + 5 * SECOND, name="Grace"),
+    ]
+    for every in (1, FIRE_EVERY):
+        out = []
+        runner = ReferenceRunner(Core(), out.append, fire_every=every)
+        for item in items:
+            runner.feed(item)
+        assert runner.states["c1"].profile.first_name == "Grace"
+        runner.finish()
+        assert [p.recipient_name for k, p in out if k == PAYLOAD] == ["Ada"]

@@ -20,16 +20,7 @@ from tests.builders import (
 )
 from tests.transforms.drive import decisions, drive, payloads
 from transforms.core import Core
-from transforms.model import (
-    AUDIT,
-    DEAD_LETTER,
-    DROPPED,
-    ERASE,
-    FEATURES,
-    PAYLOAD,
-    Product,
-    event_time,
-)
+from transforms.model import AUDIT, DEAD_LETTER, DROPPED, ERASE, FEATURES, PAYLOAD, Product
 from transforms.settings import DAY, CoreSettings
 from transforms.state import CustomerState
 from transforms.windows import Windows
@@ -85,28 +76,6 @@ def test_a_late_profile_is_still_applied_when_newest():
     state, _, _ = core.wake(state, T0)
     state, out, _ = core.step(state, profile(T0 - MINUTE, consent=True), watermark=T0)
     assert out == [] and state.has_consent()
-
-
-def test_a_late_profile_applies_after_what_the_watermark_passed_whenever_timers_fired():
-    # Five views fire browse intensity at T0 + 4 s under Ada's profile. A profile renaming the
-    # customer arrives late (updated_at T0 + 5 s, watermark T0 + 10 s): whether a wake ran after
-    # each view or no timer fired yet, the trigger is decided under Ada, then Grace applies.
-    core = Core()
-    items = [profile(T0 - HOUR, name="Ada")] + [
-        view(T0 + i * SECOND, pid=f"p{i}") for i in range(5)
-    ]
-    late = profile(T0 + 5 * SECOND, name="Grace")
-    for wake_each in (True, False):
-        state, requests = None, []
-        for item in items:
-            state, out, _ = core.step(state, item, watermark=T0 - HOUR - 1)
-            if wake_each:
-                state, out, _ = core.wake(state, event_time(item))
-                requests += [r for kind, r in out if kind == PAYLOAD]
-        state, out, _ = core.step(state, late, watermark=T0 + 10 * SECOND)
-        requests += [r for kind, r in out if kind == PAYLOAD]
-        assert [r.profile.first_name for r in requests] == ["Ada"]
-        assert state.profile.first_name == "Grace"
 
 
 def test_processing_follows_event_time_not_arrival():
