@@ -783,13 +783,13 @@ def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
     return DataStream(j_items).uid(f"{uid}-stamped").name(f"{name}Stamped")
 
 
-def by_customer(items: Any) -> Any:
+def by_customer(items: Any, value_type: Any = None) -> Any:
     """A stream of Row(customer_id, value) keyed by customer_id, in Java.
 
     What PyFlink's key_by builds after its Python key selector (an extra Python operator that
     unpickles and re-pickles every record only to put the key in front): the decoders already
     emit the key as the row's first, typed field. Same key type (Row(STRING)) and the same
-    keyed Python operator downstream, which sees the value.
+    keyed Python operator downstream, which sees the value (of `value_type`; default pickled).
     """
     from pyflink.common import Types
     from pyflink.datastream.data_stream import KeyedStream
@@ -797,7 +797,7 @@ def by_customer(items: Any) -> Any:
 
     j_keyed = items._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
                                          Types.ROW([Types.STRING()]).get_java_type_info())
-    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), items)
+    return KeyedStream(j_keyed, value_type or Types.PICKLED_BYTE_ARRAY(), items)
 
 
 def build_topology(events: Any, profiles: Any | None, settings: Settings,

@@ -32,8 +32,6 @@ from transforms.model import BehaviourEvent, CustomerProfile
 from transforms.readers import read_rees46
 from transforms.settings import Settings
 
-# The shipped sample, beside the repository (../shared/data), as the tests expect it.
-
 
 def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
                profile: str | None = None) -> dict[str, Any]:

@@ -151,14 +151,12 @@ def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
     same exactly-once Kafka table out. No decoding, no rules: the ceiling of a keyed, stateful
     PyFlink job over this I/O, between the pass-through and the topology."""
     from pyflink.common import Row, Types
-    from pyflink.datastream.data_stream import KeyedStream
     from pyflink.datastream.functions import KeyedProcessFunction
     from pyflink.datastream.state import ValueStateDescriptor
-    from pyflink.java_gateway import get_gateway
     from pyflink.table import StreamTableEnvironment
     from pyflink.table.expressions import col
 
-    from pipelines.flink_pipeline import _row_type, sink_ddl, source_ddl, state_ttl
+    from pipelines.flink_pipeline import _row_type, by_customer, sink_ddl, source_ddl, state_ttl
 
     ttl = state_ttl(settings)
 
@@ -191,10 +189,7 @@ def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
         streams.append(t_env.to_append_stream(
             t_env.from_path(table).select(col("k"), col("value")),
             Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])))
-    items = streams[0].union(streams[1])
-    j_keyed = items._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
-                                         Types.ROW([Types.STRING()]).get_java_type_info())
-    keyed = KeyedStream(j_keyed, Types.PRIMITIVE_ARRAY(Types.BYTE()), items)
+    keyed = by_customer(streams[0].union(streams[1]), Types.PRIMITIVE_ARRAY(Types.BYTE()))
     rows = keyed.process(Floor(), output_type=_row_type(False)).name("KeyedFloor")
     statements.add_insert("floor_out", t_env.from_data_stream(rows))
     statements.attach_as_datastream()

@@ -64,7 +64,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
-
 def make_payload(
     mid: str | None = None,
     cid: str = "c1",

@@ -42,7 +42,6 @@ def journeys() -> list:
     return items
 
 
-
 def test_events_to_delivered_emails(
     kafka,
     new_topic,

@@ -18,8 +18,6 @@ from transforms.settings import DAY, Settings
 pytestmark = pytest.mark.integration
 
 
-
-
 def snap(cid: str, as_of: int, views: int, last: str | None = None) -> FeatureSnapshot:
     features = {"views_1h": views, "revenue_30d": 99.5, "last_activity_at": as_of}
     return FeatureSnapshot(cid, as_of, features, 42.25, last)
