@@ -46,11 +46,14 @@ from typing import Any
 from pipelines.common import build_core
 from pipelines.reference import FIRE_EVERY, ReferenceRunner
 from runners import SHIPPED_DATA as SHIPPED
+from runners import bench_core_bound as bound
 from runners.bench import Context, Outcome, Row, Sizes, Target
 from runners.traffic import Traffic, TrafficConfig
 from transforms.codec import decode_event, decode_profile, encode_event, encode_profile
 from transforms.core import Core
 from transforms.model import (
+    AUDIT,
+    FEATURES,
     PAYLOAD,
     BehaviourEvent,
     CustomerProfile,
@@ -91,6 +94,11 @@ def core_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
     m = measure(core, timers, real, settings.core, sizes.core_rounds, ctx.say, fire_every=1)
     outcome.details[label] = m
     outcome.rows += _rows(label, m, sizes.core_rounds)[:1]
+    ctx.say(f"the bound (bench_core_bound.py): {len(real)} records, {sizes.core_rounds} rounds")
+    bound = measure_bound(core, real, settings.core, sizes.core_rounds, ctx.say)
+    outcome.details["bound"] = bound
+    outcome.rows.append(_bound_row(bound))
+    outcome.notes.append(_bound_note(bound))
     if ctx.profile:
         ctx.say("profiling one pass over the shipped data (cProfile)")
         top = profile_core(build_core(settings), real, ctx.out_dir)
@@ -287,6 +295,52 @@ def measure(
     }
 
 
+def measure_bound(
+    core: Core,
+    records: Sequence[Record],
+    settings: CoreSettings,
+    rounds: int,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Rounds of (keyed core, bound) over the same records, after checking that the bound
+    gives the core's snapshots, payload ids and audit decisions (else ValueError)."""
+    n = len(records)
+    clock_ms = max((event_time(r) for r in records), default=0)
+    kept = (FEATURES, PAYLOAD, AUDIT)
+    ours = sorted(
+        (bound.comparable(o) for o in bound.core_outputs(core, records, clock_ms) if o[0] in kept),
+        key=repr,
+    )
+    its = sorted(
+        (bound.comparable_bound(o) for o in bound.bound_run(records, settings, clock_ms)
+         if o[0] in kept),
+        key=repr,
+    )
+    if ours != its:
+        raise ValueError("the bound's outputs differ from the core's: it is not the same work")
+    per_round = []
+    for i in range(rounds):
+        core_cpu = time.process_time()
+        run_once(core, records, clock_ms)
+        core_cpu_s = time.process_time() - core_cpu
+        bound_cpu = time.process_time()
+        bound.bound_run(records, settings, clock_ms)
+        bound_cpu_s = time.process_time() - bound_cpu
+        per_round.append((n / max(1e-9, core_cpu_s), n / max(1e-9, bound_cpu_s)))
+        say(
+            f"round {i + 1}/{rounds}: keyed {per_round[-1][0]:,.0f} records per CPU second, "
+            f"bound {per_round[-1][1]:,.0f}"
+        )
+    return {
+        "records": n,
+        "rounds": rounds,
+        "same_outputs": len(ours),
+        "core_per_cpu_s": round(statistics.median(r[0] for r in per_round)),
+        "bound_per_cpu_s": round(statistics.median(r[1] for r in per_round)),
+        "bound_best_per_cpu_s": round(max(r[1] for r in per_round)),
+    }
+
+
 def _rounded(r: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
 
@@ -357,6 +411,29 @@ def _rows(label: str, m: dict[str, Any], rounds: int) -> list[Row]:
             note=f"{best['snapshot_calls']} snapshots",
         ),
     ]
+
+
+def _bound_row(m: dict[str, Any]) -> Row:
+    return Row(
+        "core",
+        f"bound: the same rules inlined in one loop, shipped rees46 data, {m['records']} records "
+        f"(median of {m['rounds']}, per CPU second)",
+        m["bound_per_cpu_s"],
+        "records/CPU-s",
+        m["core_per_cpu_s"],
+        "keyed core, same rounds",
+        note="runners/bench_core_bound.py: what any pure-Python shape of these rules can do here",
+        target=Target("value", ">=", CORE_TARGET, ">= 100 000/s"),
+    )
+
+
+def _bound_note(m: dict[str, Any]) -> str:
+    return (
+        f"bound: {m['same_outputs']} snapshots, payload ids and audit decisions equal to the "
+        f"core's; {m['bound_per_cpu_s']:,} records per CPU second "
+        f"(best {m['bound_best_per_cpu_s']:,}) against the keyed core's {m['core_per_cpu_s']:,} "
+        "in the same rounds"
+    )
 
 
 def _note(label: str, m: dict[str, Any]) -> str:

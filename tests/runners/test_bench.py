@@ -52,7 +52,10 @@ def test_core_and_decode_write_json_and_markdown(tmp_path: Path) -> None:
             r["metric"].startswith("compose stage payloads/s") and label in r["metric"]
             for r in core
         )
+    bound = next(r for r in core if r["metric"].startswith("bound: the same rules inlined"))
+    assert bound["value"] > 0 and bound["baseline_label"] == "keyed core, same rounds"
     details = report["scenarios"]["core"]["details"]
+    assert details["bound"]["same_outputs"] > 0
     best = details["shipped rees46 data"]["best"]
     assert best["compose_calls"] == best["outputs"].get("payload", 0)
     decode = next(
