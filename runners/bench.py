@@ -7,7 +7,8 @@ Scenarios, in the order they run (the cheap, in-process ones first, the engines 
 
     core    the core through the ReferenceRunner (shipped rees46 data, generated traffic)
             beside a loop that only decodes the same records' Avro bytes; where the time goes
-            (payload building and rendering, feature snapshots)              runners/bench_core.py
+            (payload building and rendering, feature snapshots); the bound: the same rules
+            inlined in one loop (bench_core_bound.py)                        runners/bench_core.py
     decode  codec.decode_event beside a bare fastavro loop              runners/bench_decode.py
     state   pickled CustomerState bytes per active customer at 10k / 100k (/ 1M) customers
             beside the bytes of their raw input records; process RSS      runners/bench_state.py
