@@ -62,10 +62,15 @@ def _admin(bootstrap: str, timeout_ms: int = 10_000) -> KafkaAdminClient:
 
 
 def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float = 30.0
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    timeout_s: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics in `names` that do not exist yet (replication 1), and wait until every
-    one of them has a leader for each partition. Returns the names it created.
+    """Create the topics in `names` that do not exist yet (replication 1, topic `configs` if
+    given), and wait until every one of them has a leader for each partition. Returns the names
+    it created.
 
     Safe to call concurrently for the same names. Existing topics are left as they are, even
     with another partition count.
@@ -78,7 +83,10 @@ def ensure_topics(
         existing = set(admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if missing:
-            spec = {n: {"num_partitions": partitions, "replication_factor": 1} for n in missing}
+            spec = {
+                n: {"num_partitions": partitions, "replication_factor": 1, "configs": configs or {}}
+                for n in missing
+            }
             result = admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), raise_errors=False)
             failed = [t for t in result["topics"] if t["error_code"] not in _TOPIC_OK]
             if failed:

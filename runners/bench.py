@@ -575,6 +575,21 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                         "empty pass-through, same topics",
                     )
                 )
+                outcome.rows.append(
+                    Row(
+                        "flink",
+                        "fused bound records/s: keyed and timed in Java as the floor, one Python "
+                        "keyed operator that decodes and runs the core, Compose chained "
+                        f"({records} records; no lateness, side outputs unread)",
+                        tp.get("fused_eps"),
+                        "records/s",
+                        tp.get("passthrough_eps"),
+                        "empty pass-through, same topics",
+                        note="bench_flink._fused_job: an upper bound for a topology that "
+                        "decodes and runs the rules in Python",
+                        target=Target("ratio", ">=", 0.5, ">= 0.5 x pass-through"),
+                    )
+                )
                 outcome.notes.append(
                     f"throughput ({tp.get('execution_mode')} mode, local mini-cluster): rate = "
                     "records over the difference in wall time of a full and a 5% run, so job "
@@ -670,7 +685,7 @@ def _implausible(tp: dict[str, Any]) -> list[str]:
     start landed in it), the difference says nothing and the rate must not be reported.
     """
     problems = []
-    for job in ("passthrough", "floor", "topology"):
+    for job in ("passthrough", "floor", "fused", "topology"):
         small, full = tp.get(f"{job}_startup_s"), tp.get(f"{job}_full_s")
         if small is not None and full is not None and full <= small:
             tp[f"{job}_eps"] = None

@@ -13,7 +13,11 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         Between the two, the keyed floor (`floor_eps`, `floor_ratio` = floor / pass-through):
         the same I/O keyed by the Kafka record key into one Python KeyedProcessFunction that
         only reads and writes a ValueState and registers and fires a timer per record: what
-        the keyed contract costs in PyFlink before any decoding or rule runs.
+        the keyed contract costs in PyFlink before any decoding or rule runs. Then the fused
+        bound (`fused_eps`, `fused_ratio`): the floor's I/O, keying and timing with one Python
+        keyed operator that decodes and runs PerCustomer, Compose chained after it
+        (`_fused_job`): it does less than the topology, so no topology that decodes and runs
+        the rules in Python beats it.
 
     latency(settings, rate, seconds) -> {"browse_p50_ms", "browse_p99_ms", "cart_p50_ms", ...}
         An unbounded job; background traffic at `rate` events/s stamped with the wall clock,
@@ -90,17 +94,25 @@ def _producer(settings: Settings) -> Any:
                          batch_size=256 * 1024, acks=1)
 
 
+# The bench's input topics keep what they are given: their records carry the items' event
+# times as Kafka timestamps (years back for the shipped sample), which time-based retention
+# and segment rolling would otherwise act on at once.
+KEEP_ALL = {"retention.ms": "-1", "segment.ms": str(10 * 365 * DAY)}
+
+
 def produce_items(settings: Settings, items: Iterable[Any]) -> int:
-    """Create the bench topics and write `items` (events and profiles, Avro)."""
+    """Create the bench topics and write `items` (events and profiles, Avro), keyed by customer
+    and with their event time as the Kafka record timestamp (the keyed floor and the fused
+    bound take Flink's event time from it; the topology reads event time from the Avro)."""
     from runners.services import ensure_topics
     from transforms.codec import encode_event, encode_profile
-    from transforms.model import CustomerProfile, DeadLetter
+    from transforms.model import CustomerProfile, DeadLetter, event_time
 
     k = settings.kafka
-    ensure_topics(k.bootstrap, [k.events_topic, k.payloads_topic, k.audit_topic,
-                                k.dead_letters_topic, f"{k.payloads_topic}-passthrough"],
-                  k.partitions)
-    ensure_topics(k.bootstrap, [k.profiles_topic], 1)
+    ensure_topics(k.bootstrap, [k.payloads_topic, k.audit_topic, k.dead_letters_topic,
+                                f"{k.payloads_topic}-passthrough"], k.partitions)
+    ensure_topics(k.bootstrap, [k.events_topic], k.partitions, configs=KEEP_ALL)
+    ensure_topics(k.bootstrap, [k.profiles_topic], 1, configs=KEEP_ALL)
     producer = _producer(settings)
     n = 0
     for item in items:
@@ -110,7 +122,8 @@ def produce_items(settings: Settings, items: Iterable[Any]) -> int:
             topic, value = k.profiles_topic, encode_profile(item)
         else:
             topic, value = k.events_topic, encode_event(item)
-        producer.send(topic, key=item.customer_id.encode(), value=value)
+        producer.send(topic, key=item.customer_id.encode(), value=value,
+                      timestamp_ms=event_time(item))
         n += 1
     producer.flush()
     producer.close()
@@ -195,6 +208,70 @@ def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
     statements.attach_as_datastream()
 
 
+def _fused_job(env: Any, settings: Settings, read: Any) -> None:
+    """The topology's next structural step, as far as a benchmark can take it: the keyed
+    floor's I/O (keyed in Java by the Kafka record key, Kafka's record timestamps, which
+    produce_items sets to the event times, as Flink's event time), and one Python keyed
+    operator that decodes each record and then is PerCustomer (the core's step / wake, its
+    state and timer), with Compose and the payloads' Kafka encoding chained after it on the
+    same thread. Not the topology: no per-partition clock, so no lateness against the
+    watermark; the profiles' timestamps move the watermark; audit and dead letters leave on
+    side outputs that are discarded. It does less than the topology, never more: an upper
+    bound for any topology that decodes and runs the rules in Python."""
+    from pyflink.common import Types
+    from pyflink.table import StreamTableEnvironment
+
+    from pipelines import wire
+    from pipelines.flink_pipeline import (
+        _functions,
+        _row_type,
+        _tags,
+        by_customer,
+        discard,
+        sink_ddl,
+        source_ddl,
+        wall_ms,
+    )
+    from transforms.model import AUDIT, DEAD_LETTER, PAYLOAD, DeadLetter
+
+    fn = _functions()
+    tags = _tags()
+    per_customer: Any = fn["PerCustomer"]
+    core_settings = settings.core
+
+    class DecodingPerCustomer(per_customer):  # type: ignore[misc]
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            raw, source = value[0], value[1]
+            item = wire.decode(source, bytes(raw), source, 0, 0, None, core_settings, wall_ms())
+            if not isinstance(item, DeadLetter):
+                yield from super().process_element((None, item), ctx)
+
+    k = settings.kafka
+    t_env = StreamTableEnvironment.create(env)
+    statements = t_env.create_statement_set()
+    t_env.execute_sql(sink_ddl("fused_out", f"{k.payloads_topic}-passthrough", settings,
+                               headers=True))
+    value_type = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING()])
+    streams = []
+    for table, topic, source in (("events_in", k.events_topic, wire.EVENTS),
+                                 ("profiles_in", k.profiles_topic, wire.PROFILES)):
+        t_env.execute_sql(source_ddl(table, topic, settings, read, keyed=True))
+        rows = t_env.sql_query(f"SELECT k, ROW(`value`, '{source}') AS v FROM `{table}`")
+        streams.append(t_env.to_append_stream(rows, Types.ROW([Types.STRING(), value_type])))
+    keyed = by_customer(streams[0].union(streams[1]), value_type)
+    per_customer = keyed.process(DecodingPerCustomer(settings, False, False),
+                                 output_type=Types.PICKLED_BYTE_ARRAY()).name("FusedPerCustomer")
+    for sink in (AUDIT, DEAD_LETTER):  # registered as side outputs, as in the topology
+        discard(per_customer.get_side_output(tags[sink]), f"fused-{sink}", f"Fused-{sink}")
+    payloads = (
+        per_customer
+        .map(fn["Compose"](settings), output_type=Types.PICKLED_BYTE_ARRAY()).name("Compose")
+        .map(fn["KafkaRow"](PAYLOAD), output_type=_row_type(True)).name("EncodePayload")
+    )
+    statements.add_insert("fused_out", t_env.from_data_stream(payloads))
+    statements.attach_as_datastream()
+
+
 def _tree_cpu(root: int) -> float | None:
     """CPU seconds used so far by the processes under `root` (its descendants, not itself):
     the local mini-cluster's JVM and, in process mode, its Python workers. None off Linux."""
@@ -244,6 +321,8 @@ def _timed_run(settings: Settings, job: str, records: int,
         build_kafka_job(env, settings, read)
     elif job == "floor":
         _keyed_floor_job(env, settings, read)
+    elif job == "fused":
+        _fused_job(env, settings, read)
     else:
         _passthrough_job(env, settings, read)
     cpu_before = _tree_cpu(os.getpid())
@@ -305,7 +384,7 @@ def throughput(settings: Settings, events: int = 20_000,
                               "core_eps": round(core_rate(s, items[:events]), 1)}
     _timed_run(s, "passthrough", 100)                   # warm-up: JVM, gateway, interpreters
     jobs = (("passthrough", min(n, passthrough_events)), ("floor", min(n, passthrough_events)),
-            ("topology", events))
+            ("fused", events), ("topology", events))
     for job, records in jobs:
         small = max(1, records // 20)
         cpu_small: dict[str, float] = {}
@@ -322,6 +401,7 @@ def throughput(settings: Settings, events: int = 20_000,
                 (cpu_full["s"] - cpu_small["s"]) / (records - small) * 1e6, 1)
     result["ratio"] = round(result["topology_eps"] / result["passthrough_eps"], 3)
     result["floor_ratio"] = round(result["floor_eps"] / result["passthrough_eps"], 3)
+    result["fused_ratio"] = round(result["fused_eps"] / result["passthrough_eps"], 3)
     if "topology_cpu_us" in result and "passthrough_cpu_us" in result:
         # The same ratio from CPU per record: steadier than wall time on a shared machine.
         result["cpu_ratio"] = round(

@@ -1,5 +1,6 @@
 """The jobs the Flink benchmark compares carry every record (a rate of a job that drops records
-would mean nothing): the pass-through and the keyed floor, through the real Kafka."""
+would mean nothing): the pass-through, the keyed floor and the fused bound, through the real
+Kafka."""
 
 from __future__ import annotations
 
@@ -23,3 +24,30 @@ def test_the_pass_through_and_the_keyed_floor_write_each_record_once(kafka):
     assert len(values) == 2 * n
     assert values[0::2] == values[1::2]          # each record once by each job
     assert cpu.get("s", 0) > 0                   # the mini-cluster's CPU was measured
+
+
+@pytest.mark.integration
+@pytest.mark.engine
+def test_the_fused_bound_does_the_cores_work(kafka):
+    """The fused job keys and times in Java from the Kafka record (key, timestamp) but runs
+    the real decoder and PerCustomer: on in-order input it emits the reference's payloads."""
+    from pipelines.common import build_core
+    from pipelines.reference import ReferenceRunner
+    from transforms.codec import decode_payload
+    from transforms.model import PAYLOAD
+
+    s = bench_flink.bench_settings(load_settings(None), [f"kafka.bootstrap={kafka}"])
+    items = list(bench_flink.workload(3000))
+    n = bench_flink.produce_items(s, items)
+    expected = []
+    runner = ReferenceRunner(
+        build_core(s), lambda out: expected.append(out[1].message_id) if out[0] == PAYLOAD else None
+    )
+    for item in items:
+        runner.feed(item)
+    runner.finish()
+
+    bench_flink._timed_run(s, "fused", n)
+    out = consume(s, f"{s.kafka.payloads_topic}-passthrough")
+    got = sorted(decode_payload(r.value).message_id for r in out)
+    assert len(expected) > 20 and got == sorted(expected)
