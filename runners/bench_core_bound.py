@@ -48,21 +48,13 @@ from transforms.settings import CoreSettings
 from transforms.triggers.browse_intensity import TYPE as BROWSE_TYPE
 from transforms.triggers.cart_abandonment import TYPE as CART_TYPE
 from transforms.triggers.cart_abandonment import cart_key
-from transforms.windows import (
-    LONG_BUCKET,
-    PURCHASE_WINDOW,
-    SESSION_WINDOW,
-    SHORT_BUCKET,
-    VIEWS_LONG,
-    VIEWS_SHORT,
-    Features,
-)
+from transforms.windows import LONG_BUCKET, SHORT_BUCKET, Windows
 
 _NEVER = 1 << 64
 Bound = tuple[str, tuple[Any, ...]]
 # The state, a flat list: slot numbers.
-(CID, PENDING, SEEN, VIEWS, CARTS, PURCHASES, SESSIONS, LAST, RECENT, CART, CART_DUE, BVIEWS,
- BADD, BFIRED, PROFILE, CONSENT, FEATURES_DUE, SENT, LAST_TRIGGER, DONE, BOUGHT) = range(21)
+(CID, PENDING, SEEN, WINDOWS, RECENT, CART, CART_DUE, BVIEWS, BADD, BFIRED, PROFILE, CONSENT,
+ FEATURES_DUE, SENT, LAST_TRIGGER, DONE, BOUGHT) = range(17)
 
 
 def _view_time(view: tuple[int, str, str]) -> int:
@@ -95,8 +87,8 @@ class _Bound:
             cid = item.customer_id
             st = states.get(cid)
             if st is None:
-                st = states[cid] = [cid, [], {}, {}, {}, {}, {}, None, {}, {}, None, {}, {}, {},
-                                    None, None, None, [], None, None, {}]
+                st = states[cid] = [cid, [], {}, Windows(), {}, {}, None, {}, {}, {}, None, None,
+                                    None, [], None, None, {}]
             floor = -_NEVER if watermark is None else watermark
             if st[DONE] is not None and st[DONE] > floor:
                 floor = st[DONE]
@@ -197,10 +189,11 @@ class _Bound:
               fires: list[tuple[str, str, list[str], str | None]]) -> None:
         s = self.s
         etype = ev.event_type
-        st[LAST] = ts
+        windows = st[WINDOWS]  # its counters updated in place here; features() read below
+        windows.last_activity = ts
         sid = ev.session_id
         if sid:
-            sessions = st[SESSIONS]
+            sessions = windows.sessions
             sessions.pop(sid, None)
             sessions[sid] = ts
         product = ev.product
@@ -212,9 +205,9 @@ class _Bound:
             if len(recent) > s.recent_items:
                 del recent[next(iter(recent))]
             if category:
-                buckets = st[VIEWS].get(category)
+                buckets = windows.views.get(category)
                 if buckets is None:
-                    buckets = st[VIEWS][category] = {}
+                    buckets = windows.views[category] = {}
                 b = ts // SHORT_BUCKET
                 buckets[b] = buckets.get(b, 0) + 1
                 views = st[BVIEWS].get(category)
@@ -234,7 +227,7 @@ class _Bound:
                         fires.append((BROWSE_TYPE, category, evidence, category))
         elif etype == ADD_TO_CART:
             b = ts // SHORT_BUCKET
-            st[CARTS][b] = st[CARTS].get(b, 0) + 1
+            windows.cart_adds[b] = windows.cart_adds.get(b, 0) + 1
             if product is not None:
                 held = st[CART].get(product.product_id)
                 qty = (held[0] if held else 0) + (ev.quantity or 1)
@@ -247,9 +240,9 @@ class _Bound:
             if product is not None and product.price is not None:
                 revenue = product.price * (ev.quantity or 1)
             b = ts // LONG_BUCKET
-            cell = st[PURCHASES].get(b)
+            cell = windows.purchases.get(b)
             if cell is None:
-                st[PURCHASES][b] = [1.0, revenue or 0.0]
+                windows.purchases[b] = [1.0, revenue or 0.0]
             else:
                 cell[0] += 1
                 cell[1] += revenue or 0.0
@@ -305,45 +298,12 @@ class _Bound:
 
     def features(self, st: list[Any], t: int) -> tuple[dict[str, Any], float]:
         """The snapshot's features at t and the engagement score."""
-        bs = t // SHORT_BUCKET
-        short_lo, long_lo = bs - VIEWS_SHORT // SHORT_BUCKET, bs - VIEWS_LONG // SHORT_BUCKET
-        views_1h: dict[str, int] = {}
-        views_24h: dict[str, int] = {}
-        for category, buckets in st[VIEWS].items():
-            short = long = 0
-            for b, n in buckets.items():
-                if long_lo < b <= bs:
-                    long += n
-                    if b > short_lo:
-                        short += n
-            if short:
-                views_1h[category] = short
-            if long:
-                views_24h[category] = long
-        carts = 0
-        for b, n in st[CARTS].items():
-            if long_lo < b <= bs:
-                carts += n
-        purchases = revenue = 0.0
-        if st[PURCHASES]:
-            bl = t // LONG_BUCKET
-            lo30 = bl - PURCHASE_WINDOW // LONG_BUCKET
-            for b, (count, rev) in st[PURCHASES].items():
-                if lo30 < b <= bl:
-                    purchases += count
-                    revenue += rev
-            revenue = round(revenue, 2)
-        sessions = 0
-        lo7 = t - SESSION_WINDOW
-        for seen in st[SESSIONS].values():
-            if lo7 < seen <= t:
-                sessions += 1
-        f = Features(t, views_1h, views_24h, carts, int(purchases), revenue, sessions, 0, 0,
-                     st[LAST])
+        f = st[WINDOWS].features(t)
         return {
-            "views_1h": views_1h, "views_24h": views_24h, "cart_adds_24h": carts,
-            "purchases_30d": int(purchases), "revenue_30d": revenue, "sessions_7d": sessions,
-            "email_opens_30d": 0, "email_clicks_30d": 0, "last_activity_at": st[LAST],
+            "views_1h": f.views_1h, "views_24h": f.views_24h, "cart_adds_24h": f.cart_adds_24h,
+            "purchases_30d": f.purchases_30d, "revenue_30d": f.revenue_30d,
+            "sessions_7d": f.sessions_7d, "email_opens_30d": 0, "email_clicks_30d": 0,
+            "last_activity_at": f.last_activity_at,
         }, engagement_score(f, t)
 
     def emit_snapshot(self, st: list[Any], t: int, scored: tuple[dict[str, Any], float]) -> None:
