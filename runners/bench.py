@@ -580,7 +580,7 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                         "flink",
                         "fused bound records/s: keyed and timed in Java as the floor, one Python "
                         "keyed operator that decodes and runs the core, Compose chained "
-                        f"({records} records; no lateness, side outputs unread)",
+                        f"({records} records; no lateness, audit and dead letters discarded)",
                         tp.get("fused_eps"),
                         "records/s",
                         tp.get("passthrough_eps"),

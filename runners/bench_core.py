@@ -46,7 +46,7 @@ from typing import Any
 from pipelines.common import build_core
 from pipelines.reference import FIRE_EVERY, ReferenceRunner
 from runners import SHIPPED_DATA as SHIPPED
-from runners import bench_core_bound as bound
+from runners import bench_core_bound as core_bound
 from runners.bench import Context, Outcome, Row, Sizes, Target
 from runners.traffic import Traffic, TrafficConfig
 from transforms.codec import decode_event, decode_profile, encode_event, encode_profile
@@ -307,15 +307,10 @@ def measure_bound(
     n = len(records)
     clock_ms = max((event_time(r) for r in records), default=0)
     kept = (FEATURES, PAYLOAD, AUDIT)
-    ours = sorted(
-        (bound.comparable(o) for o in bound.core_outputs(core, records, clock_ms) if o[0] in kept),
-        key=repr,
-    )
-    its = sorted(
-        (bound.comparable_bound(o) for o in bound.bound_run(records, settings, clock_ms)
-         if o[0] in kept),
-        key=repr,
-    )
+    by_core = core_bound.core_outputs(core, records, clock_ms)
+    by_bound = core_bound.bound_run(records, settings, clock_ms)
+    ours = sorted((core_bound.comparable(o) for o in by_core if o[0] in kept), key=repr)
+    its = sorted((core_bound.comparable_bound(o) for o in by_bound if o[0] in kept), key=repr)
     if ours != its:
         raise ValueError("the bound's outputs differ from the core's: it is not the same work")
     per_round = []
@@ -324,7 +319,7 @@ def measure_bound(
         run_once(core, records, clock_ms)
         core_cpu_s = time.process_time() - core_cpu
         bound_cpu = time.process_time()
-        bound.bound_run(records, settings, clock_ms)
+        core_bound.bound_run(records, settings, clock_ms)
         bound_cpu_s = time.process_time() - bound_cpu
         per_round.append((n / max(1e-9, core_cpu_s), n / max(1e-9, bound_cpu_s)))
         say(
