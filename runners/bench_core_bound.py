@@ -1,11 +1,11 @@
 """How fast the keyed work can go in CPython at all: the bound row of the core bench.
 
     bound_run(records, settings, clock_ms) -> outputs   (kind, comparable tuple)
-    core_outputs(records, settings, clock_ms) -> outputs  the same tuples from the real core
+    core_outputs(core, records, clock_ms) -> outputs  the core's, through the reference runner
 
 The rules the shipped rees46 data exercises, written as one loop with no abstraction: no
 `step` / `wake` contract, no trigger registry, no model records on the way out, state as a
-flat list, every helper inlined. The same reference-runner clock (watermark = max seen -
+flat list, every helper inlined but the windows' feature read. The same reference-runner clock (watermark = max seen -
 max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items, the end-of-input flush),
 dedup, event-time buffering, windows, browse intensity, cart abandonment, 60-s write-behind
 feature snapshots with the engagement score, the policy (consent, address, priority, caps),
