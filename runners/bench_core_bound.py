@@ -5,8 +5,9 @@
 
 The rules the shipped rees46 data exercises, written as one loop with no abstraction: no
 `step` / `wake` contract, no trigger registry, no model records on the way out, state as a
-flat list, every helper inlined but the windows' feature read. The same reference-runner clock (watermark = max seen -
-max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items, the end-of-input flush),
+flat list, every helper inlined but the windows' feature read. The same reference-runner
+clock (watermark = max seen - max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items,
+the end-of-input flush),
 dedup, event-time buffering, windows, browse intensity, cart abandonment, 60-s write-behind
 feature snapshots with the engagement score, the policy (consent, address, priority, caps),
 and a payload request (message_id, recommendation seeds, exclusions, quiet hours) per emitted
