@@ -3,18 +3,18 @@
     bound_run(records, settings, clock_ms) -> outputs   (kind, comparable tuple)
     core_outputs(core, records, clock_ms) -> outputs  the core's, through the reference runner
 
-The rules the shipped rees46 data exercises, written as one loop with no abstraction: no `step`
-/ `wake` contract, no trigger registry, no model records on the way out, state as a flat list,
-every helper inlined but the windows' feature read. The same reference-runner clock (watermark
-= max seen - max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items, the end-of-input
-flush), dedup, event-time buffering, windows, browse intensity, cart abandonment, 60-s write-
-behind feature snapshots with the engagement score, the policy (consent, address, priority,
-caps), and a payload request (message_id, recommendation seeds, exclusions, quiet hours) per
-emitted trigger. It leaves out what this data never or hardly reaches (purges before the end of
-input, erasure, email and consent events, lateness bookkeeping beyond the floor check): so it
-does no more work than the core, only less, and its rate is an upper bound of what any pure-
-Python shape of these rules does here. A test checks that it gives the core's snapshots
-(customer, time, score), payload ids and audit decisions on the shipped data.
+The rules the shipped rees46 data exercises, written as one loop with no abstraction: no
+`step`/`wake` contract, no trigger registry, no model records on the way out, state as a flat
+list, every helper inlined but the windows' feature read. The same reference-runner clock
+(watermark = max seen - max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items, the
+end-of-input flush), dedup, event-time buffering, windows, browse intensity, cart abandonment,
+60-s write-behind feature snapshots with the engagement score, the policy (consent, address,
+priority, caps), and a payload request (message_id, recommendation seeds, exclusions, quiet
+hours) per emitted trigger. It leaves out what this data never or hardly reaches (purges before
+the end of input, erasure, email and consent events, lateness bookkeeping beyond the floor
+check): so it does no more work than the core, only less, and its rate is an upper bound of
+what any pure-Python shape of these rules does here. A test checks that it gives the core's
+snapshots (customer, time, score), payload ids and audit decisions on the shipped data.
 
 Other event types raise ValueError: the bound models only what it is measured on.
 """
