@@ -176,10 +176,15 @@ class _Timers:
 
 
 def run_once(
-    core: Core, records: Sequence[Record], clock_ms: int, fire_every: int = FIRE_EVERY
+    core: Core,
+    records: Sequence[Record],
+    clock_ms: int,
+    fire_every: int = FIRE_EVERY,
+    also: Callable[[Output], None] | None = None,
 ) -> tuple[float, float, Counter[str], list[PayloadRequest]]:
     """One pass of the keyed stage (reference runner, end-of-input flush included):
-    (wall seconds, CPU seconds of this process, outputs by kind, the payload requests)."""
+    (wall seconds, CPU seconds of this process, outputs by kind, the payload requests).
+    `also` sees every output too."""
     counts: Counter[str] = Counter()
     requests: list[PayloadRequest] = []
     keep = requests.append
@@ -188,6 +193,8 @@ def run_once(
         counts[out[0]] += 1
         if out[0] == PAYLOAD:
             keep(out[1])
+        if also is not None:
+            also(out)
 
     runner = ReferenceRunner(
         core, emit, clock=lambda: clock_ms, compose=False, fire_every=fire_every
@@ -307,7 +314,8 @@ def measure_bound(
     n = len(records)
     clock_ms = max((event_time(r) for r in records), default=0)
     kept = (FEATURES, PAYLOAD, AUDIT)
-    by_core = core_bound.core_outputs(core, records, clock_ms)
+    by_core: list[Output] = []
+    run_once(core, records, clock_ms, also=by_core.append)
     by_bound = core_bound.bound_run(records, settings, clock_ms)
     ours = sorted((core_bound.comparable(o) for o in by_core if o[0] in kept), key=repr)
     its = sorted((core_bound.comparable_bound(o) for o in by_bound if o[0] in kept), key=repr)

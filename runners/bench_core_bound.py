@@ -1,7 +1,7 @@
 """How fast the keyed work can go in CPython at all: the bound row of the core bench.
 
     bound_run(records, settings, clock_ms) -> outputs   (kind, comparable tuple)
-    core_outputs(core, records, clock_ms) -> outputs  the core's, through the reference runner
+    comparable(core output), comparable_bound(bound output) -> what the check compares
 
 The rules the shipped rees46 data exercises, written as one loop with no abstraction: no
 `step`/`wake` contract, no trigger registry, no model records on the way out, state as a flat
@@ -25,12 +25,12 @@ import hashlib
 import heapq
 import json
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pipelines.reference import FIRE_EVERY, ReferenceRunner
+from pipelines.reference import FIRE_EVERY
 from transforms import policy
-from transforms.core import END_OF_TIME, PURCHASED_TTL, RECENT_VIEW_TTL, Core
+from transforms.core import END_OF_TIME, PURCHASED_TTL, RECENT_VIEW_TTL
 from transforms.model import (
     ADD_TO_CART,
     AUDIT,
@@ -46,6 +46,7 @@ from transforms.model import (
 from transforms.scoring import engagement_score
 from transforms.settings import CoreSettings
 from transforms.triggers.browse_intensity import TYPE as BROWSE_TYPE
+from transforms.triggers.browse_intensity import view_time
 from transforms.triggers.cart_abandonment import TYPE as CART_TYPE
 from transforms.triggers.cart_abandonment import cart_key
 from transforms.windows import LONG_BUCKET, SHORT_BUCKET, Windows
@@ -55,10 +56,6 @@ Bound = tuple[str, tuple[Any, ...]]
 # The state, a flat list: slot numbers.
 (CID, PENDING, SEEN, WINDOWS, RECENT, CART, CART_DUE, BVIEWS, BADD, BFIRED, PROFILE, CONSENT,
  FEATURES_DUE, SENT, LAST_TRIGGER, DONE, BOUGHT) = range(17)
-
-
-def _view_time(view: tuple[int, str, str]) -> int:
-    return view[0]
 
 
 class _Bound:
@@ -216,7 +213,7 @@ class _Bound:
                 views.append((ts, pid, ev.event_id))
                 horizon = ts - s.browse_window
                 if views[0][0] <= horizon:
-                    del views[:bisect_right(views, horizon, key=_view_time)]
+                    del views[:bisect_right(views, horizon, key=view_time)]
                 if len(views) >= s.browse_views:
                     added, fired = st[BADD].get(category), st[BFIRED].get(category)
                     if (added is None or added <= horizon) and (
@@ -344,16 +341,3 @@ def comparable_bound(out: Bound) -> Bound:
     if kind == AUDIT:
         return kind, value
     return kind, ()
-
-
-def core_outputs(
-    core: Core, records: Sequence[BehaviourEvent | CustomerProfile], clock_ms: int,
-    emit: Callable[[Output], None] | None = None,
-) -> list[Output]:
-    """The core's keyed outputs over `records` through the reference runner (no compose)."""
-    outputs: list[Output] = []
-    runner = ReferenceRunner(core, emit or outputs.append, clock=lambda: clock_ms, compose=False)
-    for record in records:
-        runner.feed(record)
-    runner.finish()
-    return outputs

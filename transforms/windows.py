@@ -181,10 +181,9 @@ class Windows:
             if long:
                 views_24h[category] = long
         cart = 0
-        if self.cart_adds:
-            for b, n in self.cart_adds.items():
-                if long_lo < b <= bs:
-                    cart += n
+        for b, n in self.cart_adds.items():
+            if long_lo < b <= bs:
+                cart += n
         purchases = revenue = 0.0
         opens = clicks = 0
         if self.purchases or self.emails:

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from pipelines.common import build_core
-from runners.bench_core import shipped_records
-from runners.bench_core_bound import bound_run, comparable, comparable_bound, core_outputs
+from runners.bench_core import run_once, shipped_records
+from runners.bench_core_bound import bound_run, comparable, comparable_bound
 from transforms.model import AUDIT, EMAIL_OPEN, FEATURES, PAYLOAD, BehaviourEvent, event_time
 from transforms.settings import Settings
 
@@ -19,7 +19,9 @@ def test_the_bound_gives_the_cores_outputs_on_the_shipped_data() -> None:
     settings = Settings()
     records = shipped_records(settings.core)
     clock = max(event_time(r) for r in records)
-    core = [comparable(o) for o in core_outputs(build_core(settings), records, clock)]
+    outputs: list = []
+    run_once(build_core(settings), records, clock, also=outputs.append)
+    core = [comparable(o) for o in outputs]
     bound = [comparable_bound(o) for o in bound_run(records, settings.core, clock)]
 
     ours = sorted((o for o in core if o[0] in KEPT), key=repr)

@@ -77,7 +77,7 @@ class BrowseIntensity:
         views.append((t, product.product_id, event.event_id))
         horizon = t - self.window
         if views[0][0] <= horizon:
-            del views[:bisect_right(views, horizon, key=_time)]
+            del views[:bisect_right(views, horizon, key=view_time)]
         if len(views) < self.views_needed:
             return []
         last_add = slot.last_add.get(category)
@@ -124,7 +124,7 @@ class BrowseIntensity:
         horizon = now - self.window
         for category in list(slot.views):
             views = slot.views[category]
-            cut = bisect_right(views, horizon, key=_time)
+            cut = bisect_right(views, horizon, key=view_time)
             if cut == len(views):
                 del slot.views[category]
             elif cut:
@@ -135,7 +135,8 @@ class BrowseIntensity:
             del state.triggers[TYPE]
 
 
-def _time(view: tuple[int, str, str]) -> int:
+def view_time(view: tuple[int, str, str]) -> int:
+    """The time of a (time, product, event) view: the sort key of a category's views."""
     return view[0]
 
 
