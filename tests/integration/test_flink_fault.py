@@ -26,7 +26,7 @@ from transforms.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-CUSTOMERS = 2500
+CUSTOMERS = 4000            # enough work that two checkpoints complete well before the read ends
 STEP = 4 * SECOND           # one customer's cart per STEP of event time: deadlines fire all along
 
 
