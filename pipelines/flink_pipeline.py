@@ -561,7 +561,7 @@ def _functions() -> dict[str, type]:
                 if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:
                     self._ask_offsets(now)
                 partition, offset = (value[1], value[2]), value[3]
-                item = wire.decode(self.source, bytes(value[0]), value[1], value[2], offset,
+                item = wire.decode(self.source, value[0], value[1], value[2], offset,
                                    horizon, core, now)
             if not isinstance(item, DeadLetter):
                 item = wire.admit(item, horizon, core, now)

@@ -44,6 +44,7 @@ from transforms.model import (
     event_time,
 )
 from transforms.settings import CoreSettings
+from transforms.sizes import dead_letter
 from transforms.state import CustomerState
 
 EVENTS = "events"
@@ -58,7 +59,7 @@ Routed = list[tuple[str, Any]]
 
 def decode(
     source: str,
-    raw: bytes,
+    raw: bytes | bytearray | None,
     topic: str,
     partition: int,
     offset: int,
@@ -66,8 +67,10 @@ def decode(
     settings: CoreSettings,
     received_at: int,
 ) -> Item | DeadLetter:
-    """Raw bytes of the events or profiles source -> an input item, or a dead letter."""
+    """Raw bytes of the events or profiles source -> an input item, or a dead letter (a null
+    value, a Kafka tombstone, is one with reason `empty`)."""
     origin = Origin(topic, partition, offset)
+    raw = b"" if raw is None else bytes(raw)
     if source == PROFILES:
         return decode_profile(raw, origin, settings, received_at)
     return decode_event(
@@ -94,12 +97,13 @@ def admit(
     if t <= horizon + settings.max_future:
         return item
     raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
-    return DeadLetter(
-        raw=raw,
-        origin=item.origin or Origin("unknown"),
-        reason=R_FUTURE,
-        error=f"event time {t} is {t - horizon} ms ahead of the watermark",
-        received_at=now or horizon,
+    return dead_letter(
+        raw,
+        item.origin or Origin("unknown"),
+        R_FUTURE,
+        f"event time {t} is {t - horizon} ms ahead of the watermark",
+        now or horizon,
+        settings,
     )
 
 

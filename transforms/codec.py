@@ -10,9 +10,13 @@ Two framings are accepted on input: schemaless Avro binary, and the Confluent wi
 or profile starts with its id string's length, and an empty id (a 0 byte) is invalid anyway.
 A Confluent id must be one of SCHEMA_IDS and name the expected contract, else `wrong_schema`.
 
-The decoders never raise on input: truncated or corrupt bytes, unknown schema ids, trailing
-bytes and values that fail transforms/validate.py all become a DeadLetter carrying the raw bytes,
-the origin, a machine-readable reason and a message.
+The decoders never raise on input: no bytes at all (a tombstone: `empty`), truncated or corrupt
+bytes, unknown schema ids, trailing bytes and values that fail transforms/validate.py all become
+a DeadLetter carrying the raw bytes (at most a prefix: transforms/sizes.py), the origin, a
+machine-readable reason and a message.
+
+Dead letters written before `raw_length` and `raw_sha256` were added to the contract (at its
+end, with null defaults) still decode: those fields are then None.
 
 Schemas are parsed once at import with their logicalType annotations removed: timestamp-millis
 is a long on the wire either way, and reading it as a plain int (epoch ms, as the model keeps
@@ -31,6 +35,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from transforms.model import (
     R_DECODE,
+    R_EMPTY,
     R_SCHEMA,
     BehaviourEvent,
     CustomerProfile,
@@ -42,6 +47,7 @@ from transforms.model import (
     Recommendation,
 )
 from transforms.settings import CoreSettings
+from transforms.sizes import dead_letter
 from transforms.validate import validate_event, validate_profile
 
 EVENT: Final = "behaviour_event"
@@ -96,6 +102,15 @@ _EVENT_SCHEMA: Final = _PARSED[EVENT]
 _PROFILE_SCHEMA: Final = _PARSED[PROFILE]
 _PAYLOAD_SCHEMA: Final = _PARSED[PAYLOAD]
 _DEAD_LETTER_SCHEMA: Final = _PARSED[DEAD_LETTER_SCHEMA]
+# The dead-letter contract before raw_length and raw_sha256 (to read what it wrote).
+_DEAD_LETTER_ADDED: Final = ("raw_length", "raw_sha256")
+_DEAD_LETTER_V1: Final = parse_schema({
+    **_without_logical_types(load_contract(DEAD_LETTER_SCHEMA)),
+    "fields": [
+        f for f in _without_logical_types(load_contract(DEAD_LETTER_SCHEMA))["fields"]
+        if f["name"] not in _DEAD_LETTER_ADDED
+    ],
+})
 
 
 def parsed_schema(name: str) -> Any:
@@ -111,6 +126,8 @@ def confluent_frame(schema_id: int, body: bytes) -> bytes:
 def _read(raw: bytes, name: str, schema: Any) -> Any:
     """The decoded Avro record (a dict), or a (reason, message) tuple when it cannot be read."""
     size = len(raw)
+    if not size:
+        return R_EMPTY, "no value (a null or 0-byte record: a tombstone?)"
     fo = BytesIO(raw)
     if size and raw[0] == 0:
         if size < 5:
@@ -136,7 +153,7 @@ def decode_event(
     """Bytes of a behaviour event -> the validated event (origin attached), or a dead letter."""
     r = _read(raw, EVENT, _EVENT_SCHEMA)
     if type(r) is tuple:
-        return DeadLetter(raw, origin, r[0], r[1], received_at)
+        return dead_letter(raw, origin, r[0], r[1], received_at, core)
     product = r["product"]
     order = r["order"]
     email = r["email"]
@@ -163,7 +180,7 @@ def decode_event(
     # A string cannot hold more characters than the record has bytes.
     problem = validate_event(ev, core, watermark, check_sizes=len(raw) > core.max_string_length)
     if problem is not None:
-        return DeadLetter(raw, origin, problem[0], problem[1], received_at)
+        return dead_letter(raw, origin, problem[0], problem[1], received_at, core)
     return ev
 
 
@@ -173,7 +190,7 @@ def decode_profile(
     """Bytes of a customer profile -> the validated profile (origin attached), or a dead letter."""
     r = _read(raw, PROFILE, _PROFILE_SCHEMA)
     if type(r) is tuple:
-        return DeadLetter(raw, origin, r[0], r[1], received_at)
+        return dead_letter(raw, origin, r[0], r[1], received_at, core)
     profile = CustomerProfile(
         customer_id=r["customer_id"],
         updated_at=r["updated_at"],
@@ -187,7 +204,7 @@ def decode_profile(
     )
     problem = validate_profile(profile, core)
     if problem is not None:
-        return DeadLetter(raw, origin, problem[0], problem[1], received_at)
+        return dead_letter(raw, origin, problem[0], problem[1], received_at, core)
     return profile
 
 
@@ -333,12 +350,19 @@ def encode_dead_letter(d: DeadLetter) -> bytes:
         "reason": d.reason,
         "error": d.error,
         "received_at": d.received_at,
+        "raw_length": d.raw_length,
+        "raw_sha256": d.raw_sha256,
     })
 
 
 def decode_dead_letter(raw: bytes) -> DeadLetter:
-    """Bytes written by encode_dead_letter -> the dead letter; raises on bad bytes."""
-    r: Any = schemaless_reader(_body(raw, DEAD_LETTER_SCHEMA), _DEAD_LETTER_SCHEMA, None)
+    """Bytes written by encode_dead_letter (this contract or the one before raw_length and
+    raw_sha256) -> the dead letter; raises on bad bytes."""
+    try:
+        r: Any = schemaless_reader(_body(raw, DEAD_LETTER_SCHEMA), _DEAD_LETTER_SCHEMA, None)
+    except EOFError:  # the older contract ends where the new fields begin
+        r = schemaless_reader(_body(raw, DEAD_LETTER_SCHEMA), _DEAD_LETTER_V1,
+                              _DEAD_LETTER_SCHEMA)
     o = r["origin"]
     return DeadLetter(
         raw=r["raw"],
@@ -346,4 +370,6 @@ def decode_dead_letter(raw: bytes) -> DeadLetter:
         reason=r["reason"],
         error=r["error"],
         received_at=r["received_at"],
+        raw_length=r["raw_length"],
+        raw_sha256=r["raw_sha256"],
     )

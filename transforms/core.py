@@ -57,6 +57,7 @@ from transforms.recommend import Recommender
 from transforms.render import Renderer
 from transforms.scoring import engagement_score
 from transforms.settings import DAY, HOUR, CoreSettings
+from transforms.sizes import dead_letter
 from transforms.state import CustomerState, Item
 from transforms.triggers import load_triggers
 from transforms.windows import Features
@@ -358,12 +359,13 @@ class Core:
         )
 
     def _late(self, ev: BehaviourEvent, floor: int) -> DeadLetter:
-        return DeadLetter(
-            raw=encode_event(ev),
-            origin=ev.origin or Origin("unknown"),
-            reason=R_LATE,
-            error=f"occurred_at {ev.occurred_at} is behind the watermark {floor}",
-            received_at=floor,
+        return dead_letter(
+            encode_event(ev),
+            ev.origin or Origin("unknown"),
+            R_LATE,
+            f"occurred_at {ev.occurred_at} is behind the watermark {floor}",
+            floor,
+            self.settings,
         )
 
     # ------------------------------------------------------------------ expiry

@@ -97,6 +97,8 @@ def dead_letter_to_json(d: DeadLetter) -> dict[str, Any]:
         "reason": d.reason,
         "error": d.error,
         "received_at": d.received_at,
+        "raw_length": d.raw_length,
+        "raw_sha256": d.raw_sha256,
     }
 
 
@@ -192,7 +194,10 @@ def _float(d: dict[str, Any], key: str) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise TypeError(f"{key} must be a number, not {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any double
+        raise ValueError(f"{key} is too large for a double") from None
 
 
 def _bool(d: dict[str, Any], key: str) -> bool | None:
@@ -288,7 +293,8 @@ def audit_from_json(d: dict[str, Any]) -> AuditRecord:
 
 
 def dead_letter_from_json(d: dict[str, Any]) -> DeadLetter:
-    """A dead letter from dead_letter_to_json's form."""
+    """A dead letter from dead_letter_to_json's form (raw_length, raw_sha256: None if absent,
+    as in files written before them)."""
     o = d["origin"]
     return DeadLetter(
         raw=base64.b64decode(d["raw"]),
@@ -296,4 +302,6 @@ def dead_letter_from_json(d: dict[str, Any]) -> DeadLetter:
         reason=d["reason"],
         error=d["error"],
         received_at=d["received_at"],
+        raw_length=d.get("raw_length"),
+        raw_sha256=d.get("raw_sha256"),
     )

@@ -43,6 +43,7 @@ R_INVALID: Final = "invalid_value"          # negative price / quantity, bad ema
 R_FUTURE: Final = "future_timestamp"        # occurred_at too far ahead of the watermark
 R_OVERSIZED: Final = "oversized_field"      # a string or map beyond the configured bounds
 R_LATE: Final = "late"                      # behind the watermark
+R_EMPTY: Final = "empty"                    # no value at all (a Kafka tombstone, 0 bytes)
 
 
 class Compact:
@@ -198,13 +199,16 @@ class AuditRecord:
 
 @dataclass(slots=True)
 class DeadLetter:
-    """Input that could not be used, with everything needed to replay it (Avro `DeadLetter`)."""
+    """Input that could not be used (Avro `DeadLetter`): `raw` is at most a prefix of the bytes
+    (transforms/sizes.py), `raw_length` and `raw_sha256` describe them whole (None: unknown)."""
 
     raw: bytes
     origin: Origin
     reason: str
     error: str
     received_at: int
+    raw_length: int | None = None
+    raw_sha256: str | None = None
 
 
 @dataclass(slots=True)

@@ -14,8 +14,9 @@ Events JSONL (transforms/jsonl.py): one JSON object per line, {"kind": "event" |
 or a bare event.
 
 Every row is validated (transforms/validate.py) with no watermark (a file has none; lateness is
-the runner's business); a row that fails to parse or validate becomes a DeadLetter whose origin
-is (file path, -1, 1-based line number) and whose raw bytes are the line.
+the runner's business); a row that fails to parse or validate (JSON nested too deep included)
+becomes a DeadLetter whose origin is (file path, -1, 1-based line number) and whose raw bytes
+are the line (at most a prefix: transforms/sizes.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from transforms.model import (
     Product,
 )
 from transforms.settings import CoreSettings
+from transforms.sizes import dead_letter
 from transforms.validate import validate_event, validate_profile
 
 REES46_COLUMNS = (
@@ -159,23 +161,23 @@ def _read_rees46(path: Path, core: CoreSettings) -> Items:
                 fields = next(csv.reader([line]))
                 event = rees46_event(line, fields)
             except KeyError as exc:
-                yield _dead(line, origin, R_MISSING, f"missing {exc.args[0]}")
+                yield _dead(line, origin, R_MISSING, f"missing {exc.args[0]}", core)
                 continue
             except (ValueError, csv.Error, StopIteration) as exc:
                 reason = R_INVALID if "event_type" in str(exc) or "price" in str(exc) else R_DECODE
-                yield _dead(line, origin, reason, str(exc) or type(exc).__name__)
+                yield _dead(line, origin, reason, str(exc) or type(exc).__name__, core)
                 continue
             problem = validate_event(event, core, None)
             if problem is not None:
-                yield _dead(line, origin, *problem)
+                yield _dead(line, origin, *problem, core)
                 continue
             event.origin = origin
             yield event
 
 
-def _dead(line: str, origin: Origin, reason: str, error: str) -> DeadLetter:
+def _dead(line: str, origin: Origin, reason: str, error: str, core: CoreSettings) -> DeadLetter:
     raw = line.encode("utf-8", errors="surrogateescape")
-    return DeadLetter(raw=raw, origin=origin, reason=reason, error=error, received_at=0)
+    return dead_letter(raw, origin, reason, error, 0, core)
 
 
 def read_events_jsonl(
@@ -201,13 +203,16 @@ def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
                     json.dumps(data, ensure_ascii=False).encode("utf-8")
                 item = item_from_json(data)
             except (UnicodeError, json.JSONDecodeError) as exc:
-                yield DeadLetter(raw, origin, R_DECODE, str(exc)[:200], 0)
+                yield dead_letter(raw, origin, R_DECODE, str(exc)[:200], 0, core)
+                continue
+            except RecursionError:
+                yield dead_letter(raw, origin, R_DECODE, "JSON nested too deep", 0, core)
                 continue
             except KeyError as exc:
-                yield DeadLetter(raw, origin, R_MISSING, f"missing {exc.args[0]}", 0)
+                yield dead_letter(raw, origin, R_MISSING, f"missing {exc.args[0]}", 0, core)
                 continue
             except (TypeError, ValueError) as exc:  # a wrong type, an unknown field or kind
-                yield DeadLetter(raw, origin, R_INVALID, str(exc)[:200], 0)
+                yield dead_letter(raw, origin, R_INVALID, str(exc)[:200], 0, core)
                 continue
             problem = (
                 validate_event(item, core, None)
@@ -215,7 +220,7 @@ def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
                 else validate_profile(item, core)
             )
             if problem is not None:
-                yield DeadLetter(raw, origin, problem[0], problem[1], 0)
+                yield dead_letter(raw, origin, problem[0], problem[1], 0, core)
                 continue
             item.origin = origin
             yield item

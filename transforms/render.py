@@ -154,11 +154,14 @@ class Renderer:
         items: Sequence[CatalogItem | None],
         recommendations: Sequence[Recommendation],
         variant: str,
+        item_count: int | None = None,
     ) -> Rendered:
         """The email for `trigger`; the static fallback (flagged, with a reason) on any failure.
 
         `items` are the catalog entries of `trigger.evidence`, in order: None for a product
         the catalog does not know, which means fallback (the email would be about it).
+        `item_count`: how many products the trigger is about, when `items` shows only the
+        first ones (default: len(items)); templates read it as `item_count`.
         """
         kind = trigger.type if isinstance(trigger.type, str) else ""
         try:
@@ -168,6 +171,7 @@ class Renderer:
                 missing = [p for p, i in zip(trigger.evidence, items, strict=False) if i is None]
                 raise _Unrenderable(f"product not in catalog: {', '.join(missing) or 'no items'}")
             context = self._context(trigger, profile, items, recommendations)
+            context["item_count"] = max(item_count or 0, len(context["items"]))
             subject = _one_line(self._template(kind, f"subject_{variant}.txt.j2").render(context))
             subject = subject[:MAX_SUBJECT_LENGTH]
             if not subject:
@@ -183,6 +187,14 @@ class Renderer:
         except Exception as exc:  # a template can raise anything; the fallback is the contract
             return self._fallback(kind, _reason(exc))
         return Rendered(subject, preheader, html, text, False, None)
+
+    def fallback(self, trigger_type: str, reason: str, generic: bool = False) -> Rendered:
+        """The trigger's static fallback content (flagged, with `reason`); `generic`: the
+        built-in last-resort content, a few hundred bytes whatever the templates hold."""
+        if generic:
+            c = _LAST_RESORT
+            return Rendered(c["subject"], c["preheader"], c["html"], c["text"], True, reason)
+        return self._fallback(trigger_type, reason)
 
     # ------------------------------------------------------------------ internals
 

@@ -83,6 +83,14 @@ class CoreSettings:
     max_string_length: int = 2048
     max_properties: int = 32
     default_time_zone: str = "UTC"
+    # Output size bounds (DESIGN.md section 8, Sizes; transforms/sizes.py). max_output_bytes is
+    # the largest encoded payload or dead letter: keep it below the broker's max.message.bytes
+    # (Kafka's default is 1 MB). A payload still above it is sent as its trigger's fallback.
+    max_evidence_items: int = 50      # product ids (and their event ids) a payload carries
+    max_rendered_items: int = 10      # evidence products an email shows
+    max_name_length: int = 64         # recipient name, in characters (control chars removed)
+    max_output_bytes: int = 900_000
+    max_dead_letter_raw: int = 65_536  # raw bytes a dead letter keeps (plus length and SHA-256)
 
 
 @dataclass(slots=True)

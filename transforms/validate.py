@@ -20,11 +20,15 @@ failure is reported (reason in brackets):
    and for any type: a present product or order has a non-empty id, an order both id and
    total, a consent both channel and granted, an email campaign its message id (the nested
    records of the wire form must be whole) [missing_field]; price and order total finite and
-   >= 0, quantity >= 0 (>= 1 for add_to_cart) [invalid_value]
+   >= 0, quantity >= 0 (>= 1 for add_to_cart) and within an Avro int [invalid_value]
 5. profiles: `updated_at` within [1970, 2100); a well-formed email address (pragmatic: one
    `@`, no spaces or control characters, a dotted domain of letters, digits and hyphens); an
    IANA time zone known to zoneinfo; a BCP 47-like locale (`en`, `en-GB`, `pt_BR`)
    [invalid_value]
+
+Every value that passes can be written back to Avro (the dead-letter and replay encoders never
+raise): timestamps are within an Avro long by the [1970, 2100) bound, quantity within an int,
+numbers finite, strings are Python str (JSON input with lone surrogates is refused by the reader).
 
 A profile without email or time zone is valid: the contact policy then sends nothing or uses
 UTC. Customer-supplied text (first names) is not judged here; rendering escapes it.
@@ -60,6 +64,7 @@ Problem = tuple[str, str]
 # Timestamps outside [1970-01-01, 2100-01-01) UTC are garbage in this domain, and bounding them
 # keeps downstream date arithmetic (quiet hours, expiry) far from datetime's limits.
 MAX_TIMESTAMP = 4_102_444_800_000
+AVRO_INT_MAX = 2**31 - 1  # quantity is an Avro int
 _FLOAT_MAX = sys.float_info.max  # `0 <= x <= _FLOAT_MAX` is False for NaN, inf and negatives
 
 _KNOWN_TYPES = frozenset(EVENT_TYPES)
@@ -116,7 +121,9 @@ def validate_event(
         if price is not None and not 0.0 <= price <= _FLOAT_MAX:
             return R_INVALID, f"price {price} is negative or not finite"
     quantity = ev.quantity
-    if quantity is not None and (quantity < 0 or (quantity == 0 and etype == ADD_TO_CART)):
+    if quantity is not None and (
+        quantity < 0 or quantity > AVRO_INT_MAX or (quantity == 0 and etype == ADD_TO_CART)
+    ):
         return R_INVALID, f"quantity {quantity} of {etype}"
     # The flattened nested records of the wire form must be whole to be written back.
     total = ev.order_total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from datetime import UTC, datetime
 from typing import Any
@@ -112,10 +113,13 @@ def test_payloads_both_ways() -> None:
 
 @pytest.mark.parametrize("raw", [b"", b"\x00\x01garbage\xff"])
 def test_dead_letters_both_ways(raw: bytes) -> None:
-    d = DeadLetter(raw, Origin("behaviour-events", 2, 10**12), "decode_error", "EOFError", T0)
+    sha = hashlib.sha256(raw).hexdigest()
+    d = DeadLetter(raw, Origin("behaviour-events", 2, 10**12), "decode_error", "EOFError", T0,
+                   len(raw), sha)
     datum = reference_read("dead_letter", encode_dead_letter(d))
     assert millis(datum) == {
         "raw": raw, "origin": {"topic": "behaviour-events", "partition": 2, "offset": 10**12},
         "reason": "decode_error", "error": "EOFError", "received_at": T0,
+        "raw_length": len(raw), "raw_sha256": sha,
     }
     assert decode_dead_letter(reference_write("dead_letter", datum)) == d

@@ -21,6 +21,7 @@ from transforms.model import (
     EMAIL_OPEN,
     PURCHASE,
     R_DECODE,
+    R_EMPTY,
     R_FUTURE,
     R_INVALID,
     R_MISSING,
@@ -89,7 +90,7 @@ def test_event_in_the_confluent_wire_format_decodes() -> None:
      "customer_profile schema"),
     (confluent_frame(99, encode_event(view(T0))), R_SCHEMA, "not a registered schema"),
     (b"\x00\x00\x01", R_DECODE, "header truncated"),
-    (b"", R_DECODE, "EOFError"),
+    (b"", R_EMPTY, "tombstone"),
     (encode_event(view(T0))[:-3], R_DECODE, ""),
     (encode_event(view(T0)) + b"\x02\x04", R_SCHEMA, "bytes after"),
 ], ids=["profile-id", "unknown-id", "short-header", "empty", "truncated", "trailing"])

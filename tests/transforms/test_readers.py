@@ -129,3 +129,36 @@ def test_any_file_content_yields_items_or_dead_letters(tmp_path_factory: pytest.
     for items in (read_events_jsonl(jsonl), read_rees46(csv)):
         for item in items:
             assert isinstance(item, BehaviourEvent | CustomerProfile | DeadLetter)
+
+
+def test_deeply_nested_jsonl_is_a_dead_letter_and_the_replay_goes_on(tmp_path: Path) -> None:
+    ev = event_to_json(view(T0))
+    deep = "[" * 2000 + "]" * 2000
+    deep_in_event = json.dumps({**ev, "properties": {}})[:-2] + '"x": ' + "{\"a\": " * 2000 \
+        + "1" + "}" * 2000 + "}}"
+    path = write(tmp_path, "e.jsonl", [deep, deep_in_event, json.dumps(ev)])
+    items = list(read_events_jsonl(path))
+    assert [(i.origin.offset, i.reason) for i in items[:2]] == [  # type: ignore[union-attr]
+        (1, R_DECODE), (2, R_DECODE)]
+    assert "deep" in items[0].error  # type: ignore[union-attr]
+    assert isinstance(items[2], BehaviourEvent)
+
+
+@pytest.mark.parametrize("changes", [
+    {"quantity": 2147483648},
+    {"quantity": 10**30},
+    {"occurred_at": 2**63},
+    {"order_id": "o1", "order_total": 10**400},
+    {"product": {"product_id": "p", "price": 10**400}},
+], ids=["int-overflow", "int-huge", "long-overflow", "total-overflow", "price-overflow"])
+def test_numbers_avro_cannot_hold_are_dead_letters_and_never_reach_the_encoder(
+    tmp_path: Path, changes: dict[str, object]
+) -> None:
+    from transforms.codec import encode_event
+
+    ev = event_to_json(view(T0))
+    path = write(tmp_path, "e.jsonl", [json.dumps({**ev, **changes}), json.dumps(ev)])
+    items = list(read_events_jsonl(path))
+    assert isinstance(items[0], DeadLetter) and items[0].reason == R_INVALID
+    assert isinstance(items[1], BehaviourEvent)
+    encode_event(items[1])

@@ -160,3 +160,16 @@ def test_profile_requirements_and_bounds() -> None:
     assert validate_profile(many, CORE) == (R_OVERSIZED, "3 consents (max 2)")
     assert validate_profile(CustomerProfile("c1", -5), CORE) == (
         R_INVALID, "updated_at -5 outside [1970, 2100)")
+
+
+@pytest.mark.parametrize("qty, ok", [(2**31 - 1, True), (2**31, False), (2**63, False)])
+def test_quantity_must_fit_an_avro_int(qty: int, ok: bool) -> None:
+    from transforms.codec import encode_event
+
+    ev = add(T0, qty=qty)
+    problem = validate_event(ev, CoreSettings(), None)
+    if ok:
+        assert problem is None
+        encode_event(ev)
+    else:
+        assert problem is not None and problem[0] == R_INVALID and "quantity" in problem[1]
