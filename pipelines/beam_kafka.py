@@ -47,10 +47,17 @@ do this; their end takes the watermark to +inf and every pending deadline fires 
 An idle read sends a heartbeat (the same watermark) every second: the runner gives up on a
 service silent for 30 s.
 
-Offsets and back-pressure: a pass-through step (Acknowledge) right after the TestStream counts
-the records that entered the pipeline and the highest offset per partition; the reader keeps at
-most `max_in_flight` records between itself and that step, and commits the acknowledged offsets
-to the consumer group every `commit_every` seconds and at the end. Known limit: the DirectRunner
+Back-pressure: a pass-through step (Acknowledge) right after the TestStream counts the records
+that entered the pipeline; the reader keeps at most `max_in_flight` records between itself and
+that step. Offsets: a sink error never commits input offsets past unwritten outputs. The Flow
+counts the records the topology hands to its sinks (`emit`) and those the sinks have written
+(`written`: a Kafka sink after its bundle's flush succeeded); at each instant when the two are
+equal, the offsets of the batches through the keyed step are safe, since every output they
+caused so far is on the broker. The reader commits the latest safe offsets every
+`commit_every` seconds and, at the end, once everything read is through and written. A failed
+sink bundle leaves emit ahead of written until a retry succeeds (a retry skips what the failed
+attempt delivered, so nothing is written twice); if the retries fail, the job fails with
+nothing committed past it. Known limit: the DirectRunner
 keeps keyed state and timers in memory and never checkpoints them, so a restarted job resumes
 at the committed offsets but has lost what was buffered and the pending deadlines. A Ctrl-C
 therefore ends the read like a bounded one: everything read is processed and every pending
@@ -63,6 +70,7 @@ outputs are on the broker before the runner moves on; a failed send fails the pi
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -286,20 +294,31 @@ class Batch:
 class Flow:
     """Records in flight through a run (thread-safe).
 
-    The source hands records over in batches (`open_batch` / `close_batch`: how many, and the
-    watermark it announces after them); the topology reports, per batch, how many it decoded,
-    routed to the keyed step and stepped there (`add`). From that, `safe_watermark` is the
-    last announced watermark all of whose batches are through the keyed step: no record that is
-    not late can reach a customer's state at or before it any more. The Acknowledge step counts
-    what entered the pipeline (back-pressure, offsets to commit).
+    The source hands records over in batches (`open_batch` / `close_batch`: how many, the
+    watermark it announces after them, the highest offset per partition in them); the topology
+    reports, per batch, how many it decoded, routed to the keyed step and stepped there (`add`).
+    From that, `safe_watermark` is the last announced watermark all of whose batches are through
+    the keyed step: no record that is not late can reach a customer's state at or before it any
+    more. The Acknowledge step counts what entered the pipeline (back-pressure).
+
+    Offsets to commit (`committable`): the topology counts the outputs it hands to sinks that
+    report writes (`emit`, before the `add` of the batches that caused them), those sinks count
+    what they wrote (`written`); whenever the two are equal, the offsets of the batches through
+    the keyed step are committable (the module docstring says why).
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     sent: int = 0
     ended: bool = False
     acked: int = 0
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    # Per batch: [records, watermark after it, decoded, routed, stepped]; size -1 = still open.
+    emitted: int = 0
+    stored: int = 0
+    # Highest offset per partition of the batches through the keyed step, and of those when
+    # everything emitted was last written.
+    done: dict[tuple[str, int], int] = field(default_factory=dict)
+    committable: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Per batch: [records, watermark after it, decoded, routed, stepped, offsets]; size -1 =
+    # still open.
     batches: list[list[Any]] = field(default_factory=list)
     _complete: int = 0                 # how many leading batches are through the keyed step
     _safe: int | None = None
@@ -307,14 +326,17 @@ class Flow:
     def open_batch(self) -> int:
         """A new batch's number (the source's thread only)."""
         with self.lock:
-            self.batches.append([-1, None, 0, 0, 0])
+            self.batches.append([-1, None, 0, 0, 0, None])
             return len(self.batches) - 1
 
-    def close_batch(self, batch: int, size: int, watermark: int | None) -> None:
-        """Batch `batch` holds `size` records; the source's watermark after it."""
+    def close_batch(self, batch: int, size: int, watermark: int | None,
+                    offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Batch `batch` holds `size` records (highest offset per partition: `offsets`); the
+        source's watermark after it."""
         with self.lock:
             self.batches[batch][0] = size
             self.batches[batch][1] = watermark
+            self.batches[batch][5] = offsets
             self.sent += size
 
     def add(self, batch: int, decoded: int = 0, routed: int = 0, stepped: int = 0) -> None:
@@ -324,6 +346,46 @@ class Flow:
             counts[2] += decoded
             counts[3] += routed
             counts[4] += stepped
+            self._settle()
+
+    def emit(self, n: int) -> None:
+        """A bundle handed n records to the sinks that report `written` (before its `add`)."""
+        with self.lock:
+            self.emitted += n
+
+    def written(self, n: int) -> None:
+        """A sink has n more records on the broker (or in the store)."""
+        with self.lock:
+            self.stored += n
+            self._settle()
+
+    def _settle(self) -> None:
+        """With the lock held: when every output emitted is written, the offsets of the batches
+        through the keyed step become committable."""
+        if self.stored == self.emitted:
+            self._advance()
+            if self.committable != self.done:
+                self.committable = dict(self.done)
+
+    def _advance(self) -> None:
+        """With the lock held: count the leading batches now through the keyed step."""
+        batches = self.batches
+        while self._complete < len(batches):
+            size, watermark, decoded, routed, stepped, offsets = batches[self._complete]
+            if size < 0 or decoded < size or stepped < routed:
+                break
+            self._complete += 1
+            if watermark is not None and (self._safe is None or watermark > self._safe):
+                self._safe = watermark
+            for tp, offset in (offsets or {}).items():
+                if offset > self.done.get(tp, -1):
+                    self.done[tp] = offset
+
+    def settled(self) -> bool:
+        """Whether every batch is through the keyed step and every output written."""
+        with self.lock:
+            self._settle()
+            return self._complete == len(self.batches) and self.stored == self.emitted
 
     def end(self) -> None:
         """The source will send nothing more."""
@@ -333,14 +395,7 @@ class Flow:
     def safe_watermark(self) -> int | None:
         """The latest watermark the keyed step may treat as passed (see the class docstring)."""
         with self.lock:
-            batches = self.batches
-            while self._complete < len(batches):
-                size, watermark, decoded, routed, stepped = batches[self._complete]
-                if size < 0 or decoded < size or stepped < routed:
-                    break
-                self._complete += 1
-                if watermark is not None and (self._safe is None or watermark > self._safe):
-                    self._safe = watermark
+            self._advance()
             return self._safe
 
     def drained(self) -> bool:
@@ -350,13 +405,10 @@ class Flow:
         with self.lock:
             return self.ended and self._complete == len(self.batches)
 
-    def ack(self, n: int, offsets: dict[tuple[str, int], int]) -> None:
-        """A bundle of n records entered the pipeline; the highest offset per partition."""
+    def ack(self, n: int) -> None:
+        """A bundle of n records entered the pipeline."""
         with self.lock:
             self.acked += n
-            for tp, offset in offsets.items():
-                if offset > self.offsets.get(tp, -1):
-                    self.offsets[tp] = offset
 
     def in_flight(self) -> int:
         """Records sent but not acknowledged."""
@@ -441,8 +493,8 @@ class KafkaReader:
                     last_report = now
                     self._report()
             self.flow.end()
-            while self.flow.in_flight() > 0 and not self.stop_requested:
-                time.sleep(0.01)                    # every record is in before the final commit
+            while not self.flow.settled() and not self.stop_requested:
+                time.sleep(0.01)                    # everything read is through and written
             self._commit(consumer, committed)
         finally:
             consumer.close(autocommit=False)
@@ -491,10 +543,13 @@ class KafkaReader:
         elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int, int | None]]] = {}
         received_at = int(time.time() * 1000)
         n = 0
+        offsets: dict[tuple[str, int], int] = {}
         for tp, records in polled.items():
             tag = self.tags[tp.topic]
             key = (tp.topic, tp.partition)
             out = elements.setdefault(tag, [])
+            if records:
+                offsets[key] = records[-1].offset
             for r in records:
                 value = r.value if r.value is not None else b""
                 t = event_time_of(tag, value, core)
@@ -505,7 +560,7 @@ class KafkaReader:
             if not left.get(tp, False):
                 clock.release(key)
         self.read += n
-        self.flow.close_batch(number, n, clock.watermark)
+        self.flow.close_batch(number, n, clock.watermark, offsets)
         return Batch(elements, clock.watermark)
 
     def _heartbeat(self) -> Batch:
@@ -517,8 +572,8 @@ class KafkaReader:
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         with self.flow.lock:
-            acked = dict(self.flow.offsets)
-        todo = {tp: off for tp, off in acked.items() if committed.get(tp) != off}
+            safe = dict(self.flow.committable)
+        todo = {tp: off for tp, off in safe.items() if committed.get(tp) != off}
         if todo:
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(off + 1, "", -1)
                              for (t, p), off in todo.items()})
@@ -650,20 +705,15 @@ class _Acknowledge(beam.DoFn):
 
     def start_bundle(self) -> None:
         self.n = 0
-        self.offsets: dict[tuple[str, int], int] = {}
 
     def process(self, element: tuple[KafkaRecord, int | None, int | None, int]) -> Iterator[Any]:
-        record = element[0]
         self.n += 1
-        tp = (record.topic, record.partition)
-        if record.offset > self.offsets.get(tp, -1):
-            self.offsets[tp] = record.offset
         yield element
 
     def finish_bundle(self) -> None:
         if self.n:
             flow: Flow = self.local.get("flow", Flow)
-            flow.ack(self.n, self.offsets)
+            flow.ack(self.n)
 
 
 # ------------------------------------------------------------------------------ the sink
@@ -685,26 +735,64 @@ class WriteToKafka(beam.PTransform):
         return records | "Produce" >> beam.ParDo(self.fn)
 
 
+Record = tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]
+
+
 class Producer:
-    """A kafka-python producer shared by the sinks of a run, which remembers failed sends."""
+    """A kafka-python producer shared by the sinks of a run.
+
+    It remembers the records a failed bundle did deliver (`delivered`), so that the runner's
+    retry of that bundle skips them (`already_sent`): a retry writes nothing twice.
+    """
 
     def __init__(self, bootstrap: str) -> None:
         from runners.kafka_io import open_producer
 
         self.producer = open_producer(bootstrap)
-        self.errors: list[BaseException] = []
+        self.lock = threading.Lock()
+        self.redo: dict[Record, int] = {}
 
-    def send(self, topic: str, key: bytes | None, value: bytes,
-             headers: list[tuple[str, bytes]] | None) -> None:
-        """Queue one record."""
-        future = self.producer.send(topic, value=value, key=key, headers=headers)
-        future.add_errback(self.errors.append)
+    def send(self, record: Record) -> Any:
+        """Queue one record (topic, key, value, headers); its future."""
+        topic, key, value, headers = record
+        return self.producer.send(topic, value=value, key=key, headers=list(headers) or None)
 
-    def flush(self) -> None:
-        """Wait until everything queued is on the broker; raise if a send failed."""
-        self.producer.flush()
-        if self.errors:
-            raise RuntimeError(f"{len(self.errors)} Kafka sends failed, first: {self.errors[0]!r}")
+    def already_sent(self, record: Record) -> bool:
+        """Whether `record` was delivered by a failed attempt of the bundle now retried (then it
+        is taken off the list)."""
+        if not self.redo:
+            return False
+        with self.lock:
+            n = self.redo.get(record, 0)
+            if not n:
+                return False
+            if n == 1:
+                del self.redo[record]
+            else:
+                self.redo[record] = n - 1
+            return True
+
+    def flush(self, sent: list[tuple[Record, Any]]) -> None:
+        """Wait until everything queued is on the broker; if some of `sent` ((record, its
+        future, or None: delivered by an earlier attempt)) failed, remember the others as
+        delivered and raise (the runner retries the bundle)."""
+        from kafka.errors import KafkaError
+
+        with contextlib.suppress(KafkaError):
+            self.producer.flush()
+        # kafka-python's flush can return (or give up) before the records of a batch it split
+        # are done: wait for each (a future ends within the producer's delivery_timeout_ms).
+        for _, future in sent:
+            if future is not None and not future.is_done:
+                with contextlib.suppress(KafkaError):
+                    future.get()
+        failed = [f.exception for _, f in sent if f is not None and not f.succeeded()]
+        if failed:
+            with self.lock:
+                for record, future in sent:
+                    if future is None or future.succeeded():
+                        self.redo[record] = self.redo.get(record, 0) + 1
+            raise RuntimeError(f"{len(failed)} Kafka sends failed, first: {failed[0]!r}")
 
     def close(self) -> None:
         """Flush and close."""
@@ -727,17 +815,21 @@ class _Produce(beam.DoFn):
 
     def start_bundle(self) -> None:
         self.n = 0
+        self.sent: list[tuple[Record, Any]] = []
 
     def process(self, record: Any) -> Iterator[Any]:
         encoded = self.encode(record)
-        headers = encoded[2] if len(encoded) > 2 else None
-        self.producer.send(self.topic, encoded[0], encoded[1], headers)
+        headers = tuple(encoded[2]) if len(encoded) > 2 else ()  # type: ignore[misc]
+        out: Record = (self.topic, encoded[0], encoded[1], headers)
         self.n += 1
+        delivered = self.producer.already_sent(out)
+        self.sent.append((out, None if delivered else self.producer.send(out)))
         return iter(())
 
     def finish_bundle(self) -> None:
         if self.n:
-            self.producer.flush()
+            self.producer.flush(self.sent)
+            self.local.get("flow", Flow).written(self.n)
             tally(self.local).add({self.counter: self.n})
 
 

@@ -201,12 +201,16 @@ class Decode(beam.DoFn):
         """Count this bundle's records and items per batch (the run's Flow); group its items."""
         self.counts: dict[int, list[int]] = {}
         self.groups: dict[int, list[Any]] = {}   # shard -> [earliest element timestamp, items]
+        self.dead = 0
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        """Add the counts to the run's Flow, then output the groups, each stamped with its
-        earliest item's timestamp: that holds the watermark downstream as the items did."""
+        """Add the counts to the run's Flow (the dead letters emitted first), then output the
+        groups, each stamped with its earliest item's timestamp: that holds the watermark
+        downstream as the items did."""
         if self.counts:
             f = flow(self.local)
+            if self.dead:
+                f.emit(self.dead)
             for batch, (decoded, routed) in self.counts.items():
                 if batch is not None:     # None: a source that does not count (tests)
                     f.add(batch, decoded=decoded, routed=routed)
@@ -230,6 +234,7 @@ class Decode(beam.DoFn):
         if not isinstance(item, DeadLetter):
             item = wire.admit(item, horizon, self.settings)
         if isinstance(item, DeadLetter):
+            self.dead += 1
             yield TaggedOutput(DEAD_LETTER, item)
             return
         counts[1] += 1
@@ -334,11 +339,14 @@ class PerCustomer(beam.DoFn):
     def start_bundle(self) -> None:
         """Count items stepped, dropped, and customers whose state appeared or went."""
         self.active = 0
+        self.emitted = 0
         self.stepped: dict[int, int] = {}
         self.dropped: dict[str, int] = {}
 
     def finish_bundle(self) -> None:
-        """Add the counts to the run's Flow and Tally."""
+        """Add the counts to the run's Flow (outputs emitted first) and Tally."""
+        if self.emitted:
+            self.flow.emit(self.emitted)
         for batch, n in self.stepped.items():
             if batch is not None:
                 self.flow.add(batch, stepped=n)
@@ -432,6 +440,7 @@ class PerCustomer(beam.DoFn):
                 customers.write(table)
             else:
                 customers.clear()
+        self.emitted += len(routed)
         if live or timer_fired:
             due = min((w for _, w in table.values() if w is not None), default=None)
             if due is None:
@@ -499,6 +508,7 @@ class _ApplyFeatures(beam.DoFn):
                 flush = getattr(self.writer, "flush", None)
                 if callable(flush):
                     flush()
+            flow(self.local).written(len(self.batch))
             tally(self.local).add({FEATURES: len(self.batch)})
 
 
