@@ -302,15 +302,17 @@ class Flow:
     more. The Acknowledge step counts what entered the pipeline (back-pressure).
 
     Offsets to commit (`committable`): the topology counts the outputs it hands to sinks that
-    report writes (`emit`, before the `add` of the batches that caused them), those sinks count
-    what they wrote (`written`); whenever the two are equal, the offsets of the batches through
-    the keyed step are committable (the module docstring says why).
+    report writes (`emit`, before the `add` of the batches that caused them; `reporting`: the
+    kinds of those sinks, registered when they are built), those sinks count what they wrote
+    (`written`); whenever the two are equal, the offsets of the batches through the keyed step
+    are committable (the module docstring says why).
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     sent: int = 0
     ended: bool = False
     acked: int = 0
+    reporting: set[str] = field(default_factory=set)
     emitted: int = 0
     stored: int = 0
     # Highest offset per partition of the batches through the keyed step, and of those when
@@ -723,11 +725,13 @@ Encoded = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str
 
 
 class WriteToKafka(beam.PTransform):
-    """PCollection of records -> `topic`, each encoded by `encode` to (key, value[, headers])."""
+    """PCollection of records -> `topic`, each encoded by `encode` to (key, value[, headers]);
+    `counter`: the output kind, which it reports written to the run's Flow."""
 
     def __init__(self, local: Local, bootstrap: str, topic: str, encode: Callable[[Any], Encoded],
                  counter: str) -> None:
         super().__init__()
+        local.get("flow", Flow).reporting.add(counter)
         self.fn = _Produce(local, bootstrap, topic, encode, counter)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:

@@ -201,7 +201,8 @@ class Decode(beam.DoFn):
         """Count this bundle's records and items per batch (the run's Flow); group its items."""
         self.counts: dict[int, list[int]] = {}
         self.groups: dict[int, list[Any]] = {}   # shard -> [earliest element timestamp, items]
-        self.dead = 0
+        self.dead = 0                            # dead letters to a sink that reports writes
+        self.report_dead = DEAD_LETTER in flow(self.local).reporting
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         """Add the counts to the run's Flow (the dead letters emitted first), then output the
@@ -234,7 +235,7 @@ class Decode(beam.DoFn):
         if not isinstance(item, DeadLetter):
             item = wire.admit(item, horizon, self.settings)
         if isinstance(item, DeadLetter):
-            self.dead += 1
+            self.dead += self.report_dead
             yield TaggedOutput(DEAD_LETTER, item)
             return
         counts[1] += 1
@@ -334,6 +335,7 @@ class PerCustomer(beam.DoFn):
         """The run's core (built once per run, shared by every copy of this DoFn)."""
         self.keyed = wire.KeyedCore(self.local.get("core", lambda: build_core(self.settings)))
         self.flow = flow(self.local)
+        self.reporting = frozenset(self.flow.reporting)
         self.states: StateCache = self.local.get("states", StateCache)
 
     def start_bundle(self) -> None:
@@ -440,7 +442,8 @@ class PerCustomer(beam.DoFn):
                 customers.write(table)
             else:
                 customers.clear()
-        self.emitted += len(routed)
+        if self.reporting:
+            self.emitted += sum(1 for sink, _ in routed if sink in self.reporting)
         if live or timer_fired:
             due = min((w for _, w in table.values() if w is not None), default=None)
             if due is None:
@@ -479,6 +482,7 @@ class WriteFeatures(beam.PTransform):
     def __init__(self, local: Local) -> None:
         super().__init__()
         self.local = local
+        flow(local).reporting.add(FEATURES)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         """One ParDo applying the writer."""
