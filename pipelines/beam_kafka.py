@@ -54,10 +54,11 @@ counts the records the topology hands to its sinks (`emit`) and those the sinks 
 (`written`: a Kafka sink after its bundle's flush succeeded); at each instant when the two are
 equal, the offsets of the batches through the keyed step are safe, since every output they
 caused so far is on the broker. The reader commits the latest safe offsets every
-`commit_every` seconds and, at the end, once everything read is through and written. A failed
-sink bundle leaves emit ahead of written until a retry succeeds (a retry skips what the failed
-attempt delivered, so nothing is written twice); if the retries fail, the job fails with
-nothing committed past it. Known limit: the DirectRunner
+`commit_every` seconds, and the job commits them once more when the pipeline has finished
+(`KafkaReader.commit_final`: after the deadlines the end of the read fired are written too).
+A failed sink bundle leaves emit ahead of written until a retry succeeds (a retry skips what
+the failed attempt delivered, so nothing is written twice); if the retries fail, the job fails
+with nothing committed past it. Known limit: the DirectRunner
 keeps keyed state and timers in memory and never checkpoints them, so a restarted job resumes
 at the committed offsets but has lost what was buffered and the pending deadlines. A Ctrl-C
 therefore ends the read like a bounded one: everything read is processed and every pending
@@ -71,6 +72,7 @@ outputs are on the broker before the runner moves on; a failed send fails the pi
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -90,6 +92,8 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from pipelines.wire import EVENTS, PROFILES, event_time_of
 from transforms.settings import CoreSettings, Settings
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
 END_OFFSETS_EVERY = 1.0     # seconds between end-offset queries of the partitions being read
@@ -445,9 +449,10 @@ class KafkaReader:
         self.stop_requested = False
         self.started = time.monotonic()
         self._last_stats = (self.started, 0)
+        self.committed: dict[tuple[str, int], int] = {}
 
     def batches(self) -> Iterator[Batch]:
-        """Poll until the bounds are reached (or forever), then commit what was acknowledged."""
+        """Poll until the bounds are reached (or forever), committing what is committable."""
         from kafka import KafkaConsumer
 
         opts = self.options
@@ -457,7 +462,7 @@ class KafkaReader:
             auto_offset_reset="earliest" if opts.from_beginning else "latest",
             max_poll_records=opts.max_poll_records, client_id=f"personalize-beam-{self.group_id}",
         )
-        committed: dict[tuple[str, int], int] = {}
+        committed = self.committed
         try:
             last_data = last_beat = last_commit = last_report = time.monotonic()
             while not self.stop_requested:
@@ -495,9 +500,6 @@ class KafkaReader:
                     last_report = now
                     self._report()
             self.flow.end()
-            while not self.flow.settled() and not self.stop_requested:
-                time.sleep(0.01)                    # everything read is through and written
-            self._commit(consumer, committed)
         finally:
             consumer.close(autocommit=False)
             self._report()
@@ -569,6 +571,22 @@ class KafkaReader:
         """No records: the watermark again (or an idle source's new one), as an empty batch."""
         self.flow.close_batch(self.flow.open_batch(), 0, self.clock.watermark)
         return Batch({}, self.clock.watermark)
+
+    def commit_final(self) -> None:
+        """Once the pipeline has finished without error: commit the offsets that are
+        committable (all that was read, when every output was written)."""
+        from kafka import KafkaConsumer
+
+        if not self.flow.settled():
+            log.warning("outputs left unwritten: offsets committed only up to the last "
+                        "point where every output was written")
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                                 enable_auto_commit=False,
+                                 client_id=f"personalize-beam-{self.group_id}")
+        try:
+            self._commit(consumer, self.committed)
+        finally:
+            consumer.close(autocommit=False)
 
     def _commit(self, consumer: Any, committed: dict[tuple[str, int], int]) -> None:
         from kafka.structs import OffsetAndMetadata, TopicPartition

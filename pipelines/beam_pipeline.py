@@ -762,6 +762,7 @@ def run_kafka_job(
                            sinks or kafka_sinks(local, settings), settings, core, local)
             _run_interruptibly(p, read.stop)
             source.raise_error()
+            source.reader.commit_final()
             stats = source.reader.stats()
             first = source.reader.first_record_at
         counts = tally(local).snapshot()
