@@ -66,7 +66,9 @@ deadline fires, at its own time, before the job exits. Exactly-once across resta
 Flink runner's (checkpoints).
 
 Sinks share one producer per run and flush it at the end of every bundle, so a bundle's
-outputs are on the broker before the runner moves on; a failed send fails the pipeline.
+outputs are on the broker before the runner moves on; a failed send fails the bundle, which the
+runner retries (skipping what was delivered) and, after its last retry, fails the pipeline.
+Outputs are bounded below the broker's max.message.bytes by the core (transforms/sizes.py).
 """
 
 from __future__ import annotations
@@ -772,7 +774,7 @@ class Producer:
 
         self.producer = open_producer(bootstrap)
         self.lock = threading.Lock()
-        self.redo: dict[Record, int] = {}
+        self.delivered: dict[Record, int] = {}
 
     def send(self, record: Record) -> Any:
         """Queue one record (topic, key, value, headers); its future."""
@@ -782,16 +784,16 @@ class Producer:
     def already_sent(self, record: Record) -> bool:
         """Whether `record` was delivered by a failed attempt of the bundle now retried (then it
         is taken off the list)."""
-        if not self.redo:
+        if not self.delivered:
             return False
         with self.lock:
-            n = self.redo.get(record, 0)
+            n = self.delivered.get(record, 0)
             if not n:
                 return False
             if n == 1:
-                del self.redo[record]
+                del self.delivered[record]
             else:
-                self.redo[record] = n - 1
+                self.delivered[record] = n - 1
             return True
 
     def flush(self, sent: list[tuple[Record, Any]]) -> None:
@@ -813,7 +815,7 @@ class Producer:
             with self.lock:
                 for record, future in sent:
                     if future is None or future.succeeded():
-                        self.redo[record] = self.redo.get(record, 0) + 1
+                        self.delivered[record] = self.delivered.get(record, 0) + 1
             raise RuntimeError(f"{len(failed)} Kafka sends failed, first: {failed[0]!r}")
 
     def close(self) -> None:
@@ -841,7 +843,7 @@ class _Produce(beam.DoFn):
 
     def process(self, record: Any) -> Iterator[Any]:
         encoded = self.encode(record)
-        headers = tuple(encoded[2]) if len(encoded) > 2 else ()  # type: ignore[misc]
+        headers = tuple(encoded[2]) if len(encoded) > 2 else ()
         out: Record = (self.topic, encoded[0], encoded[1], headers)
         self.n += 1
         delivered = self.producer.already_sent(out)
