@@ -30,7 +30,6 @@ import json
 import logging
 import re
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +40,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from transforms.catalog import DEFAULT_SHOP_URL, CatalogItem, product_name
 from transforms.model import CustomerProfile, FiredTrigger, Recommendation
+from transforms.sizes import one_line as _one_line
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ MAX_NAME_LENGTH = 64
 MAX_SUBJECT_LENGTH = 200
 _SAFE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SUBJECT = re.compile(r"^subject_([a-z0-9_]+)\.txt\.j2$")
-_JOINERS = frozenset("\u200c\u200d")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _FALLBACK_KEYS = ("subject", "preheader", "html", "text")
 # Used when a trigger's own fallback.json is missing or unreadable: nothing can fail here.
@@ -351,16 +350,6 @@ def _reason(exc: BaseException) -> str:
     message = _one_line(str(exc))
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text[:300]
-
-
-def _one_line(text: str) -> str:
-    """Control and format characters (CR, LF, NUL, bidi overrides, line separators...) and
-    runs of whitespace become one space; emoji joiners (ZWJ, ZWNJ) are kept."""
-    if not text.isprintable():
-        text = "".join(
-            " " if unicodedata.category(c)[0] in "CZ" and c not in _JOINERS else c for c in text
-        )
-    return " ".join(text.split())
 
 
 def _tidy_text(text: str) -> str:

@@ -1,7 +1,7 @@
 """Size bounds of the outputs (DESIGN.md section 8, Sizes): the pure rules, one place.
 
     dead_letter(raw, origin, reason, error, received_at, core) -> DeadLetter
-    display_name(name, max_length) -> str | None
+    display_name(name, max_length) -> str | None        one_line(text) -> str
     check_output_limit(core)                                 raises SettingsError
 
 A dead letter keeps at most `core.max_dead_letter_raw` bytes of its record, with the whole
@@ -40,17 +40,20 @@ def dead_letter(
     )
 
 
-def display_name(name: str | None, max_length: int) -> str | None:
-    """A customer's name fit for a header: control and format characters (CR, LF, NUL, bidi
-    overrides, line separators) and whitespace runs become one space, trimmed, at most
-    `max_length` characters; None when nothing is left. Emoji joiners are kept."""
-    if not name:
-        return None
-    if not name.isprintable():
-        name = "".join(
-            " " if unicodedata.category(c)[0] in "CZ" and c not in _JOINERS else c for c in name
+def one_line(text: str) -> str:
+    """Control and format characters (CR, LF, NUL, bidi overrides, line separators...) and
+    runs of whitespace become one space; emoji joiners (ZWJ, ZWNJ) are kept."""
+    if not text.isprintable():
+        text = "".join(
+            " " if unicodedata.category(c)[0] in "CZ" and c not in _JOINERS else c for c in text
         )
-    cleaned = " ".join(name.split())[:max_length].rstrip()
+    return " ".join(text.split())
+
+
+def display_name(name: str | None, max_length: int) -> str | None:
+    """A customer's name fit for a header: on one line (one_line), at most `max_length`
+    characters; None when nothing is left."""
+    cleaned = one_line(name or "")[:max_length].rstrip()
     return cleaned or None
 
 

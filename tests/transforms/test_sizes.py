@@ -44,6 +44,7 @@ def test_a_2000_item_cart_gives_a_bounded_payload_with_capped_evidence() -> None
     assert len(payload.trigger.source_event_ids) <= settings.max_evidence_items
     assert len(payload.source_event_ids) <= settings.max_evidence_items
     assert not payload.fallback
+    assert "2000 items" in payload.preheader         # the whole cart, not what is shown
     # The email shows at most max_rendered_items of the cart.
     shown = [f"p{i:05d}" for i in range(2000) if f"/p/p{i:05d}" in payload.html]
     assert 0 < len(shown) <= settings.max_rendered_items
