@@ -9,6 +9,7 @@ Two framings are accepted on input: schemaless Avro binary, and the Confluent wi
 (byte 0, a 4-byte big-endian schema id, then the Avro body). They cannot be confused: an event
 or profile starts with its id string's length, and an empty id (a 0 byte) is invalid anyway.
 A Confluent id must be one of SCHEMA_IDS and name the expected contract, else `wrong_schema`.
+Profiles of the layout before `consent_updated_at` was appended are read too (it is null).
 
 The decoders never raise on input: truncated or corrupt bytes, unknown schema ids, trailing
 bytes and values that fail transforms/validate.py all become a DeadLetter carrying the raw bytes,
@@ -98,6 +99,16 @@ _PAYLOAD_SCHEMA: Final = _PARSED[PAYLOAD]
 _DEAD_LETTER_SCHEMA: Final = _PARSED[DEAD_LETTER_SCHEMA]
 
 
+def _profile_v1() -> Any:
+    """Profiles written before consent_updated_at was appended (the only difference)."""
+    schema = _without_logical_types(load_contract(PROFILE))
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "consent_updated_at"]
+    return parse_schema(schema)
+
+
+_PROFILE_V1_SCHEMA: Final = _profile_v1()
+
+
 def parsed_schema(name: str) -> Any:
     """The cached fastavro-parsed schema of a contract (logical types removed, see above)."""
     return _PARSED[name]
@@ -173,7 +184,11 @@ def decode_profile(
     """Bytes of a customer profile -> the validated profile (origin attached), or a dead letter."""
     r = _read(raw, PROFILE, _PROFILE_SCHEMA)
     if type(r) is tuple:
-        return DeadLetter(raw, origin, r[0], r[1], received_at)
+        # The earlier layout ends where consent_updated_at begins: read as such, or the error.
+        r = _read(raw, PROFILE, _PROFILE_V1_SCHEMA) if r[0] == R_DECODE else r
+        if type(r) is tuple:
+            return DeadLetter(raw, origin, r[0], r[1], received_at)
+        r["consent_updated_at"] = None
     profile = CustomerProfile(
         customer_id=r["customer_id"],
         updated_at=r["updated_at"],
@@ -184,6 +199,7 @@ def decode_profile(
         consents=r["consents"],
         lifecycle_stage=r["lifecycle_stage"],
         origin=origin,
+        consent_updated_at=r["consent_updated_at"],
     )
     problem = validate_profile(profile, core)
     if problem is not None:
@@ -234,6 +250,7 @@ def encode_profile(p: CustomerProfile) -> bytes:
         "consents": p.consents,
         "lifecycle_stage": p.lifecycle_stage,
         "updated_at": p.updated_at,
+        "consent_updated_at": p.consent_updated_at,
     })
 
 

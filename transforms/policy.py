@@ -10,6 +10,10 @@ Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<rea
     (quiet hours)  not a suppression: send_after = next quiet_end_hour local time
 
 A suppressed trigger does not count against the caps.
+
+Consent changes are audit decisions too (type consent_change, see transforms/core.py):
+`consent:granted`, `consent:revoked`, or `consent:superseded` for a consent event that lost
+to the statement held (state.CustomerState.set_consent).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ NO_CONSENT = "no_consent"
 NO_ADDRESS = "no_address"
 PRIORITY = "priority"
 FREQUENCY_CAP = "frequency_cap"
+CONSENT_GRANTED = "consent:granted"
+CONSENT_REVOKED = "consent:revoked"
+CONSENT_SUPERSEDED = "consent:superseded"
 
 
 def decide(

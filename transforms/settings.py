@@ -83,6 +83,9 @@ class CoreSettings:
     max_string_length: int = 2048
     max_properties: int = 32
     default_time_zone: str = "UTC"
+    # Consent channels input may name (comma separated, case-insensitive); any other is a
+    # dead letter. Only `email` changes what this job sends.
+    consent_channels: str = "email,sms,push"
 
 
 @dataclass(slots=True)
