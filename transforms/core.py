@@ -118,7 +118,7 @@ class Core:
             if item.updated_at > floor:
                 state.pending.append((item.updated_at, 0, "", item))
                 return state, [], [item.updated_at]
-            outputs: list[Output] = []
+            state, outputs = self._catch_up(state, floor)
             self._apply_profile(state, item, outputs)  # late CRM update: newest still wins
             return self._finish(state, outputs, floor)
         seen_at = state.seen.get(item.event_id)
@@ -129,8 +129,8 @@ class Core:
             if etype != CONSENT_CHANGE and etype != CUSTOMER_ERASURE:
                 return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
             # Never late: applied now, by its own time (as a late profile is).
+            state, outputs = self._catch_up(state, floor)
             state.seen[item.event_id] = item.occurred_at
-            outputs = []
             if etype == CUSTOMER_ERASURE:
                 self._erase(state, item, outputs)
             elif state.erased_at is not None:
@@ -164,6 +164,15 @@ class Core:
         if state.processed_until is None or t > state.processed_until:
             state.processed_until = t
         return self._finish(state, outputs, t)
+
+    def _catch_up(self, state: CustomerState, floor: int) -> tuple[CustomerState, list[Output]]:
+        """Before a late item is applied: the wake the watermark has passed, if it has not
+        happened yet (engines fire such timers before the next element; a batching adapter
+        may not have), so the item meets the customer as of the watermark on every engine."""
+        if self._next_wake(state) > floor:
+            return state, []
+        caught, outputs, _ = self.wake(state, floor)
+        return caught or CustomerState(state.customer_id), outputs
 
     # ------------------------------------------------------------------ processing
 
@@ -447,7 +456,12 @@ class Core:
                 return None, outputs, []
             due = max(min(ends), now + PURGE_EVERY)
             state.next_purge = -(-due // PURGE_EVERY) * PURGE_EVERY
-        wake = state.next_purge
+        return state, outputs, [self._next_wake(state)]
+
+    def _next_wake(self, state: CustomerState) -> int:
+        """The earliest time the customer's state needs a wake (purge, snapshot, pending
+        item or trigger deadline); _NEVER if none."""
+        wake = _NEVER if state.next_purge is None else state.next_purge
         if state.features_due is not None and state.features_due < wake:
             wake = state.features_due
         if state.pending:
@@ -456,7 +470,7 @@ class Core:
             d = trig.deadline(state)
             if d is not None and d < wake:
                 wake = d
-        return state, outputs, [wake]
+        return wake
 
     def _purge(self, state: CustomerState, now: int) -> None:
         s = self.settings

@@ -185,3 +185,15 @@ def test_consent_of_states_pickled_before_is_read_safely():
     old.__setstate__(tuple(values))
     assert old.consent == (True, T0, False)
     assert pickle.loads(pickle.dumps(old)).consent == (True, T0, False)
+
+
+def test_a_late_consent_change_meets_the_customer_as_of_the_watermark():
+    # An adapter that has not woken the customer yet (Beam within a replay batch): the wake the
+    # watermark has passed comes first, as on every other engine.
+    core = Core()
+    state, _, _ = core.step(None, profile())
+    state, _, _ = core.step(state, add(T0))
+    state, out, _ = core.step(state, consent(T0 + MINUTE, False), watermark=T0 + 2 * HOUR)
+    assert cart_decisions(out) == ["emitted"]  # its deadline, T0 + 1 h, had passed
+    assert consent_audit(out)[-1][2] == "consent:revoked"
+    assert state.processed_until == T0 + 2 * HOUR
