@@ -501,7 +501,8 @@ class Core:
         if state.erased_at is not None and state.erased_at <= now - s.erasure_ttl:
             state.erased_at = None
         last = self._last_touch(state)
-        if state.profile is not None and (last is None or last <= now - PROFILE_TTL):
+        known = state.profile is not None or state.consent is not None
+        if known and (last is None or last <= now - PROFILE_TTL):
             state.profile = None
             state.consent = None
 

@@ -197,3 +197,15 @@ def test_a_late_consent_change_meets_the_customer_as_of_the_watermark():
     assert cart_decisions(out) == ["emitted"]  # its deadline, T0 + 1 h, had passed
     assert consent_audit(out)[-1][2] == "consent:revoked"
     assert state.processed_until == T0 + 2 * HOUR
+
+
+def test_a_consent_held_without_a_profile_expires_with_the_rest_of_the_state():
+    core = Core()
+    state, _, (t,) = core.step(None, consent(T0, False))
+    for _ in range(50):  # follow the wakes the core asks for, as an engine would
+        state, _, wake = core.wake(state, t)
+        if state is None:
+            break
+        (t,) = wake
+    assert state is None
+    assert t <= T0 + 31 * 24 * HOUR
