@@ -6,7 +6,8 @@
 
 The page shows counts per trigger and decision, consent changes, suppression reasons,
 dead-letter reasons, throughput over time, a latency histogram when latencies were measured,
-and a few of the rendered emails (in sandboxed iframes). Replays, demos and runs all call `write_report`.
+and a few of the rendered emails (in sandboxed iframes). Replays, demos and runs all call
+`write_report`.
 No personal data leaves the run's own files: the page shows what the payloads hold.
 """
 

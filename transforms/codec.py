@@ -183,12 +183,13 @@ def decode_profile(
 ) -> CustomerProfile | DeadLetter:
     """Bytes of a customer profile -> the validated profile (origin attached), or a dead letter."""
     r = _read(raw, PROFILE, _PROFILE_SCHEMA)
-    if type(r) is tuple:
+    if type(r) is tuple and r[0] == R_DECODE:
         # The earlier layout ends where consent_updated_at begins: read as such, or the error.
-        r = _read(raw, PROFILE, _PROFILE_V1_SCHEMA) if r[0] == R_DECODE else r
-        if type(r) is tuple:
-            return DeadLetter(raw, origin, r[0], r[1], received_at)
-        r["consent_updated_at"] = None
+        earlier = _read(raw, PROFILE, _PROFILE_V1_SCHEMA)
+        if type(earlier) is not tuple:
+            r = {**earlier, "consent_updated_at": None}
+    if type(r) is tuple:
+        return DeadLetter(raw, origin, r[0], r[1], received_at)
     profile = CustomerProfile(
         customer_id=r["customer_id"],
         updated_at=r["updated_at"],
