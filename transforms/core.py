@@ -221,9 +221,9 @@ class Core:
         if granted is not None:
             at = profile.consent_updated_at
             if at is None:
-                self._consent(state, granted, profile.updated_at, False, _PROFILE_KEY, outputs)
+                self._consent(state, granted, profile.updated_at, False, None, outputs)
             else:
-                self._consent(state, granted, at, True, _PROFILE_KEY, outputs)
+                self._consent(state, granted, at, True, None, outputs)
 
     def _apply_consent_event(
         self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]
@@ -237,22 +237,22 @@ class Core:
         granted: bool,
         at: int,
         timed: bool,
-        key: str,
+        event_id: str | None,
         outputs: list[Output],
     ) -> None:
-        """One email consent statement (state.set_consent decides if it wins). Events are
-        always audited, profiles when they change the consent held; a change is written to
-        the feature store at once."""
+        """One email consent statement, of a consent event (its id) or of a profile (None);
+        state.set_consent decides if it wins. Events are always audited, profiles when they
+        change the consent held; a change is written to the feature store at once."""
         held = state.consent
         cid = state.customer_id
-        event = key != _PROFILE_KEY
+        key = _PROFILE_KEY if event_id is None else event_id
         if not state.set_consent(granted, at, timed):
-            if event:
+            if event_id is not None:
                 audit = AuditRecord(cid, CONSENT_CHANGE, key, at, policy.CONSENT_SUPERSEDED)
                 outputs.append((AUDIT, audit))
             return
         changed = held is None or held[0] != granted
-        if event or (changed and held is not None):
+        if event_id is not None or (changed and held is not None):
             decision = policy.CONSENT_GRANTED if granted else policy.CONSENT_REVOKED
             outputs.append((AUDIT, AuditRecord(cid, CONSENT_CHANGE, key, at, decision)))
         if changed:

@@ -3,7 +3,8 @@
 Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<reason>`:
 
     erased         the customer asked to be forgotten (tombstone within erasure_ttl)
-    no_consent     no email consent as of the fire time (newest statement of profile or events)
+    no_consent     no email consent as of the fire time (the statement that won: consent
+                   events and profiles, see state.CustomerState.set_consent)
     no_address     consent, but no email address on file
     priority       several fired at this instant: only the first (priority, key) goes on
     frequency_cap  max_per_day payloads in (t - cap_window, t], or one of this type already
