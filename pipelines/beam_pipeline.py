@@ -545,7 +545,7 @@ class _Collect(beam.DoFn):
         out, lock = self.local.get("files")
         with lock:
             for record in self.batch:
-                # FEATURES records are already (kind, record): snapshots and erasures.
+                # FEATURES records are already (kind, record): snapshots, erasures, consents.
                 out.write(record if self.kind == FEATURES else (self.kind, record))
 
 

@@ -1,12 +1,16 @@
 """The feature store: each customer's windowed features, engagement score and last trigger.
 
-    FeatureStoreWriter(store).write(("features", FeatureSnapshot) | ("erase", customer_id))
-    FeatureStore: write(snapshot), erase(customer_id), read(customer_id) -> dict | None, flush()
+    FeatureStoreWriter(store).write(("features", FeatureSnapshot) | ("erase", customer_id)
+                                    | ("consent", ConsentState))
+    FeatureStore: write(snapshot), erase(customer_id), read(customer_id) -> dict | None, flush(),
+                  write_consent(ConsentState), read_consent(customer_id) -> ConsentState | None
 
 The engine adapters hand every FEATURES sink record (pipelines/wire.py) to a FeatureStoreWriter
 and call `flush()` where their output must be durable (end of bundle, checkpoint, close).
 The core already bounds the write rate (at most one snapshot per customer per
-core.feature_write_interval of event time, plus one per fired trigger).
+core.feature_write_interval of event time, plus one per fired trigger). Consent changes are
+not write-behind: `write_consent` makes each durable before it returns, so `personalize deliver`
+can re-check consent at send time (DESIGN.md section 8).
 
 Redis layout (RedisFeatureStore), for other systems to read:
 
@@ -16,6 +20,10 @@ Redis layout (RedisFeatureStore), for other systems to read:
                               last_trigger, as_of (epoch ms of event time); fields whose value
                               is unknown (None) are absent. Numbers are decimal strings.
                               PEXPIRE redis.feature_ttl, renewed on each write.
+    <prefix>customer:<id>:consent
+                              email consent as the job holds it: "1:<as_of>" granted or
+                              "0:<as_of>" revoked (as_of epoch ms; the newest as_of wins);
+                              PEXPIRE redis.feature_ttl. Read by `personalize deliver`.
     <prefix>customer:<id>:*   anything else kept per customer (deleted with it on erasure)
     <prefix>erased:<id>       erasure tombstone, PEXPIRE core.erasure_ttl: later snapshots of
                               the customer are ignored, and `personalize deliver` drops payloads
@@ -38,7 +46,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from transforms.model import ERASE, FEATURES, FeatureSnapshot
+from transforms.model import CONSENT, ERASE, FEATURES, ConsentState, FeatureSnapshot
 from transforms.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,6 +71,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS: consent, tombstone. ARGV: as_of, ttl_ms, value ("<0|1>:<as_of>"). Returns 1 or 0 as above.
+_CONSENT_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local at = tonumber(string.match(stored, ':(%d+)$'))
+  if at and at > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+return 1
+"""
+
 
 class FeatureStore(Protocol):
     """Where customer features go; implementations may buffer until `flush()`."""
@@ -82,6 +102,29 @@ class FeatureStore(Protocol):
     def flush(self) -> None:
         """Make every buffered write durable."""
         ...
+
+    def write_consent(self, consent: ConsentState) -> None:
+        """Store the customer's consent unless a newer one is stored or they were erased;
+        durable when it returns."""
+        ...
+
+    def read_consent(self, customer_id: str) -> ConsentState | None:
+        """The stored consent, or None."""
+        ...
+
+
+def consent_value(consent: ConsentState) -> str:
+    """The stored form of a consent: "1:<as_of>" granted, "0:<as_of>" revoked."""
+    return f"{1 if consent.granted else 0}:{consent.as_of}"
+
+
+def parse_consent(customer_id: str, value: bytes | str) -> ConsentState | None:
+    """A stored consent value back, or None if it is not one."""
+    text = value.decode() if isinstance(value, bytes) else value
+    flag, _, at = text.partition(":")
+    if flag not in ("0", "1") or not at.isdigit():
+        return None
+    return ConsentState(customer_id, flag == "1", int(at))
 
 
 def snapshot_fields(snapshot: FeatureSnapshot) -> dict[str, Any]:
@@ -104,6 +147,7 @@ class InMemoryFeatureStore:
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
+        self.consents: dict[str, ConsentState] = {}
         self.erased: set[str] = set()
         self.flushes = 0
 
@@ -120,7 +164,20 @@ class InMemoryFeatureStore:
     def erase(self, customer_id: str) -> None:
         """Forget the customer and ignore their later snapshots."""
         self.rows.pop(customer_id, None)
+        self.consents.pop(customer_id, None)
         self.erased.add(customer_id)
+
+    def write_consent(self, consent: ConsentState) -> None:
+        """Keep the consent unless a newer one is kept or the customer was erased."""
+        cid = consent.customer_id
+        held = self.consents.get(cid)
+        if cid not in self.erased and (held is None or held.as_of <= consent.as_of):
+            self.consents[cid] = consent
+        self.flush()
+
+    def read_consent(self, customer_id: str) -> ConsentState | None:
+        """The kept consent, or None."""
+        return self.consents.get(customer_id)
 
     def read(self, customer_id: str) -> dict[str, Any] | None:
         """A copy of the stored fields, or None."""
@@ -161,6 +218,7 @@ class RedisFeatureStore:
         self._client: redis.Redis | None = None
         self._pipe: Any = None
         self._script: Any = None
+        self._consent_script: Any = None
         self._pending = 0
         self._lock = threading.RLock()
         self._timer: threading.Timer | None = None
@@ -192,6 +250,10 @@ class RedisFeatureStore:
     def tombstone_key(self, customer_id: str) -> str:
         """The customer's erasure tombstone."""
         return f"{self.prefix}erased:{key_id(customer_id)}"
+
+    def consent_key(self, customer_id: str) -> str:
+        """The customer's email consent."""
+        return f"{self.customer_key(customer_id)}:consent"
 
     # ------------------------------------------------------------------ FeatureStore
 
@@ -231,6 +293,23 @@ class RedisFeatureStore:
             self.erased += 1
         log.info("feature store: erased customer %s (%d keys)", customer_id, len(keys))
 
+    def write_consent(self, consent: ConsentState) -> None:
+        """Queue the idempotent consent write and send it with everything queued before it."""
+        cid = consent.customer_id
+        keys = [self.consent_key(cid), self.tombstone_key(cid)]
+        args = [consent.as_of, self.feature_ttl_ms, consent_value(consent)]
+        with self._lock:
+            self._raise_failure()
+            pipe = self._pipeline()
+            self._consent_script(keys=keys, args=args, client=pipe)
+            self._pending += 1
+            self.flush()
+
+    def read_consent(self, customer_id: str) -> ConsentState | None:
+        """The stored consent, or None."""
+        value = self._connect().get(self.consent_key(customer_id))
+        return None if value is None else parse_consent(customer_id, value)  # type: ignore[arg-type]
+
     def read(self, customer_id: str) -> dict[str, Any] | None:
         """The stored fields decoded (numbers as int or float), or None."""
         raw: dict[bytes, bytes] = self._connect().hgetall(  # type: ignore[assignment]
@@ -268,7 +347,7 @@ class RedisFeatureStore:
             self.flush()
             if self._client is not None:
                 self._client.close()
-            self._client = self._pipe = self._script = None
+            self._client = self._pipe = self._script = self._consent_script = None
 
     # ------------------------------------------------------------------ internals
 
@@ -278,6 +357,7 @@ class RedisFeatureStore:
 
             self._client = redis.Redis(host=self.host, port=self.port, db=self.db)
             self._script = self._client.register_script(_WRITE_LUA)
+            self._consent_script = self._client.register_script(_CONSENT_LUA)
         return self._client
 
     def _pipeline(self) -> Any:
@@ -312,7 +392,9 @@ class RedisFeatureStore:
         if self._pending:
             raise RuntimeError("RedisFeatureStore pickled with unflushed writes")
         state = dict(self.__dict__)
-        state.update(_client=None, _pipe=None, _script=None, _lock=None, _timer=None)
+        state.update(
+            _client=None, _pipe=None, _script=None, _consent_script=None, _lock=None, _timer=None
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -323,14 +405,16 @@ class RedisFeatureStore:
 class FeatureStoreWriter:
     """The engines' hook: FEATURES sink records -> a FeatureStore.
 
-    Records: ("features", FeatureSnapshot) | ("erase", customer_id), as pipelines/wire.py
-    routes them. Anything else is a programming error and raises.
+    Records: ("features", FeatureSnapshot) | ("erase", customer_id) | ("consent",
+    ConsentState), as pipelines/wire.py routes them. Anything else is a programming error and
+    raises.
     """
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self.snapshots = 0
         self.erasures = 0
+        self.consents = 0
 
     def write(self, record: tuple[str, Any]) -> None:
         """Hand one sink record to the store."""
@@ -341,6 +425,9 @@ class FeatureStoreWriter:
         elif kind == ERASE:
             self.store.erase(value)
             self.erasures += 1
+        elif kind == CONSENT:
+            self.store.write_consent(value)
+            self.consents += 1
         else:
             raise ValueError(f"not a feature-store record: {kind!r}")
 

@@ -1,10 +1,10 @@
 """Output files of offline runs (replays), the same for every runner:
 
     DIR/payloads.jsonl      one EmailPayload per line (timestamps epoch ms or null)
-    DIR/audit.jsonl         one policy decision per fired trigger (and erasures)
+    DIR/audit.jsonl         one policy decision per fired trigger, consent change, erasure
     DIR/dead_letters.jsonl  one DeadLetter per line (raw bytes base64)
     DIR/features.jsonl      feature-store snapshots (what would go to Redis)
-    DIR/summary.json        counts
+    DIR/summary.json        counts (erasures and consent writes of the feature store too)
     DIR/timeline.json       (wall seconds, inputs, payloads) samples: throughput over time
 
 Lines are written sorted (payloads by message_id, audit by customer/time/type/key) so that
@@ -22,6 +22,7 @@ from typing import Any
 from transforms.jsonl import to_json
 from transforms.model import (
     AUDIT,
+    CONSENT,
     DEAD_LETTER,
     DROPPED,
     ERASE,
@@ -58,6 +59,7 @@ class OutputFiles:
             "decisions": {},
             "dead_letters": {},
             "erasures": 0,
+            "consent_writes": 0,
         }
         self.started = time.perf_counter()
         self.inputs = 0
@@ -89,6 +91,9 @@ class OutputFiles:
             return
         if kind == ERASE:
             s["erasures"] += 1
+            return
+        if kind == CONSENT:
+            s["consent_writes"] += 1
             return
         row = to_json(record)
         self.rows[kind].append(row)

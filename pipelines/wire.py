@@ -27,6 +27,7 @@ from transforms.core import Core
 from transforms.jsonl import dumps, to_json
 from transforms.model import (
     AUDIT,
+    CONSENT,
     DEAD_LETTER,
     DROPPED,
     ERASE,
@@ -50,7 +51,8 @@ from transforms.state import CustomerState
 EVENTS = "events"
 PROFILES = "profiles"
 
-# Sinks of the topology; FEATURES carries both snapshots and erasures for the feature store.
+# Sinks of the topology; FEATURES carries snapshots, erasures and consent changes for the
+# feature store.
 SINKS = (PAYLOAD, AUDIT, DEAD_LETTER, FEATURES)
 MESSAGE_ID_HEADER = "message_id"
 
@@ -167,8 +169,8 @@ def route(
             routed.append((PAYLOAD, compose(record)))
         elif kind == DROPPED:
             counts[record] = counts.get(record, 0) + 1
-        elif kind == ERASE:
-            routed.append((FEATURES, (ERASE, record)))
+        elif kind == ERASE or kind == CONSENT:
+            routed.append((FEATURES, (kind, record)))
         elif kind == FEATURES:
             routed.append((FEATURES, (FEATURES, record)))
         else:

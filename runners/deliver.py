@@ -7,11 +7,17 @@ transactional job's aborted output is never sent) and, per payload, in this orde
 
     erased       the customer was erased (feature-store tombstone): dropped, audited
     duplicate    the Redis ledger already holds its message_id: dropped, audited
+    suppressed:no_consent
+                 the customer's email consent, as the job last wrote it to the feature store
+                 (<prefix>customer:<id>:consent), is revoked: dropped, audited
     expired      expires_at has passed: dropped, audited
     deferred     send_after is still ahead: held in memory until then (not committed)
     delivered    sent as multipart/alternative MIME over SMTP, then recorded in the ledger
     rejected     the SMTP server refused it for good (5xx): dropped, audited
     invalid      undecodable bytes or unusable headers: dropped, audited
+
+Erasure and consent are looked up again each time a message is considered, so a message held
+for its send_after is dropped if the customer unsubscribed or was erased meanwhile.
 
 At-least-once. Offsets are committed only up to the lowest offset not yet handled in each
 partition, so a held or failing message keeps its partition's commit point while later ones
@@ -48,11 +54,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pipelines.feature_store import key_id
+from pipelines.feature_store import key_id, parse_consent
 from pipelines.wire import MESSAGE_ID_HEADER
 from runners.progress import Progress
 from transforms.codec import decode_payload
-from transforms.model import EmailPayload
+from transforms.model import ConsentState, EmailPayload
 from transforms.settings import DeliverSettings, Settings
 
 if TYPE_CHECKING:
@@ -71,7 +77,8 @@ EXPIRED = "expired"
 ERASED = "erased"
 REJECTED = "rejected"
 INVALID = "invalid"
-OUTCOMES = (DELIVERED, DUPLICATE, EXPIRED, ERASED, REJECTED, INVALID)
+NO_CONSENT = "suppressed:no_consent"
+OUTCOMES = (DELIVERED, DUPLICATE, EXPIRED, ERASED, NO_CONSENT, REJECTED, INVALID)
 
 _SENT = b"sent"
 _PENDING = b"pending"
@@ -331,12 +338,20 @@ class Ledger:
         """The ledger entry of one message."""
         return f"{self.prefix}delivered:{message_id}"
 
-    def status(self, message_id: str, customer_id: str) -> tuple[bool, bytes | None]:
-        """(customer erased?, ledger value or None) in one round trip."""
+    def status(
+        self, message_id: str, customer_id: str
+    ) -> tuple[bool, ConsentState | None, bytes | None]:
+        """(customer erased?, their consent as the job wrote it or None, ledger value or None)
+        in one round trip."""
+        cid = key_id(customer_id)
         values: list[bytes | None] = self.client.mget(  # type: ignore[assignment]
-            f"{self.prefix}erased:{key_id(customer_id)}", self.key(message_id)
+            f"{self.prefix}erased:{cid}",
+            f"{self.prefix}customer:{cid}:consent",
+            self.key(message_id),
         )
-        return values[0] is not None, values[1]
+        stored = values[1]
+        consent = None if stored is None else parse_consent(customer_id, stored)
+        return values[0] is not None, consent, values[2]
 
     def claim(self, message_id: str) -> bool:
         """Take the message for sending; False when a claim or a record already exists."""
@@ -553,11 +568,21 @@ class Deliverer:
         """Decide on one payload: drop, hold, or send."""
         p = entry.payload
         now = self.clock()
-        erased, recorded = self.ledger.status(p.message_id, p.customer_id)
+        erased, consent, recorded = self.ledger.status(p.message_id, p.customer_id)
         if erased:
             self._finish(entry.tp, entry.offset, ERASED, p.message_id, p.customer_id)
         elif recorded is not None and recorded != _PENDING:
             self._finish(entry.tp, entry.offset, DUPLICATE, p.message_id, p.customer_id)
+        elif consent is not None and not consent.granted:
+            # The job emitted it with consent; the newest word since is an unsubscribe.
+            self._finish(
+                entry.tp,
+                entry.offset,
+                NO_CONSENT,
+                p.message_id,
+                p.customer_id,
+                consent_as_of=consent.as_of,
+            )
         elif p.expires_at <= now:
             self._finish(
                 entry.tp,

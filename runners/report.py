@@ -4,9 +4,10 @@
     DIR/latencies.json (optional: [{"type": ..., "ms": ...}] measured by Kafka runs)
         -> DIR/report.html, DIR/report_*.png
 
-The page shows counts per trigger and decision, suppression reasons, dead-letter reasons,
-throughput over time, a latency histogram when latencies were measured, and a few of the
-rendered emails (in sandboxed iframes). Replays, demos and runs all call `write_report`.
+The page shows counts per trigger and decision, consent changes, suppression reasons,
+dead-letter reasons, throughput over time, a latency histogram when latencies were measured,
+and a few of the rendered emails (in sandboxed iframes). Replays, demos and runs all call
+`write_report`.
 No personal data leaves the run's own files: the page shows what the payloads hold.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from transforms.model import CONSENT_CHANGE
 from transforms.settings import Settings
 
 SAMPLES = 4
@@ -77,7 +79,8 @@ def write_report(out_dir: Path) -> Path:
     timeline = _read_json(out_dir / "timeline.json", [])
     latencies = _read_json(out_dir / "latencies.json", [])
 
-    decisions = Counter((a["type"], a["decision"]) for a in audit)
+    decisions = Counter((a["type"], a["decision"]) for a in audit if a["type"] != CONSENT_CHANGE)
+    consents = Counter(a["decision"] for a in audit if a["type"] == CONSENT_CHANGE)
     reasons = Counter(
         a["decision"].split(":", 1)[1] for a in audit if a["decision"].startswith("suppressed:")
     )
@@ -117,7 +120,9 @@ def write_report(out_dir: Path) -> Path:
         ax.legend()
         figures.append(("Latency", _save(fig, out_dir / "report_latency.png")))
 
-    page = _page(summary, decisions, reasons, dead_reasons, figures, payloads[:SAMPLES], latencies)
+    page = _page(
+        summary, decisions, consents, reasons, dead_reasons, figures, payloads[:SAMPLES], latencies
+    )
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -149,6 +154,7 @@ def _percentile(values: list[float], q: float) -> float:
 def _page(
     summary: dict[str, Any],
     decisions: Counter,
+    consents: Counter,
     reasons: Counter,
     dead_reasons: Counter,
     figures: list[tuple[str, str]],
@@ -169,6 +175,8 @@ def _page(
             [(t, d, str(n)) for (t, d), n in sorted(decisions.items())],
             ("trigger", "decision", "count"),
         ),
+        "<h2>Consent changes</h2>",
+        _table([(d, str(n)) for d, n in sorted(consents.items())], ("decision", "count")),
         "<h2>Suppression reasons</h2>",
         _table([(r, str(n)) for r, n in reasons.most_common()], ("reason", "count")),
         "<h2>Dead-letter reasons</h2>",

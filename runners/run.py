@@ -81,7 +81,7 @@ def run_engine(settings: Settings, options: argparse.Namespace) -> dict[str, Any
     """Run the Beam job on Kafka (to its end, with bounded options); its summary.
 
     Kafka runs are online: the core reads the Redis catalog (unless paths.catalog names a
-    file) and feature snapshots and erasures go to the Redis feature store.
+    file) and feature snapshots, erasures and consent changes go to the Redis feature store.
     """
     from pipelines.beam_pipeline import run_kafka_job
     from pipelines.feature_store import redis_writer

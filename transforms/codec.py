@@ -9,6 +9,7 @@ Two framings are accepted on input: schemaless Avro binary, and the Confluent wi
 (byte 0, a 4-byte big-endian schema id, then the Avro body). They cannot be confused: an event
 or profile starts with its id string's length, and an empty id (a 0 byte) is invalid anyway.
 A Confluent id must be one of SCHEMA_IDS and name the expected contract, else `wrong_schema`.
+Profiles of the layout before `consent_updated_at` was appended are read too (it is null).
 
 The decoders never raise on input: no bytes at all (a tombstone: `empty`), truncated or corrupt
 bytes, unknown schema ids, trailing bytes and values that fail transforms/validate.py all become
@@ -113,6 +114,16 @@ _DEAD_LETTER_V1: Final = parse_schema({
 })
 
 
+def _profile_v1() -> Any:
+    """Profiles written before consent_updated_at was appended (the only difference)."""
+    schema = _without_logical_types(load_contract(PROFILE))
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "consent_updated_at"]
+    return parse_schema(schema)
+
+
+_PROFILE_V1_SCHEMA: Final = _profile_v1()
+
+
 def parsed_schema(name: str) -> Any:
     """The cached fastavro-parsed schema of a contract (logical types removed, see above)."""
     return _PARSED[name]
@@ -189,6 +200,11 @@ def decode_profile(
 ) -> CustomerProfile | DeadLetter:
     """Bytes of a customer profile -> the validated profile (origin attached), or a dead letter."""
     r = _read(raw, PROFILE, _PROFILE_SCHEMA)
+    if type(r) is tuple and r[0] == R_DECODE:
+        # The earlier layout ends where consent_updated_at begins: read as such, or the error.
+        earlier = _read(raw, PROFILE, _PROFILE_V1_SCHEMA)
+        if type(earlier) is not tuple:
+            r = {**earlier, "consent_updated_at": None}
     if type(r) is tuple:
         return dead_letter(raw, origin, r[0], r[1], received_at, core)
     profile = CustomerProfile(
@@ -201,6 +217,7 @@ def decode_profile(
         consents=r["consents"],
         lifecycle_stage=r["lifecycle_stage"],
         origin=origin,
+        consent_updated_at=r["consent_updated_at"],
     )
     problem = validate_profile(profile, core)
     if problem is not None:
@@ -251,6 +268,7 @@ def encode_profile(p: CustomerProfile) -> bytes:
         "consents": p.consents,
         "lifecycle_stage": p.lifecycle_stage,
         "updated_at": p.updated_at,
+        "consent_updated_at": p.consent_updated_at,
     })
 
 

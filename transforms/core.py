@@ -14,8 +14,11 @@ DEAD_LETTER, FEATURES, ERASE, DROPPED).
 
 Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
 convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
-last processed up to. Late events go to the dead-letter output with reason `late`; a late
-profile is still applied when it is the newest (a CRM update is never dropped).
+last processed up to. Late events go to the dead-letter output with reason `late`, except
+consent changes and erasure requests, applied at once whatever their lateness (DESIGN.md
+section 8), as a late profile is (a CRM update is never dropped). Every email consent change
+is audited (type consent_change) and, when it changes the consent held, written to the
+feature store at once (CONSENT output), not with the write-behind snapshots.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from transforms.compose import Composer
 from transforms.model import (
     ADD_TO_CART,
     AUDIT,
+    CONSENT,
     CONSENT_CHANGE,
     CUSTOMER_ERASURE,
     DEAD_LETTER,
@@ -43,6 +47,7 @@ from transforms.model import (
     REMOVE_FROM_CART,
     AuditRecord,
     BehaviourEvent,
+    ConsentState,
     CustomerProfile,
     DeadLetter,
     FeatureSnapshot,
@@ -66,6 +71,7 @@ RECENT_VIEW_TTL = DAY
 PURCHASED_TTL = 30 * DAY
 PROFILE_TTL = 30 * DAY
 PURGE_EVERY = HOUR  # an active customer's state is trimmed at most this often
+_PROFILE_KEY = "profile"  # the audit key of a consent change stated by a profile
 # Beyond any watermark an engine can send (Flink's MAX_WATERMARK is 2**63 - 1).
 _NEVER = 1 << 64
 END_OF_TIME = (1 << 63) - 1
@@ -113,13 +119,26 @@ class Core:
             if item.updated_at > floor:
                 state.pending.append((item.updated_at, 0, "", item))
                 return state, [], [item.updated_at]
-            self._apply_profile(state, item)  # late CRM update: newest still wins
-            return self._finish(state, [], floor)
+            state, outputs = self._catch_up(state, floor)
+            self._apply_profile(state, item, outputs)  # late CRM update: newest still wins
+            return self._finish(state, outputs, floor)
         seen_at = state.seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
             return state, [(DROPPED, "duplicate")], []
         if item.occurred_at <= floor:
-            return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
+            etype = item.event_type
+            if etype != CONSENT_CHANGE and etype != CUSTOMER_ERASURE:
+                return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
+            # Never late: applied now, by its own time (as a late profile is).
+            state, outputs = self._catch_up(state, floor)
+            state.seen[item.event_id] = item.occurred_at
+            if etype == CUSTOMER_ERASURE:
+                self._erase(state, item, outputs)
+            elif state.erased_at is not None:
+                outputs.append((DROPPED, "erased"))
+            else:
+                self._apply_consent_event(state, item, outputs)
+            return self._finish(state, outputs, floor)
         state.seen[item.event_id] = item.occurred_at
         state.pending.append((item.occurred_at, 1, item.event_id, item))
         return state, [], [item.occurred_at]
@@ -147,6 +166,15 @@ class Core:
             state.processed_until = t
         return self._finish(state, outputs, t)
 
+    def _catch_up(self, state: CustomerState, floor: int) -> tuple[CustomerState, list[Output]]:
+        """Before a late item is applied: the wake the watermark has passed, if it has not
+        happened yet (engines fire such timers before the next element; a batching adapter
+        may not have), so the item meets the customer as of the watermark on every engine."""
+        if self._next_wake(state) > floor:
+            return state, []
+        caught, outputs, _ = self.wake(state, floor)
+        return caught or CustomerState(state.customer_id), outputs
+
     # ------------------------------------------------------------------ processing
 
     def _advance(
@@ -171,7 +199,7 @@ class Core:
                 item = due[i][3]
                 i += 1
                 if isinstance(item, CustomerProfile):
-                    self._apply_profile(state, item)
+                    self._apply_profile(state, item, outputs)
                 else:
                     self._apply_event(state, item, fires, outputs)
             for trig in timed:
@@ -183,14 +211,55 @@ class Core:
                 state.features_due = None
                 outputs.append((FEATURES, self._snapshot(state, ts)))
 
-    def _apply_profile(self, state: CustomerState, profile: CustomerProfile) -> None:
+    def _apply_profile(
+        self, state: CustomerState, profile: CustomerProfile, outputs: list[Output]
+    ) -> None:
         if state.erased_at is not None:
             return
         if state.profile is None or profile.updated_at >= state.profile.updated_at:
             state.profile = profile
-            granted = profile.consents.get(EMAIL_CHANNEL)
-            if granted is not None:
-                state.set_consent(granted, profile.updated_at)
+        granted = profile.consents.get(EMAIL_CHANNEL)
+        if granted is not None:
+            at = profile.consent_updated_at
+            if at is None:
+                self._consent(state, granted, profile.updated_at, False, None, outputs)
+            else:
+                self._consent(state, granted, at, True, None, outputs)
+
+    def _apply_consent_event(
+        self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]
+    ) -> None:
+        if ev.consent_channel == EMAIL_CHANNEL and ev.consent_granted is not None:
+            self._consent(state, ev.consent_granted, ev.occurred_at, True, ev.event_id, outputs)
+
+    def _consent(
+        self,
+        state: CustomerState,
+        granted: bool,
+        at: int,
+        timed: bool,
+        event_id: str | None,
+        outputs: list[Output],
+    ) -> None:
+        """One email consent statement, of a consent event (its id) or of a profile (None);
+        state.set_consent decides if it wins. Events are always audited, profiles when they
+        change the consent held; a change is written to the feature store at once."""
+        held = state.consent
+        cid = state.customer_id
+        key = _PROFILE_KEY if event_id is None else event_id
+        if not state.set_consent(granted, at, timed):
+            if event_id is not None:
+                audit = AuditRecord(cid, CONSENT_CHANGE, key, at, policy.CONSENT_SUPERSEDED)
+                outputs.append((AUDIT, audit))
+            return
+        changed = held is None or held[0] != granted
+        if event_id is not None or (changed and held is not None):
+            decision = policy.CONSENT_GRANTED if granted else policy.CONSENT_REVOKED
+            outputs.append((AUDIT, AuditRecord(cid, CONSENT_CHANGE, key, at, decision)))
+        if changed:
+            now = state.consent
+            assert now is not None  # just taken
+            outputs.append((CONSENT, ConsentState(cid, granted, now[1])))
 
     def _apply_event(
         self,
@@ -244,8 +313,7 @@ class Core:
         elif etype == EMAIL_OPEN or etype == EMAIL_CLICK:
             windows.add_email(ts, etype == EMAIL_CLICK)
         elif etype == CONSENT_CHANGE:
-            if ev.consent_channel == EMAIL_CHANNEL and ev.consent_granted is not None:
-                state.set_consent(ev.consent_granted, ts)
+            self._apply_consent_event(state, ev, outputs)
         for trig in self.triggers:
             fired = trig.on_event(state, ev)
             if fired:
@@ -390,7 +458,12 @@ class Core:
                 return None, outputs, []
             due = max(min(ends), now + PURGE_EVERY)
             state.next_purge = -(-due // PURGE_EVERY) * PURGE_EVERY
-        wake = state.next_purge
+        return state, outputs, [self._next_wake(state)]
+
+    def _next_wake(self, state: CustomerState) -> int:
+        """The earliest time the customer's state needs a wake (purge, snapshot, pending
+        item or trigger deadline); _NEVER if none."""
+        wake = _NEVER if state.next_purge is None else state.next_purge
         if state.features_due is not None and state.features_due < wake:
             wake = state.features_due
         if state.pending:
@@ -399,7 +472,7 @@ class Core:
             d = trig.deadline(state)
             if d is not None and d < wake:
                 wake = d
-        return state, outputs, [wake]
+        return wake
 
     def _purge(self, state: CustomerState, now: int) -> None:
         s = self.settings
@@ -430,7 +503,8 @@ class Core:
         if state.erased_at is not None and state.erased_at <= now - s.erasure_ttl:
             state.erased_at = None
         last = self._last_touch(state)
-        if state.profile is not None and (last is None or last <= now - PROFILE_TTL):
+        known = state.profile is not None or state.consent is not None
+        if known and (last is None or last <= now - PROFILE_TTL):
             state.profile = None
             state.consent = None
 

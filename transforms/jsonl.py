@@ -72,6 +72,7 @@ def profile_to_json(p: CustomerProfile) -> dict[str, Any]:
         "time_zone": p.time_zone,
         "consents": p.consents,
         "lifecycle_stage": p.lifecycle_stage,
+        "consent_updated_at": p.consent_updated_at,
     }
 
 
@@ -265,6 +266,7 @@ def profile_from_json(d: dict[str, Any]) -> CustomerProfile:
         time_zone=_str(d, "time_zone"),
         consents=_str_map(d, "consents", bool) or {},
         lifecycle_stage=_str(d, "lifecycle_stage"),
+        consent_updated_at=_int(d, "consent_updated_at"),
     )
 
 

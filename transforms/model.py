@@ -34,6 +34,7 @@ DEAD_LETTER: Final = "dead_letter"  # DeadLetter   -> dead-letter topic
 FEATURES: Final = "features"        # FeatureSnapshot -> Redis feature store
 DROPPED: Final = "dropped"          # str reason (e.g. "duplicate") -> counted only
 ERASE: Final = "erase"              # customer_id -> delete the customer's feature-store keys
+CONSENT: Final = "consent"          # ConsentState -> the feature store, at once (deliver reads it)
 
 # Dead-letter reasons (machine readable).
 R_DECODE: Final = "decode_error"            # not Avro / truncated / corrupt
@@ -112,6 +113,9 @@ class CustomerProfile(Compact):
     consents: dict[str, bool] = field(default_factory=dict)
     lifecycle_stage: str | None = None
     origin: Origin | None = None
+    # When the CRM last changed `consents`; None: unknown (see transforms/state.py set_consent).
+    # Last, so pickles of profiles made before it (engine state) still load.
+    consent_updated_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -187,7 +191,9 @@ class PayloadRequest:
 
 @dataclass(slots=True)
 class AuditRecord:
-    """The policy decision on one fired trigger: `emitted` or `suppressed:<reason>`."""
+    """The policy decision on one fired trigger (`emitted` or `suppressed:<reason>`), or a
+    consent change (type consent_change, `consent:<granted|revoked|superseded>`, key the
+    event id or "profile", fired_at the consent time) or an erasure (`erased`)."""
 
     customer_id: str
     type: str
@@ -195,6 +201,15 @@ class AuditRecord:
     fired_at: int
     decision: str
     message_id: str | None = None
+
+
+@dataclass(slots=True)
+class ConsentState:
+    """A customer's email consent as the job now holds it, for the feature store."""
+
+    customer_id: str
+    granted: bool
+    as_of: int
 
 
 @dataclass(slots=True)

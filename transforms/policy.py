@@ -3,13 +3,18 @@
 Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<reason>`:
 
     erased         the customer asked to be forgotten (tombstone within erasure_ttl)
-    no_consent     no email consent as of the fire time (newest statement of profile or events)
+    no_consent     no email consent as of the fire time (the statement that won: consent
+                   events and profiles, see state.CustomerState.set_consent)
     no_address     consent, but no email address on file
     priority       several fired at this instant: only the first (priority, key) goes on
     frequency_cap  max_per_day payloads in (t - cap_window, t], or one of this type already
     (quiet hours)  not a suppression: send_after = next quiet_end_hour local time
 
 A suppressed trigger does not count against the caps.
+
+Consent changes are audit decisions too (type consent_change, see transforms/core.py):
+`consent:granted`, `consent:revoked`, or `consent:superseded` for a consent event that lost
+to the statement held (state.CustomerState.set_consent).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ NO_CONSENT = "no_consent"
 NO_ADDRESS = "no_address"
 PRIORITY = "priority"
 FREQUENCY_CAP = "frequency_cap"
+CONSENT_GRANTED = "consent:granted"
+CONSENT_REVOKED = "consent:revoked"
+CONSENT_SUPERSEDED = "consent:superseded"
 
 
 def decide(

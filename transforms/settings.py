@@ -91,6 +91,9 @@ class CoreSettings:
     max_name_length: int = 64         # recipient name, in characters (control chars removed)
     max_output_bytes: int = 900_000
     max_dead_letter_raw: int = 65_536  # raw bytes a dead letter keeps (plus length and SHA-256)
+    # Consent channels input may name (comma separated, case-insensitive); any other is a
+    # dead letter. Only `email` changes what this job sends.
+    consent_channels: str = "email,sms,push"
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ Every part has a time limit (STYLE.md rule 7):
     purchased        bought products (never re-recommended)   30 d
     triggers         each trigger's own slot                  the trigger's expires_at
     sent             emitted payloads (fired_at, type)        cap_window
-    profile, consent the CRM profile and email consent        profile_ttl after last activity
+    profile, consent the CRM profile and email consent        profile_ttl after last touch
     erased_at        erasure tombstone                        erasure_ttl
     features_due     the next feature-store write              written at that time
 
@@ -64,8 +64,8 @@ class CustomerState:
         self.triggers: dict[str, Any] = {}
         self.sent: list[tuple[int, str]] = []
         self.profile: CustomerProfile | None = None
-        # Email consent as (granted, as_of): the newest of profile consents and consent events.
-        self.consent: tuple[bool, int] | None = None
+        # Email consent as (granted, as_of, timed): see set_consent.
+        self.consent: tuple[bool, int, bool] | None = None
         self.erased_at: int | None = None
         self.features_due: int | None = None  # when the next feature-store snapshot is due
         self.last_trigger: str | None = None
@@ -84,6 +84,10 @@ class CustomerState:
             setattr(self, name, value)
         # Recent views held (ts, Product) before; a state is all in one form or the other, so
         # one entry tells (this runs on every unpickle).
+        consent = self.consent
+        if consent is not None and len(consent) == 2:
+            # (granted, as_of) before: a revocation stays binding, a grant stays revocable.
+            self.consent = (consent[0], consent[1], not consent[0])
         recent: dict[str, Any] = self.recent_views
         if recent and len(next(iter(recent.values()))) == 2:
             self.recent_views = {
@@ -96,10 +100,35 @@ class CustomerState:
             f"seen={len(self.seen)}, cart={sorted(self.cart)}, triggers={self.triggers!r})"
         )
 
-    def set_consent(self, granted: bool, as_of: int) -> None:
-        """Record an email consent statement; the newest statement wins."""
-        if self.consent is None or as_of >= self.consent[1]:
-            self.consent = (granted, as_of)
+    def set_consent(self, granted: bool, as_of: int, timed: bool) -> bool:
+        """Take an email consent statement if it wins over the one held; True if taken.
+
+        Timed statements (consent events, profiles with consent_updated_at) carry their own
+        consent time; an untimed one (a profile without it) only its snapshot time, as_of =
+        updated_at, and its consent may be older than that. Against the held statement:
+
+            both timed or both untimed     the newest as_of wins (ties: the later processed)
+            timed over untimed             when newer, or always when it revokes
+            untimed over timed             only to revoke a grant it is newer than
+
+        So a CRM snapshot never re-grants after an explicit unsubscribe unless it carries a
+        newer consent time, and any doubt resolves towards no email. The held as_of never
+        goes back (an older revocation taken over a snapshot holds as of the snapshot).
+        """
+        held = self.consent
+        if held is not None:
+            newer = as_of >= held[1]
+            if timed == held[2]:
+                taken = newer
+            elif timed:
+                taken = newer or not granted
+            else:
+                taken = newer and not granted and held[0]
+            if not taken:
+                return False
+            as_of = max(as_of, held[1])  # never back in time (the feature store keeps the newest)
+        self.consent = (granted, as_of, timed)
+        return True
 
     def has_consent(self) -> bool:
         """Email consent as of now (the last statement processed)."""

@@ -21,10 +21,13 @@ failure is reported (reason in brackets):
    total, a consent both channel and granted, an email campaign its message id (the nested
    records of the wire form must be whole) [missing_field]; price and order total finite and
    >= 0, quantity >= 0 (>= 1 for add_to_cart) and within an Avro int [invalid_value]
-5. profiles: `updated_at` within [1970, 2100); a well-formed email address (pragmatic: one
-   `@`, no spaces or control characters, a dotted domain of letters, digits and hyphens); an
-   IANA time zone known to zoneinfo; a BCP 47-like locale (`en`, `en-GB`, `pt_BR`)
-   [invalid_value]
+5. profiles: `updated_at` within [1970, 2100); `consent_updated_at`, when present, too and
+   not after `updated_at`; a well-formed email address (pragmatic: one `@`, no spaces or
+   control characters, a dotted domain of letters, digits and hyphens); an IANA time zone
+   known to zoneinfo; a BCP 47-like locale (`en`, `en-GB`, `pt_BR`) [invalid_value]
+6. consent channels (an event's, a profile's keys) are normalised in place, trimmed and lower
+   case ("EMAIL" is "email"), and must be one of `core.consent_channels`; a profile must not
+   state one channel twice with different values [invalid_value]
 
 Every value that passes can be written back to Avro (the dead-letter and replay encoders never
 raise): timestamps are within an Avro long by the [1970, 2100) bound, quantity within an int,
@@ -143,6 +146,12 @@ def validate_event(
             return R_MISSING, f"{etype} without email.message_id"
     elif etype == CONSENT_CHANGE and not ev.consent_channel:
         return R_MISSING, "consent_change without consent.channel and consent.granted"
+    channel = ev.consent_channel
+    if channel is not None:
+        ev.consent_channel = channel = channel.strip().lower()
+        known = _channels(core.consent_channels)
+        if channel not in known:
+            return R_INVALID, _unknown_channel(channel, known)
     return None
 
 
@@ -164,6 +173,16 @@ def validate_profile(p: CustomerProfile, core: CoreSettings) -> Problem | None:
             return R_OVERSIZED, f"consent channel has {len(channel)} characters (max {limit})"
     if not 0 <= p.updated_at < MAX_TIMESTAMP:
         return R_INVALID, f"updated_at {p.updated_at} outside [1970, 2100)"
+    consent_at = p.consent_updated_at
+    if consent_at is not None:
+        if not 0 <= consent_at < MAX_TIMESTAMP:
+            return R_INVALID, f"consent_updated_at {consent_at} outside [1970, 2100)"
+        if consent_at > p.updated_at:
+            return R_INVALID, f"consent_updated_at {consent_at} is after updated_at {p.updated_at}"
+    if p.consents:
+        problem = _normalise_consents(p, _channels(core.consent_channels))
+        if problem is not None:
+            return R_INVALID, problem
     if p.email is not None and not _EMAIL.fullmatch(p.email):
         return R_INVALID, f"malformed email address {p.email[:64]!r}"
     if p.time_zone is not None and p.time_zone not in _time_zones():
@@ -171,6 +190,29 @@ def validate_profile(p: CustomerProfile, core: CoreSettings) -> Problem | None:
     if p.locale is not None and not _LOCALE.fullmatch(p.locale):
         return R_INVALID, f"malformed locale {p.locale[:64]!r}"
     return None
+
+
+def _normalise_consents(p: CustomerProfile, known: frozenset[str]) -> str | None:
+    """Lower-case the profile's consent channels in place; a message if one is unusable."""
+    consents: dict[str, bool] = {}
+    for name, granted in p.consents.items():
+        channel = name.strip().lower()
+        if channel not in known:
+            return _unknown_channel(channel, known)
+        if consents.get(channel, granted) != granted:
+            return f"consent channel {channel!r} stated twice"
+        consents[channel] = granted
+    p.consents = consents
+    return None
+
+
+def _unknown_channel(channel: str, known: frozenset[str]) -> str:
+    return f"unknown consent channel {channel[:64]!r} (known: {', '.join(sorted(known))})"
+
+
+@cache
+def _channels(setting: str) -> frozenset[str]:
+    return frozenset(c.strip().lower() for c in setting.split(",") if c.strip())
 
 
 @cache

@@ -18,12 +18,22 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from pipelines.wire import payload_record
+from pipelines.feature_store import FeatureStoreWriter, RedisFeatureStore
+from pipelines.wire import payload_record, route
 from runners.cli import main
-from runners.deliver import OffsetTracker, Unsendable, build_message, wall_ms
-from tests.builders import HOUR, T0
+from runners.deliver import (
+    Deliverer,
+    Ledger,
+    OffsetTracker,
+    SmtpSender,
+    Unsendable,
+    build_message,
+    wall_ms,
+)
+from tests.builders import HOUR, MINUTE, SECOND, T0, consent, erasure, profile
 from tests.conftest import unique_name
-from transforms.model import EmailPayload, FiredTrigger
+from transforms.core import Core
+from transforms.model import FEATURES, EmailPayload, FiredTrigger
 from transforms.settings import DAY, DeliverSettings
 
 ADA = "ada@example.com"
@@ -305,3 +315,114 @@ def test_long_list_unsubscribe_url_stays_a_plain_header_on_the_wire():
     raw = build_message(p, DeliverSettings(), T0).as_bytes()
     line = next(h for h in raw.split(b"\r\n") if h.startswith(b"List-Unsubscribe:"))
     assert line.startswith(b"List-Unsubscribe: <https://") and b"=?utf-8?" not in line
+
+
+# -- consent and erasure are re-checked at send time (DESIGN.md section 8) ----------------------
+
+
+def job_writes(prefix: str, items: list, watermark: int) -> None:
+    """What the job writes to the feature store for `items`: the core's outputs routed as the
+    engines route them (pipelines.wire.route) into the Redis feature store writer."""
+    core = Core()
+    writer = FeatureStoreWriter(
+        RedisFeatureStore(key_prefix=prefix, feature_ttl_ms=DAY, tombstone_ttl_ms=DAY)
+    )
+    state = None
+    outputs = []
+    for item in items:
+        state, out, _ = core.step(state, item, watermark)
+        outputs += out
+    routed, _ = route(outputs, lambda request: request)
+    for sink, record in routed:
+        if sink == FEATURES:
+            writer.write(record)  # a consent change is durable when write() returns
+    writer.store.close()
+
+
+@pytest.mark.integration
+def test_a_payload_held_for_quiet_hours_is_dropped_if_the_customer_unsubscribed(
+    kafka, new_topic, smtp, prefix, capsys, tmp_path
+):
+    inbox, port = smtp
+    topic, group = new_topic("payloads"), unique_name("deliver")
+    quiet = make_payload(cid="quiet", send_after=T0 + HOUR)  # fired at T0, held till T0 + 1 h
+    stays = make_payload(cid="stays", send_after=T0 + HOUR)
+    gone = make_payload(cid="gone")  # due at once, but its customer revoked before the read
+    job_writes(prefix, [profile(T0 - HOUR, cid="stays")], T0)
+    job_writes(
+        prefix, [profile(T0 - HOUR, cid="gone"), consent(T0 - MINUTE, False, cid="gone")], T0
+    )
+    produce(kafka, topic, [quiet, stays, gone])
+    audit = tmp_path / "audit.jsonl"
+    run = dict(topic=topic, group=group, prefix=prefix, port=port, audit=audit)
+
+    first = deliver(capsys, now_ms=T0, **run)
+    assert (first["deferred"], first["suppressed:no_consent"], first["delivered"]) == (2, 1, 0)
+    # The unsubscribe arrives 15 s out of order, after the payload was emitted: never late.
+    job_writes(
+        prefix,
+        [profile(T0 - HOUR, cid="quiet"), consent(T0 + 10 * MINUTE, False, cid="quiet")],
+        T0 + 10 * MINUTE + 15 * SECOND,
+    )
+    second = deliver(capsys, now_ms=T0 + 2 * HOUR, **run)
+    # Read again from the commit point (held at quiet's offset): gone is dropped again.
+    assert (second["read"], second["suppressed:no_consent"], second["delivered"]) == (3, 2, 1)
+    assert [m["Message-ID"] for _, _, m in inbox.received] == [
+        f"<{stays.message_id}@personalize.example.invalid>"
+    ]
+    assert committed(kafka, topic, group) == 3
+    dropped = [
+        line["message_id"]
+        for line in map(json.loads, audit.read_text().splitlines())
+        if line["decision"] == "suppressed:no_consent"
+    ]
+    assert sorted(dropped) == sorted([gone.message_id, gone.message_id, quiet.message_id])
+
+
+@pytest.mark.integration
+def test_a_held_payload_is_rechecked_for_consent_and_erasure_when_it_falls_due(
+    kafka, new_topic, smtp, prefix, redis_client
+):
+    """One connector run: the payloads are held in memory, then the customer unsubscribes
+    (or is erased) before their send_after comes."""
+    from kafka import KafkaConsumer
+
+    inbox, port = smtp
+    topic = new_topic("payloads")
+    unsubscribes = make_payload(cid="u1", send_after=T0 + HOUR)
+    erased = make_payload(cid="e1", send_after=T0 + HOUR)
+    produce(kafka, topic, [unsubscribes, erased])
+    cfg = DeliverSettings(smtp_host="127.0.0.1", smtp_port=port, group_id=unique_name("deliver"))
+    now = [T0]
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka,
+        group_id=cfg.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    deliverer = Deliverer(
+        consumer,
+        SmtpSender("127.0.0.1", port, 10.0),
+        Ledger(redis_client, prefix, cfg),
+        cfg,
+        clock=lambda: now[0],
+    )
+    try:
+        deliverer.subscribe(topic)
+        assert deliverer.run(max_messages=2)["deferred"] == 2
+        job_writes(
+            prefix,
+            [profile(T0 - HOUR, cid="u1"), consent(T0 + MINUTE, False, cid="u1")],
+            T0 + MINUTE,
+        )
+        job_writes(
+            prefix, [profile(T0 - HOUR, cid="e1"), erasure(T0 + MINUTE, cid="e1")], T0 + MINUTE
+        )
+        now[0] = T0 + 2 * HOUR
+        deliverer.release_due()
+        summary = deliverer.summary()
+    finally:
+        deliverer.close()
+    assert (summary["suppressed:no_consent"], summary["erased"], summary["delivered"]) == (1, 1, 0)
+    assert inbox.received == []

@@ -16,12 +16,12 @@ from pipelines.feature_store import LAST_TRIGGER, FeatureStoreWriter, RedisFeatu
 from pipelines.redis_catalog import load_catalog, open_catalog
 from pipelines.wire import EVENTS, PROFILES
 from runners.kafka_io import consume, topic_sizes
-from tests.builders import HOUR, SECOND, T0, add, erasure, profile, view
+from tests.builders import HOUR, MINUTE, SECOND, T0, add, consent, erasure, profile, view
 from tests.conftest import unique_name
 from tests.integration.test_deliver import deliver, smtp  # noqa: F401 (fixture)
 from transforms.catalog import CatalogItem
 from transforms.codec import decode_payload, encode_event, encode_profile
-from transforms.model import BehaviourEvent
+from transforms.model import BehaviourEvent, ConsentState, Item
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +102,7 @@ def test_events_to_delivered_emails(
     # The feature store: A's features with its last trigger; C erased, nothing of theirs left.
     assert store.read("e2e-a")[LAST_TRIGGER] == "cart_abandonment"
     assert store.read("e2e-b")[LAST_TRIGGER] == "browse_intensity"
+    assert store.read_consent("e2e-a") == ConsentState("e2e-a", True, T0 - HOUR)  # its profile
     c_keys = [k.decode() for k in redis_client.scan_iter(match=f"{prefix}*e2e-c*")]
     assert c_keys == [f"{prefix}erased:e2e-c"]
 
@@ -130,3 +131,66 @@ def test_events_to_delivered_emails(
         [msg] = inbox.by_message_id(p.message_id)
         assert msg["Subject"] == p.subject
         assert msg.get_content_type() == "multipart/alternative"
+
+
+def test_a_payload_held_for_quiet_hours_is_not_sent_after_an_unsubscribe(
+    kafka,
+    new_topic,
+    service_settings,
+    redis_client,
+    prefix,
+    smtp,  # noqa: F811 (the fixture imported above)
+    capsys,
+):
+    """D abandons a cart at 02:00 in Auckland: the payload waits for 08:00 local (19:00 UTC).
+    D unsubscribes at T0 + 90 min, after it was emitted: the job writes the revocation to the
+    feature store at once, and deliver drops the held payload (suppressed:no_consent)."""
+    inbox, port = smtp
+    topics = {name: new_topic(name) for name in ("events", "profiles", "payloads", "audit", "dead")}
+    settings = service_settings.with_overrides(
+        [
+            f"kafka.payloads_topic={topics['payloads']}",
+            f"kafka.audit_topic={topics['audit']}",
+            f"kafka.dead_letters_topic={topics['dead']}",
+            f"kafka.group_id={unique_name('job')}",
+            "kafka.partitions=1",
+            f"redis.key_prefix={prefix}",
+        ]
+    )
+    d = "e2e-d"
+    from kafka import KafkaProducer
+
+    from pipelines.beam_pipeline import run_kafka_job
+
+    def job(*items: Item) -> dict:
+        """Produce the items, run the job over what is new until idle; its summary. (Beam's
+        DirectRunner keeps no state from one run to the next.)"""
+        producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+        for item in items:
+            if isinstance(item, BehaviourEvent):
+                producer.send(topics["events"], key=d.encode(), value=encode_event(item))
+            else:
+                producer.send(topics["profiles"], key=d.encode(), value=encode_profile(item))
+        producer.flush()
+        producer.close()
+        writer = FeatureStoreWriter(RedisFeatureStore.from_settings(settings))
+        summary = run_kafka_job(
+            settings,
+            ReadOptions(until_idle=3.0, from_beginning=True),
+            feature_writer=writer,
+            topics={EVENTS: topics["events"], PROFILES: topics["profiles"]},
+        )
+        writer.close()
+        return summary
+
+    crm = profile(T0 - HOUR, cid=d, email=f"{d}@example.com", tz="Pacific/Auckland")
+    assert job(crm, add(T0 + SECOND, "p1", cid=d))["payloads"] == 1
+    [record] = consume(kafka, topics["payloads"], 1)
+    assert decode_payload(record.value).send_after == T0 + 7 * HOUR  # 08:00 in Auckland
+
+    run = dict(topic=topics["payloads"], group=unique_name("deliver"), prefix=prefix, port=port)
+    assert deliver(capsys, now_ms=T0 + 2 * HOUR, **run)["deferred"] == 1
+    job(consent(T0 + 90 * MINUTE, False, cid=d))  # after the payload was emitted
+    later = deliver(capsys, now_ms=T0 + 8 * HOUR, **run)
+    assert (later["suppressed:no_consent"], later["delivered"]) == (1, 0)
+    assert inbox.received == []

@@ -12,7 +12,7 @@ from runners import SHIPPED_DATA as REES46
 from runners.cli import main
 from tests.builders import MINUTE, T0
 from transforms.catalog import CatalogItem, read_catalog_jsonl
-from transforms.model import ERASE, FEATURES, FeatureSnapshot
+from transforms.model import CONSENT, ERASE, FEATURES, ConsentState, FeatureSnapshot
 from transforms.settings import DAY, Settings
 
 pytestmark = pytest.mark.integration
@@ -137,3 +137,22 @@ def test_cached_catalog_reads_redis_once_per_product(redis_client, service_setti
     assert cached.get_many(["p1", "p3"]) == {"p1": items[0]}
     assert cached.inner.calls == 1
     assert (cached.hits, cached.misses) == (2, 3)
+
+
+def test_consent_is_written_at_once_newest_wins_and_erasure_removes_it(
+    redis_client, service_settings, prefix
+):
+    store = store_for(service_settings, prefix, batch_size=100, max_delay_ms=60_000)
+    writer = FeatureStoreWriter(store)
+    writer.write((CONSENT, ConsentState("c1", False, T0 + MINUTE)))
+    # No flush, no timer: a consent change is sent before write() returns.
+    assert redis_client.get(f"{prefix}customer:c1:consent") == f"0:{T0 + MINUTE}".encode()
+    assert 0 < redis_client.pttl(f"{prefix}customer:c1:consent") <= DAY
+    writer.write((CONSENT, ConsentState("c1", True, T0)))  # older: ignored
+    assert store.read_consent("c1") == ConsentState("c1", False, T0 + MINUTE)
+    writer.write((CONSENT, ConsentState("c1", True, T0 + 2 * MINUTE)))
+    assert store.read_consent("c1") == ConsentState("c1", True, T0 + 2 * MINUTE)
+    writer.write((ERASE, "c1"))
+    writer.write((CONSENT, ConsentState("c1", True, T0 + 3 * MINUTE)))  # erased: ignored
+    assert store.read_consent("c1") is None
+    writer.close()

@@ -17,10 +17,21 @@ from pipelines.feature_store import (
     snapshot_fields,
 )
 from pipelines.wire import route
-from tests.builders import CART_DELAY, MINUTE, T0, add, erasure, profile, view
+from tests.builders import (
+    CART_DELAY,
+    HOUR,
+    MINUTE,
+    SECOND,
+    T0,
+    add,
+    consent,
+    erasure,
+    profile,
+    view,
+)
 from tests.transforms.drive import drive
 from transforms.core import Core
-from transforms.model import ERASE, FEATURES, FeatureSnapshot
+from transforms.model import CONSENT, ERASE, FEATURES, ConsentState, FeatureSnapshot
 from transforms.settings import CoreSettings
 
 
@@ -109,3 +120,25 @@ def test_redis_store_pickles_without_its_connection():
     copy = pickle.loads(pickle.dumps(store))
     assert copy.customer_key("a:b") == "t:customer:a%3Ab"
     assert copy._client is None
+
+
+def test_consent_changes_are_routed_to_the_feature_store_and_kept_newest_first():
+    """A late unsubscribe, routed as both engines route it (wire.route), reaches the store."""
+    core = Core(CoreSettings())
+    state, outputs = drive(core, [profile(), add(T0)], T0 + MINUTE)
+    state, late, _ = core.step(state, consent(T0 + 30 * SECOND, False), watermark=T0 + MINUTE)
+    routed, _ = route(outputs + late, lambda payload: payload)
+    consents = [record for sink, record in routed if sink == FEATURES and record[0] == CONSENT]
+    assert consents == [
+        (CONSENT, ConsentState("c1", True, T0 - HOUR)),
+        (CONSENT, ConsentState("c1", False, T0 + 30 * SECOND)),
+    ]
+    store = InMemoryFeatureStore()
+    writer = FeatureStoreWriter(store)
+    for record in reversed(consents):  # out of order: the newest still wins
+        writer.write(record)
+    assert store.read_consent("c1") == ConsentState("c1", False, T0 + 30 * SECOND)
+    assert writer.consents == 2 and store.flushes == 2  # each one made durable at once
+    store.erase("c1")
+    writer.write((CONSENT, ConsentState("c1", True, T0 + HOUR)))
+    assert store.read_consent("c1") is None

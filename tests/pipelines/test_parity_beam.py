@@ -19,6 +19,7 @@ import pytest
 from pipelines import beam_pipeline, reference
 from runners import SHIPPED_DATA as DATA
 from runners.traffic import Traffic, TrafficConfig, jsonl_line
+from tests.pipelines.test_parity_flink import consent_journeys
 from transforms.readers import read_events_jsonl, read_rees46
 from transforms.settings import Settings
 
@@ -65,3 +66,9 @@ def test_generated_journeys_with_duplicates_malformed_and_late_items_give_the_sa
     types = {json.loads(line)["trigger"]["type"]
              for line in (tmp_path / "beam" / "payloads.jsonl").open()}
     assert types == {"cart_abandonment", "browse_intensity"}
+
+
+def test_consent_changes_and_erasures_are_never_late_on_beam(tmp_path):
+    summary = replay_both(consent_journeys(), tmp_path)
+    assert summary["dead_letters"] == {} and summary["consent_writes"] == 7
+    assert summary["decisions"]["consent_change:consent:revoked"] == 3

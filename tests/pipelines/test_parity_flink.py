@@ -14,7 +14,20 @@ import pytest
 
 from pipelines import flink_pipeline, reference
 from runners import SHIPPED_DATA as DATA
-from tests.builders import CART_DELAY, HOUR, MINUTE, SECOND, T0, add, event, profile, purchase, view
+from tests.builders import (
+    CART_DELAY,
+    HOUR,
+    MINUTE,
+    SECOND,
+    T0,
+    add,
+    consent,
+    erasure,
+    event,
+    profile,
+    purchase,
+    view,
+)
 from transforms.model import PRODUCT_VIEW, DeadLetter, Item, Origin, event_time
 from transforms.readers import read_rees46
 from transforms.settings import Settings
@@ -62,6 +75,39 @@ def journeys(prefix: str = "j") -> list[Item | DeadLetter]:
     return items
 
 
+def consent_journeys(prefix: str = "k") -> list[Item | DeadLetter]:
+    """Consent and erasure never late, newest consent statement wins (DESIGN.md section 8):
+
+    - {prefix}-quit     carts at T0; its unsubscribe (T0 + 1 min) arrives 39 min late, before
+                        the cart deadline: applied, the cart abandonment is suppressed
+    - {prefix}-held     carts at T0; its unsubscribe (T0 + 2 min) arrives after the deadline
+                        fired: applied (deliver drops the payload), audited, not dead-lettered
+    - {prefix}-gone     carts at T0; its erasure (T0 + 1 min) arrives 39 min late: applied
+    - {prefix}-crm      unsubscribes at T0 - 30 min; a newer CRM snapshot without a consent
+                        time still says granted: no re-grant, its cart is suppressed
+    - {prefix}-bg<n>    background views (the watermark moves on, never by more than
+                        max_future at once): every 6 s until T0 + 40 min, more than a Beam
+                        replay batch, so the late items come in a later batch than the
+                        profiles (Beam reads profiles and events as two streams), then every
+                        4 min until T0 + 3 h
+    """
+    quit_, held, gone, crm = (f"{prefix}-{n}" for n in ("quit", "held", "gone", "crm"))
+    items: list[Item | DeadLetter] = [
+        profile(T0 - HOUR, cid=c, email=f"{c}@example.com") for c in (quit_, held, gone, crm)
+    ]
+    items += [consent(T0 - 30 * MINUTE, False, cid=crm),
+              profile(T0 - 10 * MINUTE, cid=crm, email=f"{crm}@example.com")]
+    items += [add(T0, "p1", cid=c) for c in (quit_, held, gone, crm)]
+    times = [T0 - HOUR + k * 6 * SECOND for k in range(1, 1001)]
+    times += [T0 + 40 * MINUTE + k * 4 * MINUTE for k in range(1, 36)]
+    items += [view(t, f"b{k}", f"c{k}", cid=f"{prefix}-bg{k % 50}") for k, t in enumerate(times)]
+    items.sort(key=event_time)
+    at = next(i for i, item in enumerate(items) if event_time(item) > T0 + 40 * MINUTE)
+    items[at:at] = [consent(T0 + MINUTE, False, cid=quit_), erasure(T0 + MINUTE, cid=gone)]
+    items.append(consent(T0 + 2 * MINUTE, False, cid=held))
+    return items
+
+
 def _files(out: Path) -> dict[str, str]:
     return {name: (out / f"{name}.jsonl").read_text() for name in COMPARED}
 
@@ -80,6 +126,23 @@ def test_journeys_give_the_reference_outputs_on_flink(tmp_path: Path) -> None:
     assert got == want
     fired = [json.loads(line) for line in (tmp_path / "flink" / "payloads.jsonl").open()]
     assert {p["trigger"]["type"] for p in fired} == {"cart_abandonment", "browse_intensity"}
+
+
+def test_consent_changes_and_erasures_are_never_late_on_flink(tmp_path: Path) -> None:
+    settings = Settings()
+    items = consent_journeys()
+    want = reference.run_replay(items, settings, tmp_path / "ref")
+    got = flink_pipeline.run_replay(items, settings, tmp_path / "flink")
+    assert want["dead_letters"] == {}
+    assert want["decisions"] == {
+        "cart_abandonment:emitted": 1,                      # k-held: deliver drops it
+        "cart_abandonment:suppressed:no_consent": 2,        # k-quit, k-crm
+        "consent_change:consent:revoked": 3,
+        "customer_erasure:erased": 1,
+    }
+    assert (want["erasures"], want["consent_writes"]) == (1, 7)  # 4 grants, 3 revocations
+    assert _files(tmp_path / "flink") == _files(tmp_path / "ref")
+    assert got == want
 
 
 def test_a_slice_of_the_shipped_data_gives_the_reference_outputs_on_flink(tmp_path: Path) -> None:

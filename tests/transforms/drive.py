@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from transforms.core import Core
-from transforms.model import AUDIT, PAYLOAD, Item, Output
+from transforms.model import AUDIT, CONSENT_CHANGE, PAYLOAD, Item, Output
 from transforms.state import CustomerState
 
 
@@ -26,8 +26,22 @@ def drive(
 
 
 def decisions(outputs: list[Output]) -> list[tuple[str, str, int, str]]:
-    """(type, key, fired_at, decision) of every audit record, in output order."""
-    return [(a.type, a.key, a.fired_at, a.decision) for kind, a in outputs if kind == AUDIT]
+    """(type, key, fired_at, decision) of every audit record but consent changes (see
+    consent_audit), in output order."""
+    return [
+        (a.type, a.key, a.fired_at, a.decision)
+        for kind, a in outputs
+        if kind == AUDIT and a.type != CONSENT_CHANGE
+    ]
+
+
+def consent_audit(outputs: list[Output]) -> list[tuple[str, int, str]]:
+    """(key, time, decision) of every consent-change audit record, in output order."""
+    return [
+        (a.key, a.fired_at, a.decision)
+        for kind, a in outputs
+        if kind == AUDIT and a.type == CONSENT_CHANGE
+    ]
 
 
 def payloads(outputs: list[Output]) -> list:

@@ -92,10 +92,17 @@ def test_profiles_both_ways() -> None:
     assert millis(datum) == {
         "customer_id": "c1", "email": "ada@example.com", "first_name": "Ada", "locale": "en-GB",
         "time_zone": "UTC", "consents": {"email": True}, "lifecycle_stage": None, "updated_at": T0,
+        "consent_updated_at": None,
     }
     datum["updated_at"] = ts(T0)
     p.origin = ORIGIN
     assert decode_profile(reference_write("customer_profile", datum), ORIGIN, CORE, 0) == p
+    datum["consent_updated_at"] = ts(T0 - 1000)
+    p.consent_updated_at = T0 - 1000
+    assert decode_profile(reference_write("customer_profile", datum), ORIGIN, CORE, 0) == p
+    assert millis(reference_read("customer_profile", encode_profile(p)))["consent_updated_at"] == (
+        T0 - 1000
+    )
 
 
 def test_payloads_both_ways() -> None:

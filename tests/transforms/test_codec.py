@@ -181,3 +181,20 @@ def test_a_dead_letter_of_a_dead_letter_keeps_its_bytes() -> None:
     d = DeadLetter(b"x", ORIGIN, R_DECODE, "bad", RECEIVED)
     framed = confluent_frame(SCHEMA_ID_OF["dead_letter"], encode_dead_letter(d))
     assert decode_dead_letter(framed) == d
+
+
+def test_profile_consent_time_round_trips_and_the_earlier_layout_is_still_read() -> None:
+    p = dataclasses.replace(profile(T0), consent_updated_at=T0 - 5)
+    assert decode_profile(encode_profile(p), ORIGIN, CORE, RECEIVED) == dataclasses.replace(
+        p, origin=ORIGIN
+    )
+    # A producer of the layout before consent_updated_at (the field appended last, absent).
+    earlier = encode_profile(profile(T0))[:-1]
+    assert encode_profile(profile(T0))[-1:] == b"\x00"  # the null branch of the new field
+    old = decode_profile(earlier, ORIGIN, CORE, RECEIVED)
+    assert isinstance(old, CustomerProfile) and old.consent_updated_at is None
+    framed = decode_profile(confluent_frame(SCHEMA_ID_OF["customer_profile"], earlier), ORIGIN,
+                            CORE, RECEIVED)
+    assert isinstance(framed, CustomerProfile) and framed.updated_at == T0
+    truncated = decode_profile(earlier[:-1], ORIGIN, CORE, RECEIVED)
+    assert isinstance(truncated, DeadLetter) and truncated.reason == R_DECODE

@@ -122,3 +122,12 @@ def test_profiles_are_checked_strictly() -> None:
     with pytest.raises(KeyError):
         profile_from_json({"customer_id": "c"})
     assert profile_from_json({"customer_id": "c", "updated_at": 1}).consents == {}
+
+
+def test_profile_consent_time_is_read_and_written() -> None:
+    p = profile_from_json({"customer_id": "c", "updated_at": 5, "consent_updated_at": 3,
+                           "consents": {"email": False}})
+    assert p.consent_updated_at == 3
+    assert profile_from_json(to_json(p)) == p
+    with pytest.raises(TypeError):
+        profile_from_json({"customer_id": "c", "updated_at": 5, "consent_updated_at": "3"})

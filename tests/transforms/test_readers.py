@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.builders import T0, profile, view
+from tests.builders import T0, consent, profile, view
 from transforms.jsonl import dumps, event_to_json, item_to_json
 from transforms.model import (
     R_DECODE,
@@ -162,3 +162,19 @@ def test_numbers_avro_cannot_hold_are_dead_letters_and_never_reach_the_encoder(
     assert isinstance(items[0], DeadLetter) and items[0].reason == R_INVALID
     assert isinstance(items[1], BehaviourEvent)
     encode_event(items[1])
+
+
+def test_events_jsonl_consent_channels_are_normalised_and_unknown_ones_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    revoke = {**event_to_json(consent(T0, False)), "consent_channel": "EMAIL"}
+    typo = {**revoke, "event_id": "typo", "consent_channel": "e-mail"}
+    crm = {"kind": "profile", "customer_id": "c1", "updated_at": T0, "consents": {"Email": True},
+           "consent_updated_at": T0 - 1}
+    path = write(tmp_path, "e.jsonl", [json.dumps(revoke), json.dumps(typo), json.dumps(crm)])
+    ev, dead, p = read_events_jsonl(path)
+    assert isinstance(ev, BehaviourEvent) and ev.consent_channel == "email"
+    assert isinstance(dead, DeadLetter) and (dead.reason, dead.origin.offset) == (R_INVALID, 2)
+    assert "unknown consent channel 'e-mail'" in dead.error
+    assert isinstance(p, CustomerProfile)
+    assert (p.consents, p.consent_updated_at) == ({"email": True}, T0 - 1)

@@ -173,3 +173,40 @@ def test_quantity_must_fit_an_avro_int(qty: int, ok: bool) -> None:
         encode_event(ev)
     else:
         assert problem is not None and problem[0] == R_INVALID and "quantity" in problem[1]
+
+
+def test_consent_channels_are_case_insensitive() -> None:
+    ev = with_(consent(T0, False), consent_channel=" EMAIL ")
+    assert validate_event(ev, CORE, None) is None
+    assert ev.consent_channel == "email"
+    p = CustomerProfile("c1", T0, consents={"Email": False})
+    assert validate_profile(p, CORE) is None
+    assert p.consents == {"email": False}
+
+
+def test_an_unknown_consent_channel_is_a_dead_letter_not_ignored() -> None:
+    assert validate_event(with_(consent(T0, False), consent_channel="e-mail"), CORE, None) == (
+        R_INVALID, "unknown consent channel 'e-mail' (known: email, push, sms)")
+    p = CustomerProfile("c1", T0, consents={"fax": True})
+    assert validate_profile(p, CORE) == (
+        R_INVALID, "unknown consent channel 'fax' (known: email, push, sms)")
+    custom = dataclasses.replace(CORE, consent_channels="email, fax")
+    assert validate_profile(CustomerProfile("c1", T0, consents={"FAX": True}), custom) is None
+
+
+def test_a_profile_stating_one_channel_twice_differently_is_invalid() -> None:
+    p = CustomerProfile("c1", T0, consents={"email": True, "EMAIL": False})
+    assert validate_profile(p, CORE) == (R_INVALID, "consent channel 'email' stated twice")
+    same = CustomerProfile("c1", T0, consents={"email": True, "EMAIL": True})
+    assert validate_profile(same, CORE) is None and same.consents == {"email": True}
+
+
+def test_a_profile_consent_time_is_not_after_the_snapshot() -> None:
+    p = dataclasses.replace(profile(T0), consent_updated_at=T0)
+    assert validate_profile(p, CORE) is None
+    p.consent_updated_at = T0 + 1
+    assert validate_profile(p, CORE) == (
+        R_INVALID, f"consent_updated_at {T0 + 1} is after updated_at {T0}")
+    p.consent_updated_at = -1
+    assert validate_profile(p, CORE) == (
+        R_INVALID, "consent_updated_at -1 outside [1970, 2100)")
