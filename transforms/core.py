@@ -21,6 +21,13 @@ profile is still applied when it is the newest (a CRM update is never dropped).
 from __future__ import annotations
 
 from transforms import policy
+from transforms.bounds import (
+    EVICTED_CART,
+    EVICTED_DEDUP,
+    EVICTED_PENDING,
+    EVICTED_PURCHASED,
+    evict,
+)
 from transforms.catalog import Catalog
 from transforms.codec import encode_event
 from transforms.compose import Composer
@@ -98,6 +105,8 @@ class Core:
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
+        self.max_dedup_ids = settings.max_dedup_ids
+        self.max_pending = settings.max_pending
 
     # ------------------------------------------------------------------ the keyed contract
 
@@ -111,17 +120,25 @@ class Core:
         if isinstance(item, CustomerProfile):
             if item.updated_at > floor:
                 state.pending.append((item.updated_at, 0, "", item))
+                if len(state.pending) > self.max_pending:
+                    return self._overflow(state, [])
                 return state, [], [item.updated_at]
             self._apply_profile(state, item)  # late CRM update: newest still wins
             return self._finish(state, [], floor)
-        seen_at = state.seen.get(item.event_id)
+        seen = state.seen
+        seen_at = seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
             return state, [(DROPPED, "duplicate")], []
         if item.occurred_at <= floor:
             return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
-        state.seen[item.event_id] = item.occurred_at
+        seen[item.event_id] = item.occurred_at
+        outputs: list[Output] = []
+        if len(seen) > self.max_dedup_ids:
+            outputs = [(DROPPED, EVICTED_DEDUP)] * evict(seen, self.max_dedup_ids)
         state.pending.append((item.occurred_at, 1, item.event_id, item))
-        return state, [], [item.occurred_at]
+        if len(state.pending) > self.max_pending:
+            return self._overflow(state, outputs)
+        return state, outputs, [item.occurred_at]
 
     def wake(self, state: CustomerState | None, t: int) -> Result:
         """Event time has reached t: process everything due by t, in event-time order."""
@@ -145,6 +162,22 @@ class Core:
         if state.processed_until is None or t > state.processed_until:
             state.processed_until = t
         return self._finish(state, outputs, t)
+
+    def _overflow(self, state: CustomerState, outputs: list[Output]) -> Result:
+        """Pending is over its cap (the watermark stalls, or one customer floods): process its
+        oldest items now, as if event time had reached them, so none is lost; an item of this
+        customer arriving later behind them is late (a dead letter), as behind a watermark.
+
+        The cut keeps the newest cap - cap // 16 items, and keeps the instant of the oldest
+        of them whole unless the whole oldest part is that one instant."""
+        pending = state.pending
+        pending.sort(key=_key)
+        first_kept = pending[len(pending) - (self.max_pending - self.max_pending // 16)][0]
+        cut = first_kept - 1 if first_kept > pending[0][0] else first_kept
+        held = len(pending)
+        after, out, wake_at = self.wake(state, cut)
+        early = held - (len(after.pending) if after is not None else 0)
+        return after, outputs + [(DROPPED, EVICTED_PENDING)] * early + out, wake_at
 
     # ------------------------------------------------------------------ processing
 
@@ -198,6 +231,7 @@ class Core:
         fires: list[FiredTrigger],
         outputs: list[Output],
     ) -> None:
+        s = self.settings
         ts = ev.occurred_at
         etype = ev.event_type
         if etype == CUSTOMER_ERASURE:
@@ -221,9 +255,12 @@ class Core:
         elif etype == ADD_TO_CART:
             windows.add_cart(ts)
             if product is not None:
-                held = state.cart.get(product.product_id)
+                cart = state.cart
+                held = cart.get(product.product_id)
                 qty = (held[0] if held else 0) + (ev.quantity or 1)
-                state.cart[product.product_id] = (qty, product, ev.event_id)
+                cart[product.product_id] = (qty, product, ev.event_id)
+                if len(cart) > s.max_cart_lines:
+                    outputs += [(DROPPED, EVICTED_CART)] * evict(cart, s.max_cart_lines)
             state.cart_changed_at = ts
         elif etype == REMOVE_FROM_CART:
             if product is not None:
@@ -237,7 +274,11 @@ class Core:
                 revenue = product.price * (ev.quantity or 1)
             windows.add_purchase(ts, revenue or 0.0)
             if product is not None:
-                state.purchased[product.product_id] = ts
+                purchased = state.purchased
+                purchased.pop(product.product_id, None)  # insertion order = purchase order
+                purchased[product.product_id] = ts
+                if len(purchased) > s.max_purchased:
+                    outputs += [(DROPPED, EVICTED_PURCHASED)] * evict(purchased, s.max_purchased)
             state.cart.clear()
             state.cart_changed_at = ts
         elif etype == EMAIL_OPEN or etype == EMAIL_CLICK:
@@ -249,6 +290,12 @@ class Core:
             fired = trig.on_event(state, ev)
             if fired:
                 fires.extend(fired)
+            evicted = trig.bound(state, ev)
+            if evicted:
+                outputs += [(DROPPED, reason) for reason in evicted]
+        evicted = windows.bound(s.max_sessions, s.max_categories)
+        if evicted:
+            outputs += [(DROPPED, reason) for reason in evicted]
         if state.features_due is None:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.
             state.features_due = ts + self.settings.feature_write_interval

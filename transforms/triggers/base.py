@@ -8,6 +8,8 @@ order:
     deadline(state) -> int | None                   its next timer, if any
     on_deadline(state, t) -> list[FiredTrigger]     when event time reaches that deadline
     expires_at(state) -> int | None                 when its slot may be dropped
+    bound(state, event) -> list[str]                 after on_event: evict beyond the size
+                                                     caps, one `evicted:<part>` per entry
     purge(state, now)                                drop what no rule can use any more
 """
 
@@ -42,6 +44,10 @@ class Trigger(Protocol):
 
     def expires_at(self, state: CustomerState) -> int | None:
         """When this trigger's slot holds nothing any rule can use (None: holds nothing)."""
+        ...
+
+    def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
+        """Evict the oldest of what `event` grew beyond the size caps; one reason per entry."""
         ...
 
     def purge(self, state: CustomerState, now: int) -> None:

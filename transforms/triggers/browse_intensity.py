@@ -6,13 +6,18 @@ window, the trigger fires at the time of that view, keyed by the category, with 
 product ids (sorted, unique) as evidence. At most once per customer and category per
 `browse_cooldown`: a fire starts the cooldown whether the policy then emits it or not.
 
-Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire time).
+Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire time). Capped
+in size (`bound`): at most `max_category_views` views per category (never fewer than
+`browse_views`, so no fire is missed; the evidence then holds the newest), and at most
+`max_categories` categories in each of views, adds and cooldowns, the least recent evicted (an
+evicted add or cooldown no longer blocks a fire: the contact policy's caps still apply).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 
+from transforms.bounds import EVICTED_BROWSE_CATEGORIES, EVICTED_BROWSE_VIEWS, evict
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent, FiredTrigger
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
@@ -54,6 +59,10 @@ class BrowseIntensity:
         self.window = settings.browse_window
         self.views_needed = settings.browse_views
         self.cooldown = settings.browse_cooldown
+        self.max_views = max(settings.max_category_views, settings.browse_views)
+        # Trimmed to this many views per category, enough to fire on the next view.
+        self.keep_views = max(self.max_views - self.max_views // 16, settings.browse_views)
+        self.max_categories = settings.max_categories
 
     def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
         """Count views per category; fire when the threshold is reached."""
@@ -97,6 +106,30 @@ class BrowseIntensity:
                 category=category,
             )
         ]
+
+    def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
+        """Cap the views of the event's category and the categories of the slot."""
+        etype = event.event_type
+        if etype != PRODUCT_VIEW and etype != ADD_TO_CART:
+            return []
+        slot: BrowseSlot | None = state.triggers.get(TYPE)
+        if slot is None or event.product is None:
+            return []
+        evicted: list[str] = []
+        views = slot.views.get(event.product.category or "")
+        if views is not None and len(views) > self.max_views:
+            cut = len(views) - self.keep_views
+            del views[:cut]
+            evicted += [EVICTED_BROWSE_VIEWS] * cut
+        cap = self.max_categories
+        by_category = slot.views
+        if len(by_category) > cap:
+            newest = lambda c: by_category[c][-1][0]  # noqa: E731
+            evicted += [EVICTED_BROWSE_CATEGORIES] * evict(by_category, cap, newest)
+        for times in (slot.last_add, slot.fired):
+            if len(times) > cap:
+                evicted += [EVICTED_BROWSE_CATEGORIES] * evict(times, cap, times.__getitem__)
+        return evicted
 
     def deadline(self, state: CustomerState) -> int | None:
         """Browse intensity has no timers: it fires on views."""

@@ -72,6 +72,10 @@ class CartAbandonment:
         """The slot lives until its deadline fires."""
         return self.deadline(state)
 
+    def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
+        """Nothing to bound: the slot is one deadline (the cart is capped by the core)."""
+        return []
+
     def purge(self, state: CustomerState, now: int) -> None:
         """Nothing to purge: the deadline always fires."""
 
