@@ -102,11 +102,14 @@ class Core:
         self.triggers = load_triggers(settings)
         self.priorities = {t.type: t.priority for t in self.triggers}
         self.timed = [t for t in self.triggers if t.has_deadline]
+        self.bounded = [t for t in self.triggers if t.bounded]
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
         self.max_dedup_ids = settings.max_dedup_ids
         self.max_pending = settings.max_pending
+        self.max_sessions = settings.max_sessions
+        self.max_categories = settings.max_categories
 
     # ------------------------------------------------------------------ the keyed contract
 
@@ -290,11 +293,12 @@ class Core:
             fired = trig.on_event(state, ev)
             if fired:
                 fires.extend(fired)
+        for trig in self.bounded:
             evicted = trig.bound(state, ev)
             if evicted:
                 outputs += [(DROPPED, reason) for reason in evicted]
-        evicted = windows.bound(s.max_sessions, s.max_categories)
-        if evicted:
+        if len(windows.sessions) > self.max_sessions or len(windows.views) > self.max_categories:
+            evicted = windows.bound(self.max_sessions, self.max_categories)
             outputs += [(DROPPED, reason) for reason in evicted]
         if state.features_due is None:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.

@@ -8,8 +8,9 @@ order:
     deadline(state) -> int | None                   its next timer, if any
     on_deadline(state, t) -> list[FiredTrigger]     when event time reaches that deadline
     expires_at(state) -> int | None                 when its slot may be dropped
-    bound(state, event) -> list[str]                 after on_event: evict beyond the size
-                                                     caps, one `evicted:<part>` per entry
+    bound(state, event) -> list[str]                 after on_event, if `bounded`: evict
+                                                     beyond the size caps, one
+                                                     `evicted:<part>` per entry
     purge(state, now)                                drop what no rule can use any more
 """
 
@@ -29,6 +30,7 @@ class Trigger(Protocol):
     type: str
     priority: int
     has_deadline: bool   # False: deadline() is always None (the core skips polling it)
+    bounded: bool        # False: its slot cannot grow with input (the core skips bound())
 
     def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
         """Fires caused by this event (processed at its occurred_at)."""

@@ -54,6 +54,7 @@ class BrowseIntensity:
     type = TYPE
     priority = 1
     has_deadline = False
+    bounded = True
 
     def __init__(self, settings: CoreSettings) -> None:
         self.window = settings.browse_window
@@ -109,19 +110,20 @@ class BrowseIntensity:
 
     def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
         """Cap the views of the event's category and the categories of the slot."""
-        etype = event.event_type
-        if etype != PRODUCT_VIEW and etype != ADD_TO_CART:
-            return []
         slot: BrowseSlot | None = state.triggers.get(TYPE)
-        if slot is None or event.product is None:
+        product = event.product
+        if slot is None or product is None or not product.category:
+            return []
+        views = slot.views.get(product.category)
+        cap = self.max_categories
+        long = views is not None and len(views) > self.max_views
+        if not long and max(len(slot.views), len(slot.last_add), len(slot.fired)) <= cap:
             return []
         evicted: list[str] = []
-        views = slot.views.get(event.product.category or "")
-        if views is not None and len(views) > self.max_views:
+        if views is not None and long:
             cut = len(views) - self.keep_views
             del views[:cut]
             evicted += [EVICTED_BROWSE_VIEWS] * cut
-        cap = self.max_categories
         by_category = slot.views
         if len(by_category) > cap:
             newest = lambda c: by_category[c][-1][0]  # noqa: E731

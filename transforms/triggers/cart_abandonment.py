@@ -35,6 +35,7 @@ class CartAbandonment:
     type = TYPE
     priority = 0
     has_deadline = True
+    bounded = False  # its slot is one deadline (the core caps the cart)
 
     def __init__(self, settings: CoreSettings) -> None:
         self.delay = settings.cart_delay
@@ -73,7 +74,7 @@ class CartAbandonment:
         return self.deadline(state)
 
     def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
-        """Nothing to bound: the slot is one deadline (the cart is capped by the core)."""
+        """Never called (not `bounded`)."""
         return []
 
     def purge(self, state: CustomerState, now: int) -> None:
