@@ -107,7 +107,7 @@ class Core:
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
         self.max_dedup_ids = settings.max_dedup_ids
-        self.max_pending = settings.max_pending
+        self.max_pending = max(1, settings.max_pending)  # 0 would leave nothing to keep
         self.max_sessions = settings.max_sessions
         self.max_categories = settings.max_categories
 

@@ -268,3 +268,12 @@ def test_evict_by_age_drops_the_smallest():
     assert evict(d, 3, d.__getitem__) == 1
     assert d == {"a": 5, "c": 9, "d": 3}
     assert evict(d, 1, d.__getitem__) == 2 and d == {"c": 9}
+
+
+def test_caps_of_zero_keep_the_core_working():
+    s = CoreSettings(max_pending=0, max_dedup_ids=0, max_sessions=0, max_categories=0)
+    one = OneCustomer(Core(s))
+    for i in range(50):
+        one.feed(_view(T0 + i * MINUTE, f"e{i:05d}", "p1", "shoes"))
+    one.fire(T0 + DAY)
+    assert one.dead == Counter() and one.dropped["evicted:pending"] > 0
