@@ -102,7 +102,6 @@ class Core:
         self.triggers = load_triggers(settings)
         self.priorities = {t.type: t.priority for t in self.triggers}
         self.timed = [t for t in self.triggers if t.has_deadline]
-        self.bounded = [t for t in self.triggers if t.bounded]
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
@@ -292,11 +291,11 @@ class Core:
         for trig in self.triggers:
             fired = trig.on_event(state, ev)
             if fired:
-                fires.extend(fired)
-        for trig in self.bounded:
-            evicted = trig.bound(state, ev)
-            if evicted:
-                outputs += [(DROPPED, reason) for reason in evicted]
+                for f in fired:  # fires, and the reasons of what the trigger's slot evicted
+                    if isinstance(f, str):
+                        outputs.append((DROPPED, f))
+                    else:
+                        fires.append(f)
         if len(windows.sessions) > self.max_sessions or len(windows.views) > self.max_categories:
             evicted = windows.bound(self.max_sessions, self.max_categories)
             outputs += [(DROPPED, reason) for reason in evicted]

@@ -4,13 +4,14 @@ A trigger keeps its own slot of per-customer state (`state.triggers[trigger.type
 the customer's shared state (cart, recent items) read-only. The core calls, in event-time
 order:
 
-    on_event(state, event) -> list[FiredTrigger]    every processed behaviour event
+    on_event(state, event) -> list[FiredTrigger | str]
+                                                    every processed behaviour event: its
+                                                    fires, and one `evicted:<part>` reason per
+                                                    entry the slot evicted beyond its size caps
+                                                    (DESIGN.md section 8, transforms/bounds.py)
     deadline(state) -> int | None                   its next timer, if any
     on_deadline(state, t) -> list[FiredTrigger]     when event time reaches that deadline
     expires_at(state) -> int | None                 when its slot may be dropped
-    bound(state, event) -> list[str]                 after on_event, if `bounded`: evict
-                                                     beyond the size caps, one
-                                                     `evicted:<part>` per entry
     purge(state, now)                                drop what no rule can use any more
 """
 
@@ -30,10 +31,9 @@ class Trigger(Protocol):
     type: str
     priority: int
     has_deadline: bool   # False: deadline() is always None (the core skips polling it)
-    bounded: bool        # False: its slot cannot grow with input (the core skips bound())
 
-    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
-        """Fires caused by this event (processed at its occurred_at)."""
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:
+        """Fires caused by this event (processed at its occurred_at), and eviction reasons."""
         ...
 
     def deadline(self, state: CustomerState) -> int | None:
@@ -46,10 +46,6 @@ class Trigger(Protocol):
 
     def expires_at(self, state: CustomerState) -> int | None:
         """When this trigger's slot holds nothing any rule can use (None: holds nothing)."""
-        ...
-
-    def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
-        """Evict the oldest of what `event` grew beyond the size caps; one reason per entry."""
         ...
 
     def purge(self, state: CustomerState, now: int) -> None:

@@ -7,7 +7,7 @@ product ids (sorted, unique) as evidence. At most once per customer and category
 `browse_cooldown`: a fire starts the cooldown whether the policy then emits it or not.
 
 Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire time). Capped
-in size (`bound`): at most `max_category_views` views per category (never fewer than
+in size by on_event: at most `max_category_views` views per category (never fewer than
 `browse_views`, so no fire is missed; the evidence then holds the newest), and at most
 `max_categories` categories in each of views, adds and cooldowns, the least recent evicted (an
 evicted add or cooldown no longer blocks a fire: the contact policy's caps still apply).
@@ -16,6 +16,8 @@ evicted add or cooldown no longer blocks a fire: the contact policy's caps still
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
+from typing import Any
 
 from transforms.bounds import EVICTED_BROWSE_CATEGORIES, EVICTED_BROWSE_VIEWS, evict
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent, FiredTrigger
@@ -54,7 +56,6 @@ class BrowseIntensity:
     type = TYPE
     priority = 1
     has_deadline = False
-    bounded = True
 
     def __init__(self, settings: CoreSettings) -> None:
         self.window = settings.browse_window
@@ -65,8 +66,9 @@ class BrowseIntensity:
         self.keep_views = max(self.max_views - self.max_views // 16, settings.browse_views)
         self.max_categories = settings.max_categories
 
-    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
-        """Count views per category; fire when the threshold is reached."""
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:
+        """Count views per category; fire when the threshold is reached; evict beyond the
+        caps (one `evicted:<part>` reason per entry)."""
         etype = event.event_type
         if etype != PRODUCT_VIEW and etype != ADD_TO_CART:
             return []
@@ -80,6 +82,8 @@ class BrowseIntensity:
             slot = state.triggers[TYPE] = BrowseSlot()
         if etype == ADD_TO_CART:
             slot.last_add[category] = t
+            if len(slot.last_add) > self.max_categories:
+                return self._evict(slot.last_add, slot.last_add.__getitem__)
             return []
         views = slot.views.get(category)
         if views is None:
@@ -88,16 +92,26 @@ class BrowseIntensity:
         horizon = t - self.window
         if views[0][0] <= horizon:
             del views[:bisect_right(views, horizon, key=view_time)]
+        out: list[FiredTrigger | str] = []
+        if len(views) > self.max_views:  # trimmed to keep_views >= views_needed: same decision
+            cut = len(views) - self.keep_views
+            del views[:cut]
+            out = [EVICTED_BROWSE_VIEWS] * cut
+        if len(slot.views) > self.max_categories:
+            by_category = slot.views
+            out += self._evict(by_category, lambda c: by_category[c][-1][0])
         if len(views) < self.views_needed:
-            return []
+            return out
         last_add = slot.last_add.get(category)
         if last_add is not None and last_add > horizon:
-            return []
+            return out
         fired = slot.fired.get(category)
         if fired is not None and fired > t - self.cooldown:
-            return []
+            return out
         slot.fired[category] = t
-        return [
+        if len(slot.fired) > self.max_categories:
+            out += self._evict(slot.fired, slot.fired.__getitem__)
+        out.append(
             FiredTrigger(
                 type=TYPE,
                 key=category,
@@ -106,32 +120,14 @@ class BrowseIntensity:
                 source_event_ids=sorted(eid for _, _, eid in views),
                 category=category,
             )
-        ]
+        )
+        return out
 
-    def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
-        """Cap the views of the event's category and the categories of the slot."""
-        slot: BrowseSlot | None = state.triggers.get(TYPE)
-        product = event.product
-        if slot is None or product is None or not product.category:
-            return []
-        views = slot.views.get(product.category)
-        cap = self.max_categories
-        long = views is not None and len(views) > self.max_views
-        if not long and max(len(slot.views), len(slot.last_add), len(slot.fired)) <= cap:
-            return []
-        evicted: list[str] = []
-        if views is not None and long:
-            cut = len(views) - self.keep_views
-            del views[:cut]
-            evicted += [EVICTED_BROWSE_VIEWS] * cut
-        by_category = slot.views
-        if len(by_category) > cap:
-            newest = lambda c: by_category[c][-1][0]  # noqa: E731
-            evicted += [EVICTED_BROWSE_CATEGORIES] * evict(by_category, cap, newest)
-        for times in (slot.last_add, slot.fired):
-            if len(times) > cap:
-                evicted += [EVICTED_BROWSE_CATEGORIES] * evict(times, cap, times.__getitem__)
-        return evicted
+    def _evict(
+        self, entries: dict[str, Any], age: Callable[[str], int]
+    ) -> list[FiredTrigger | str]:
+        """Categories evicted from `entries` beyond the cap, least recent (smallest age) first."""
+        return [EVICTED_BROWSE_CATEGORIES] * evict(entries, self.max_categories, age)
 
     def deadline(self, state: CustomerState) -> int | None:
         """Browse intensity has no timers: it fires on views."""

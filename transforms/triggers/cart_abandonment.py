@@ -35,12 +35,11 @@ class CartAbandonment:
     type = TYPE
     priority = 0
     has_deadline = True
-    bounded = False  # its slot is one deadline (the core caps the cart)
 
     def __init__(self, settings: CoreSettings) -> None:
         self.delay = settings.cart_delay
 
-    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:
         """Arm on cart changes, disarm on purchase (the core has updated the cart already)."""
         if event.event_type in CART_CHANGES:
             state.triggers[TYPE] = event.occurred_at + self.delay
@@ -72,10 +71,6 @@ class CartAbandonment:
     def expires_at(self, state: CustomerState) -> int | None:
         """The slot lives until its deadline fires."""
         return self.deadline(state)
-
-    def bound(self, state: CustomerState, event: BehaviourEvent) -> list[str]:
-        """Never called (not `bounded`)."""
-        return []
 
     def purge(self, state: CustomerState, now: int) -> None:
         """Nothing to purge: the deadline always fires."""
