@@ -12,6 +12,10 @@ turn `wake_at` into event-time timers (calling `wake` with the watermark, or the
 when one fires), and route outputs by kind (see transforms.model: PAYLOAD, AUDIT,
 DEAD_LETTER, FEATURES, ERASE, DROPPED).
 
+Size: the state is capped (DESIGN.md section 8; table in transforms/state.py). When one
+customer's buffer passes `max_pending`, `step` processes its oldest items at once (`_overflow`):
+none is lost, and that customer's later items behind them are late.
+
 Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
 convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
 last processed up to. Late events go to the dead-letter output with reason `late`; a late
