@@ -12,6 +12,10 @@ turn `wake_at` into event-time timers (calling `wake` with the watermark, or the
 when one fires), and route outputs by kind (see transforms.model: PAYLOAD, AUDIT,
 DEAD_LETTER, FEATURES, ERASE, DROPPED).
 
+Size: the state is capped (DESIGN.md section 8; table in transforms/state.py). When one
+customer's buffer passes `max_pending`, `step` processes its oldest items at once (`_overflow`):
+none is lost, and that customer's later items behind them are late.
+
 Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
 convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
 last processed up to. Late events go to the dead-letter output with reason `late`, except
@@ -24,6 +28,13 @@ feature store at once (CONSENT output), not with the write-behind snapshots.
 from __future__ import annotations
 
 from transforms import policy
+from transforms.bounds import (
+    EVICTED_CART,
+    EVICTED_DEDUP,
+    EVICTED_PENDING,
+    EVICTED_PURCHASED,
+    evict,
+)
 from transforms.catalog import Catalog
 from transforms.codec import encode_event
 from transforms.compose import Composer
@@ -105,6 +116,10 @@ class Core:
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
+        self.max_dedup_ids = settings.max_dedup_ids
+        self.max_pending = max(1, settings.max_pending)  # 0 would leave nothing to keep
+        self.max_sessions = settings.max_sessions
+        self.max_categories = settings.max_categories
 
     # ------------------------------------------------------------------ the keyed contract
 
@@ -118,6 +133,8 @@ class Core:
         if isinstance(item, CustomerProfile):
             if item.updated_at > floor:
                 state.pending.append((item.updated_at, 0, "", item))
+                if len(state.pending) > self.max_pending:
+                    return self._overflow(state, [])
                 return state, [], [item.updated_at]
             state, outputs = self._catch_up(state, floor)
             self._apply_profile(state, item, outputs)  # late CRM update: newest still wins
@@ -131,7 +148,7 @@ class Core:
                 return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
             # Never late: applied now, by its own time (as a late profile is).
             state, outputs = self._catch_up(state, floor)
-            state.seen[item.event_id] = item.occurred_at
+            outputs += self._remember(state, item)
             if etype == CUSTOMER_ERASURE:
                 self._erase(state, item, outputs)
             elif state.erased_at is not None:
@@ -139,9 +156,11 @@ class Core:
             else:
                 self._apply_consent_event(state, item, outputs)
             return self._finish(state, outputs, floor)
-        state.seen[item.event_id] = item.occurred_at
+        evicted = self._remember(state, item)
         state.pending.append((item.occurred_at, 1, item.event_id, item))
-        return state, [], [item.occurred_at]
+        if len(state.pending) > self.max_pending:
+            return self._overflow(state, evicted)
+        return state, evicted, [item.occurred_at]
 
     def wake(self, state: CustomerState | None, t: int) -> Result:
         """Event time has reached t: process everything due by t, in event-time order."""
@@ -174,6 +193,30 @@ class Core:
             return state, []
         caught, outputs, _ = self.wake(state, floor)
         return caught or CustomerState(state.customer_id), outputs
+
+    def _overflow(self, state: CustomerState, outputs: list[Output]) -> Result:
+        """Pending is over its cap (the watermark stalls, or one customer floods): process its
+        oldest items now, as if event time had reached them, so none is lost; an item of this
+        customer arriving later behind them is late (a dead letter), as behind a watermark.
+
+        The cut keeps the newest cap - cap // 16 items, and keeps the instant of the oldest
+        of them whole unless the whole oldest part is that one instant."""
+        pending = state.pending
+        pending.sort(key=_key)
+        first_kept = pending[len(pending) - (self.max_pending - self.max_pending // 16)][0]
+        cut = first_kept - 1 if first_kept > pending[0][0] else first_kept
+        held = len(pending)
+        after, out, wake_at = self.wake(state, cut)
+        early = held - (len(after.pending) if after is not None else 0)
+        return after, outputs + [(DROPPED, EVICTED_PENDING)] * early + out, wake_at
+
+    def _remember(self, state: CustomerState, item: BehaviourEvent) -> list[Output]:
+        """Keep the event's id for dedup; over `max_dedup_ids`, the oldest are evicted."""
+        seen = state.seen
+        seen[item.event_id] = item.occurred_at
+        if len(seen) > self.max_dedup_ids:
+            return [(DROPPED, EVICTED_DEDUP)] * evict(seen, self.max_dedup_ids)
+        return []
 
     # ------------------------------------------------------------------ processing
 
@@ -268,6 +311,7 @@ class Core:
         fires: list[FiredTrigger],
         outputs: list[Output],
     ) -> None:
+        s = self.settings
         ts = ev.occurred_at
         etype = ev.event_type
         if etype == CUSTOMER_ERASURE:
@@ -291,9 +335,12 @@ class Core:
         elif etype == ADD_TO_CART:
             windows.add_cart(ts)
             if product is not None:
-                held = state.cart.get(product.product_id)
+                cart = state.cart
+                held = cart.get(product.product_id)
                 qty = (held[0] if held else 0) + (ev.quantity or 1)
-                state.cart[product.product_id] = (qty, product, ev.event_id)
+                cart[product.product_id] = (qty, product, ev.event_id)
+                if len(cart) > s.max_cart_lines:
+                    outputs += [(DROPPED, EVICTED_CART)] * evict(cart, s.max_cart_lines)
             state.cart_changed_at = ts
         elif etype == REMOVE_FROM_CART:
             if product is not None:
@@ -307,7 +354,11 @@ class Core:
                 revenue = product.price * (ev.quantity or 1)
             windows.add_purchase(ts, revenue or 0.0)
             if product is not None:
-                state.purchased[product.product_id] = ts
+                purchased = state.purchased
+                purchased.pop(product.product_id, None)  # insertion order = purchase order
+                purchased[product.product_id] = ts
+                if len(purchased) > s.max_purchased:
+                    outputs += [(DROPPED, EVICTED_PURCHASED)] * evict(purchased, s.max_purchased)
             state.cart.clear()
             state.cart_changed_at = ts
         elif etype == EMAIL_OPEN or etype == EMAIL_CLICK:
@@ -317,7 +368,14 @@ class Core:
         for trig in self.triggers:
             fired = trig.on_event(state, ev)
             if fired:
-                fires.extend(fired)
+                for f in fired:  # fires, and the reasons of what the trigger's slot evicted
+                    if isinstance(f, str):
+                        outputs.append((DROPPED, f))
+                    else:
+                        fires.append(f)
+        if len(windows.sessions) > self.max_sessions or len(windows.views) > self.max_categories:
+            evicted = windows.bound(self.max_sessions, self.max_categories)
+            outputs += [(DROPPED, reason) for reason in evicted]
         if state.features_due is None:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.
             state.features_due = ts + self.settings.feature_write_interval

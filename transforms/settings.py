@@ -94,6 +94,15 @@ class CoreSettings:
     # Consent channels input may name (comma separated, case-insensitive); any other is a
     # dead letter. Only `email` changes what this job sends.
     consent_channels: str = "email,sms,push"
+    # Size caps of each customer's state (DESIGN.md section 8, table in transforms/state.py):
+    # over a cap, the oldest entries are evicted and counted as dropped `evicted:<part>`.
+    max_dedup_ids: int = 10_000
+    max_pending: int = 1_000  # over it, the oldest pending items are processed early
+    max_sessions: int = 1_000
+    max_categories: int = 200  # viewed categories in the windows and in browse intensity
+    max_category_views: int = 50  # browse-intensity views held per category
+    max_cart_lines: int = 500
+    max_purchased: int = 1_000
 
 
 @dataclass(slots=True)

@@ -15,6 +15,25 @@ Every part has a time limit (STYLE.md rule 7):
     erased_at        erasure tombstone                        erasure_ttl
     features_due     the next feature-store write              written at that time
 
+Every part that grows with input also has a size cap (DESIGN.md section 8; settings, see
+transforms/bounds.py): over it the oldest entries go, each counted as dropped `evicted:<part>`.
+
+    part             cap                  evicted first           what eviction costs
+    seen             max_dedup_ids        first seen              a duplicate of an evicted id
+                                                                  passes (only ids >= cap ids old)
+    pending          max_pending          oldest in event time    none lost: processed at once;
+                                                                  this customer's later arrivals
+                                                                  behind them are late dead letters
+    windows sessions max_sessions         least recently seen     sessions_7d undercounts
+    windows views    max_categories       least recently viewed   views_1h / 24h miss the category
+    cart             max_cart_lines       first added             the line is forgotten
+    purchased        max_purchased        oldest purchase         may be recommended again
+    browse views     max_category_views   oldest view             evidence holds the newest views
+    browse adds,     max_categories       least recent            the add or the cooldown no
+      cooldowns                                                   longer blocks a fire
+    recent_views     recent_items         least recently viewed   -
+    (window buckets, sent and the other parts are bounded by their time limit and granularity)
+
 The state is picklable (engines keep it in their state backends) and `None` once all of it
 has expired.
 """

@@ -12,7 +12,9 @@ events with `bucket(ts) > bucket(t) - W / B` where bucket(ts) = ts // B.
     last activity        -           exact
 
 Buckets older than the longest window they serve are purged on every update, so the state
-of an active customer is bounded, and an idle one's empties after 30 days.
+of an active customer is bounded in time, and an idle one's empties after 30 days. Sessions
+and view categories are also capped in number (`bound`): beyond the caps the least recently
+seen go, and the windows undercount them (a hostile or hot customer only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from transforms.bounds import EVICTED_CATEGORIES, EVICTED_SESSIONS, evict
 from transforms.settings import DAY, HOUR, MINUTE
 
 SHORT_BUCKET = 5 * MINUTE
@@ -113,6 +116,19 @@ class Windows:
         if cell is None:
             cell = self.emails[b] = [0, 0]
         cell[1 if clicked else 0] += 1
+
+    def bound(self, max_sessions: int, max_categories: int) -> list[str]:
+        """Evict the least recently seen sessions and view categories beyond the caps; one
+        reason per evicted entry."""
+        evicted: list[str] = []
+        if len(self.sessions) > max_sessions:  # in last-seen order (see touch)
+            evicted += [EVICTED_SESSIONS] * evict(self.sessions, max_sessions)
+        views = self.views
+        if len(views) > max_categories:
+            # A category's buckets are added in event-time order: its last is its newest.
+            newest = lambda c: next(reversed(views[c]))  # noqa: E731
+            evicted += [EVICTED_CATEGORIES] * evict(views, max_categories, newest)
+        return evicted
 
     def purge(self, now: int) -> None:
         """Drop every bucket no window can still see at `now`."""

@@ -159,3 +159,23 @@ def test_a_late_profile_meets_its_customer_as_if_timers_fired_after_every_item()
         assert runner.states["c1"].profile.first_name == "Grace"
         runner.finish()
         assert [p.recipient_name for k, p in out if k == PAYLOAD] == ["Ada"]
+
+
+def test_a_hot_customer_in_a_replay_is_capped_counted_and_loses_nothing(tmp_path):
+    # 20 000 views of one customer in 22 hours, in time order: more ids than max_dedup_ids and,
+    # between two rounds of timers, more pending items than max_pending. Evicted and processed
+    # early, counted; the decisions are those of a run with no caps.
+    items = [profile(T0 - HOUR)]
+    items += [view(T0 + i * 4 * SECOND, f"p{i % 100}", f"c{i % 7}") for i in range(20_000)]
+    capped = run_replay(items, Settings(), tmp_path / "capped")
+    uncapped = Settings().with_overrides(["core.max_dedup_ids=1000000", "core.max_pending=1000000"])
+    summary = run_replay(items, uncapped, tmp_path / "uncapped")
+    assert capped["dropped"]["evicted:dedup"] >= 20_000 - Settings().core.max_dedup_ids
+    assert capped["dropped"]["evicted:pending"] > 0
+    assert {"evicted:dedup", "evicted:pending"}.isdisjoint(summary["dropped"])
+    assert capped["dead_letters"] == {}
+    assert capped["active_customers_at_end"] == 0
+    for name in ("audit.jsonl", "payloads.jsonl"):
+        assert (tmp_path / "capped" / name).read_bytes() == (
+            tmp_path / "uncapped" / name
+        ).read_bytes()

@@ -75,3 +75,35 @@ def test_cooldown_starts_even_when_the_policy_suppresses():
     ]
     _, out = drive(Core(), items, T0 + 5 * HOUR)
     assert decisions(out) == [(BROWSE, "shoes", T0 + 4 * MINUTE, "suppressed:no_consent")]
+
+
+def test_views_per_category_are_capped_and_the_fire_still_comes_at_the_threshold():
+    from transforms.settings import CoreSettings
+
+    core = Core(CoreSettings(max_category_views=5))
+    # An add_to_cart blocks the category for the window; views pile up meanwhile.
+    items = [profile(), add(T0, "p0"), *burst(T0 + MINUTE, n=40, step=10_000)]
+    state, out = drive(core, items, T0 + 10 * MINUTE)
+    assert decisions(out) == []
+    assert len(state.triggers[BROWSE].views["shoes"]) <= 5
+    assert ("dropped", "evicted:browse_views") in out
+    # Once the add has left the window, the next view fires, with the newest views as evidence.
+    state, out = drive(core, [view(T0 + BROWSE_WINDOW + MINUTE, "p9")], T0 + HOUR - 1, state)
+    assert decisions(out) == [(BROWSE, "shoes", T0 + BROWSE_WINDOW + MINUTE, "emitted")]
+    (payload,) = payloads(out)
+    assert len(payload.trigger.source_event_ids) <= 6
+
+
+def test_categories_adds_and_cooldowns_are_capped_least_recent_first():
+    from transforms.settings import CoreSettings
+
+    core = Core(CoreSettings(max_categories=3))
+    items = [profile()]
+    for c in range(6):  # six categories, each fired (cooldown) and added to cart
+        items += burst(T0 + c * MINUTE, n=5, step=1_000, category=f"c{c}")
+        items.append(add(T0 + c * MINUTE + 10_000, f"a{c}", f"c{c}"))
+    state, out = drive(core, items, T0 + HOUR)
+    slot = state.triggers[BROWSE]
+    assert len(slot.views) <= 3 and len(slot.last_add) <= 3 and len(slot.fired) <= 3
+    assert "c5" in slot.fired and "c0" not in slot.fired
+    assert ("dropped", "evicted:browse_categories") in out

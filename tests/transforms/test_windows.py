@@ -50,3 +50,18 @@ def test_purge_empties_after_the_longest_window():
     assert w.expires_at() <= T0 + 30 * DAY + HOUR
     w.purge(T0 + 31 * DAY)
     assert w.is_empty() and w.expires_at() is None
+
+
+def test_bound_evicts_the_least_recently_seen_sessions_and_categories():
+    w = Windows()
+    for i in range(5):
+        w.touch(T0 + i * MINUTE, f"s{i}")
+    w.touch(T0 + 10 * MINUTE, "s0")  # seen again: now the most recent
+    w.add_view(T0, "old")
+    w.add_view(T0 + HOUR, "shoes")
+    w.add_view(T0 + 2 * HOUR, "hats")
+    w.add_view(T0 + 3 * HOUR, "old")  # viewed again: now the most recent
+    assert w.bound(max_sessions=4, max_categories=2) == ["evicted:sessions", "evicted:categories"]
+    assert list(w.sessions) == ["s2", "s3", "s4", "s0"]
+    assert set(w.views) == {"hats", "old"}
+    assert w.bound(max_sessions=4, max_categories=2) == []

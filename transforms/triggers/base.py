@@ -4,7 +4,11 @@ A trigger keeps its own slot of per-customer state (`state.triggers[trigger.type
 the customer's shared state (cart, recent items) read-only. The core calls, in event-time
 order:
 
-    on_event(state, event) -> list[FiredTrigger]    every processed behaviour event
+    on_event(state, event) -> list[FiredTrigger | str]
+                                                    every processed behaviour event: its
+                                                    fires, and one `evicted:<part>` reason per
+                                                    entry the slot evicted beyond its size caps
+                                                    (DESIGN.md section 8, transforms/bounds.py)
     deadline(state) -> int | None                   its next timer, if any
     on_deadline(state, t) -> list[FiredTrigger]     when event time reaches that deadline
     expires_at(state) -> int | None                 when its slot may be dropped
@@ -28,8 +32,8 @@ class Trigger(Protocol):
     priority: int
     has_deadline: bool   # False: deadline() is always None (the core skips polling it)
 
-    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
-        """Fires caused by this event (processed at its occurred_at)."""
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:
+        """Fires caused by this event (processed at its occurred_at), and eviction reasons."""
         ...
 
     def deadline(self, state: CustomerState) -> int | None:

@@ -6,13 +6,20 @@ window, the trigger fires at the time of that view, keyed by the category, with 
 product ids (sorted, unique) as evidence. At most once per customer and category per
 `browse_cooldown`: a fire starts the cooldown whether the policy then emits it or not.
 
-Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire time).
+Slot: BrowseSlot (per category: recent views, last add_to_cart time, last fire time). Capped
+in size by on_event: at most `max_category_views` views per category (never fewer than
+`browse_views`, so no fire is missed; the evidence then holds the newest), and at most
+`max_categories` categories in each of views, adds and cooldowns, the least recent evicted (an
+evicted add or cooldown no longer blocks a fire: the contact policy's caps still apply).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
+from typing import Any
 
+from transforms.bounds import EVICTED_BROWSE_CATEGORIES, EVICTED_BROWSE_VIEWS, evict
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent, FiredTrigger
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
@@ -54,9 +61,14 @@ class BrowseIntensity:
         self.window = settings.browse_window
         self.views_needed = settings.browse_views
         self.cooldown = settings.browse_cooldown
+        self.max_views = max(settings.max_category_views, settings.browse_views)
+        # Trimmed to this many views per category, enough to fire on the next view.
+        self.keep_views = max(self.max_views - self.max_views // 16, settings.browse_views)
+        self.max_categories = settings.max_categories
 
-    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
-        """Count views per category; fire when the threshold is reached."""
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:
+        """Count views per category; fire when the threshold is reached; evict beyond the
+        caps (one `evicted:<part>` reason per entry)."""
         etype = event.event_type
         if etype != PRODUCT_VIEW and etype != ADD_TO_CART:
             return []
@@ -70,6 +82,8 @@ class BrowseIntensity:
             slot = state.triggers[TYPE] = BrowseSlot()
         if etype == ADD_TO_CART:
             slot.last_add[category] = t
+            if len(slot.last_add) > self.max_categories:
+                return self._evict(slot.last_add, slot.last_add.__getitem__)
             return []
         views = slot.views.get(category)
         if views is None:
@@ -78,16 +92,26 @@ class BrowseIntensity:
         horizon = t - self.window
         if views[0][0] <= horizon:
             del views[:bisect_right(views, horizon, key=view_time)]
+        out: list[FiredTrigger | str] = []
+        if len(views) > self.max_views:  # trimmed to keep_views >= views_needed: same decision
+            cut = len(views) - self.keep_views
+            del views[:cut]
+            out = [EVICTED_BROWSE_VIEWS] * cut
+        if len(slot.views) > self.max_categories:
+            by_category = slot.views
+            out += self._evict(by_category, lambda c: by_category[c][-1][0])
         if len(views) < self.views_needed:
-            return []
+            return out
         last_add = slot.last_add.get(category)
         if last_add is not None and last_add > horizon:
-            return []
+            return out
         fired = slot.fired.get(category)
         if fired is not None and fired > t - self.cooldown:
-            return []
+            return out
         slot.fired[category] = t
-        return [
+        if len(slot.fired) > self.max_categories:
+            out += self._evict(slot.fired, slot.fired.__getitem__)
+        out.append(
             FiredTrigger(
                 type=TYPE,
                 key=category,
@@ -96,7 +120,14 @@ class BrowseIntensity:
                 source_event_ids=sorted(eid for _, _, eid in views),
                 category=category,
             )
-        ]
+        )
+        return out
+
+    def _evict(
+        self, entries: dict[str, Any], age: Callable[[str], int]
+    ) -> list[FiredTrigger | str]:
+        """Categories evicted from `entries` beyond the cap, least recent (smallest age) first."""
+        return [EVICTED_BROWSE_CATEGORIES] * evict(entries, self.max_categories, age)
 
     def deadline(self, state: CustomerState) -> int | None:
         """Browse intensity has no timers: it fires on views."""

@@ -39,7 +39,7 @@ class CartAbandonment:
     def __init__(self, settings: CoreSettings) -> None:
         self.delay = settings.cart_delay
 
-    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger]:
+    def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:
         """Arm on cart changes, disarm on purchase (the core has updated the cart already)."""
         if event.event_type in CART_CHANGES:
             state.triggers[TYPE] = event.occurred_at + self.delay
