@@ -5,7 +5,8 @@
     kafka_java_properties(kafka) -> {property: value}    Java clients (the Flink connector)
     flink_kafka_options(kafka) -> "'properties.x' = 'v', ..."   Flink Kafka table options
     redis_client(redis, **kw) -> redis.Redis             AUTH (credential provider) and TLS
-    smtp_connect(deliver) -> smtplib.SMTP                 STARTTLS or SMTPS, then AUTH
+    smtp_password(deliver) -> str | None                 checks the SMTP security settings
+    smtp_connect(deliver, timeout_s) -> smtplib.SMTP     STARTTLS or SMTPS, then AUTH
 
 Secrets are never settings: a setting names an environment variable or a file, read here when
 a client is built (so a rotated file is picked up by the next connection). Each secret read is
@@ -248,16 +249,31 @@ def _tls_context(cfg: DeliverSettings) -> ssl.SSLContext:
     return context
 
 
-def smtp_connect(cfg: DeliverSettings, timeout_s: float) -> smtplib.SMTP:
-    """An SMTP session ready for MAIL FROM: TLS first (STARTTLS right after EHLO, or SMTPS),
-    then AUTH if a username is set. Raises SmtpSecurityError (or smtplib/ssl errors) before
-    anything but EHLO went out in clear."""
+def smtp_password(cfg: DeliverSettings) -> str | None:
+    """The password deliver.smtp_* name (None without a username); SettingsError when the
+    settings would send AUTH in clear or name no readable password. Called before any
+    connection, so a bad setting stops `deliver` before it reads anything."""
     mode = cfg.smtp_tls.lower()
     if mode not in SMTP_TLS:
         raise SettingsError(f"deliver.smtp_tls: one of {', '.join(SMTP_TLS)}")
-    if cfg.smtp_username and mode == "off":
+    if not cfg.smtp_username:
+        return None
+    if mode == "off":
         raise SettingsError("deliver.smtp_username needs deliver.smtp_tls = starttls or implicit "
                             "(AUTH is never sent in clear)")
+    password = secret("deliver.smtp_password", cfg.smtp_password_env, cfg.smtp_password_file)
+    if password is None:
+        raise SettingsError("deliver.smtp_username needs deliver.smtp_password_env or "
+                            "smtp_password_file")
+    return password
+
+
+def smtp_connect(cfg: DeliverSettings, timeout_s: float) -> smtplib.SMTP:
+    """An SMTP session ready for MAIL FROM: TLS first (STARTTLS right after EHLO, or SMTPS),
+    then AUTH if a username is set (the password read anew). Raises SmtpSecurityError (or
+    smtplib/ssl errors) before anything but EHLO went out in clear."""
+    password = smtp_password(cfg)
+    mode = cfg.smtp_tls.lower()
     smtp: smtplib.SMTP
     if mode == "implicit":
         smtp = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=timeout_s,
@@ -271,12 +287,7 @@ def smtp_connect(cfg: DeliverSettings, timeout_s: float) -> smtplib.SMTP:
                 raise SmtpSecurityError("the server does not offer STARTTLS (deliver.smtp_tls)")
             smtp.starttls(context=_tls_context(cfg))
             smtp.ehlo()
-        if cfg.smtp_username:
-            password = secret("deliver.smtp_password", cfg.smtp_password_env,
-                              cfg.smtp_password_file)
-            if password is None:
-                raise SettingsError("deliver.smtp_username needs deliver.smtp_password_env "
-                                    "or smtp_password_file")
+        if password is not None:
             smtp.login(cfg.smtp_username, password)
     except BaseException:
         smtp.close()

@@ -73,6 +73,10 @@ def load(args: argparse.Namespace, settings: Settings) -> int:
     client = redis_client(r)
     try:
         count = load_catalog(client, items, r.key_prefix, max(1, args.batch_size))
+    except redis.AuthenticationError as exc:
+        print(f"catalog load: Redis at {r.host}:{r.port}: {exc} (check redis.username, "
+              "redis.password_env / redis.password_file)", file=sys.stderr)
+        return 1
     except redis.RedisError as exc:
         print(f"catalog load: Redis at {r.host}:{r.port}: {exc} "
               "(start it with `personalize services up --only redis`)", file=sys.stderr)

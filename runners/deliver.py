@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pipelines.connections import kafka_client_config, redis_client, smtp_connect
+from pipelines.connections import kafka_client_config, redis_client, smtp_connect, smtp_password
 from pipelines.feature_store import key_id
 from pipelines.wire import MESSAGE_ID_HEADER
 from runners.progress import Progress
@@ -168,6 +168,7 @@ def deliver_once(
         clock: Callable[[], int] = lambda: fixed  # noqa: E731
     else:
         clock = wall_ms
+    sender = SmtpSender(cfg)
     consumer = KafkaConsumer(
         **kafka_client_config(settings.kafka),
         group_id=cfg.group_id,
@@ -180,7 +181,6 @@ def deliver_once(
     client = redis_client(r)
     audit_path = audit or (Path(cfg.audit_file) if cfg.audit_file else None)
     audit_fh = audit_path.open("a", encoding="utf-8") if audit_path else None
-    sender = SmtpSender(cfg)
     deliverer = Deliverer(consumer, sender, Ledger(client, r.key_prefix, cfg), cfg, clock, audit_fh)
     try:
         deliverer.subscribe(topic or settings.kafka.payloads_topic)
@@ -266,6 +266,7 @@ class SmtpSender:
     reopened after a failure."""
 
     def __init__(self, cfg: DeliverSettings) -> None:
+        smtp_password(cfg)  # a bad security setting fails here, before anything is read
         self.cfg = cfg
         self._smtp: smtplib.SMTP | None = None
 

@@ -196,6 +196,16 @@ def test_redis_client_carries_auth_and_tls_without_showing_the_password(tmp_path
     client.close()
 
 
+def test_the_redis_password_is_read_again_for_each_new_connection(tmp_path):
+    path = tmp_path / "pw"
+    path.write_text("first")
+    provider = redis_client(RedisSettings(password_file=str(path))).connection_pool \
+        .connection_kwargs["credential_provider"]
+    assert provider.get_credentials() == ("first",)
+    path.write_text("second\n")                     # rotated
+    assert provider.get_credentials() == ("second",)
+
+
 def test_redis_without_auth_sends_no_credentials():
     client = redis_client(RedisSettings())
     assert client.connection_pool.connection_kwargs.get("credential_provider") is None
