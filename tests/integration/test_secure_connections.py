@@ -41,12 +41,11 @@ PW_ENV = "PERSONALIZE_TEST_SECRET"
 SHOE = CatalogItem("p1", "Shoe", "shoes", "acme", 59.0, "https://s/p1", None)
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """(cert, key): self-signed for 127.0.0.1, so the cert is also the CA file."""
+def self_signed(home: Path) -> tuple[Path, Path]:
+    """(cert, key) in `home`: self-signed for 127.0.0.1, so the cert is also the CA file; the
+    key unencrypted PKCS#8."""
     openssl = shutil.which("openssl")
     assert openssl, "openssl not installed (apt-get install openssl)"
-    home = tmp_path_factory.mktemp("tls")
     cert, key = home / "cert.pem", home / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -55,6 +54,12 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )
     return cert, key
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """(cert, key) of self_signed."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def secured(settings: Settings, *pairs: str) -> Settings:

@@ -8,6 +8,7 @@ import argparse
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaError
@@ -17,6 +18,7 @@ from runners._kafka import Kafka, ensure_topics
 from runners._proc import ServiceError
 from runners.kafka_io import consume, open_producer, topic_sizes
 from tests.integration.test_deliver import free_port
+from tests.integration.test_secure_connections import self_signed
 from transforms.settings import KafkaSettings, Settings, load_settings
 
 pytestmark = pytest.mark.integration
@@ -28,15 +30,16 @@ USER = "personalize"
 
 
 class SaslBroker(Kafka):
-    """The project's local broker (runners/_kafka.py) plus a SASL_PLAINTEXT listener."""
+    """The project's local broker (runners/_kafka.py) plus two listeners: SASL_PLAINTEXT, and
+    SASL_SSL that also wants a client certificate (the key and certificate in `tls`)."""
 
-    def __init__(self, settings: Settings, sasl_port: int) -> None:
+    def __init__(self, settings: Settings, sasl_port: int, tls_port: int, tls: Path) -> None:
         super().__init__(settings)
-        self.sasl_port = sasl_port
+        self.sasl_port, self.tls_port, self.tls = sasl_port, tls_port, tls
 
     @property
     def ports(self) -> list[tuple[str, int]]:
-        return [*super().ports, (self.host, self.sasl_port)]
+        return [*super().ports, (self.host, self.sasl_port), (self.host, self.tls_port)]
 
     @property
     def topics(self) -> list[str]:
@@ -44,25 +47,33 @@ class SaslBroker(Kafka):
 
     def _write_config(self) -> None:
         super()._write_config()
-        sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
+        extra = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port},SASL_SSL://{self.host}:{self.tls_port}"
         lines = []
         for line in self.config.read_text().splitlines():
             key, value = line.split("=", 1)
             if key in ("listeners", "advertised.listeners"):
                 value = value.replace(f"PLAINTEXT://{self.endpoint}",
-                                      f"PLAINTEXT://{self.endpoint},{sasl}")
+                                      f"PLAINTEXT://{self.endpoint},{extra}")
             elif key == "listener.security.protocol.map":
-                value += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+                value += ",SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
             lines.append(f"{key}={value}")
-        prefix = "listener.name.sasl_plaintext"
         plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
                  f"user_{USER}={_jaas_quoted(PASSWORD)};")
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        lines.append("sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512")
+        for listener in ("sasl_plaintext", "sasl_ssl"):
+            prefix = f"listener.name.{listener}"
+            lines += [
+                # A .properties value: its backslashes are escapes.
+                f"{prefix}.plain.sasl.jaas.config={plain.replace(chr(92), chr(92) * 2)}",
+                f"{prefix}.scram-sha-512.sasl.jaas.config={scram}",
+            ]
         lines += [
-            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
-            # A .properties value: its backslashes are escapes.
-            f"{prefix}.plain.sasl.jaas.config={plain.replace(chr(92), chr(92) * 2)}",
-            f"{prefix}.scram-sha-512.sasl.jaas.config={scram}",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={self.tls / 'server.pem'}",
+            "listener.name.sasl_ssl.ssl.truststore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.truststore.location={self.tls / 'cert.pem'}",
+            "listener.name.sasl_ssl.ssl.client.auth=required",
         ]
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -73,11 +84,17 @@ def sasl_broker(tmp_path_factory) -> Iterator[SaslBroker]:
     from kafka.admin import KafkaAdminClient, UserScramCredentialUpsertion
 
     home = tmp_path_factory.mktemp("sasl-kafka")
-    plain_port, controller, sasl_port = free_port(), free_port(), free_port()
+    tls = home / "tls"
+    tls.mkdir()
+    cert, key = self_signed(tls)
+    (tls / "server.pem").write_text(key.read_text() + cert.read_text())   # Java: key + chain
+    ports = [free_port() for _ in range(4)]
+    assert len(set(ports)) == 4
+    plain_port, controller, sasl_port, tls_port = ports
     settings = load_settings(None, {}, [
         f"kafka.bootstrap=127.0.0.1:{plain_port}", f"kafka.controller_port={controller}",
         f"paths.state_dir={home}", "kafka.heap=384m"])
-    broker = SaslBroker(settings, sasl_port)
+    broker = SaslBroker(settings, sasl_port, tls_port, tls)
     broker.start()
     try:
         deadline = time.monotonic() + 120
@@ -97,15 +114,26 @@ def sasl_broker(tmp_path_factory) -> Iterator[SaslBroker]:
 
 
 def sasl_settings(port: int, mechanism: str, **kw: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
-                         sasl_mechanism=mechanism, sasl_username=USER,
-                         sasl_password_env=PW_ENV, **kw)
+    return KafkaSettings(**{
+        "bootstrap": f"127.0.0.1:{port}", "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": mechanism, "sasl_username": USER, "sasl_password_env": PW_ENV, **kw})
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
-def test_producer_admin_and_consumer_over_sasl(sasl_broker, mechanism, monkeypatch):
+def tls_settings(broker: SaslBroker, mechanism: str) -> KafkaSettings:
+    """SASL_SSL with the broker's certificate as CA and as client certificate; the key file
+    holds key and certificate, as the Java client wants it."""
+    return sasl_settings(broker.tls_port, mechanism, security_protocol="SASL_SSL",
+                         ssl_cafile=str(broker.tls / "cert.pem"),
+                         ssl_certfile=str(broker.tls / "cert.pem"),
+                         ssl_keyfile=str(broker.tls / "server.pem"))
+
+
+@pytest.mark.parametrize(("mechanism", "tls"), [
+    ("PLAIN", False), ("SCRAM-SHA-512", False), ("PLAIN", True), ("SCRAM-SHA-512", True)])
+def test_producer_admin_and_consumer_over_sasl(sasl_broker, mechanism, tls, monkeypatch):
     monkeypatch.setenv(PW_ENV, PASSWORD)
-    kafka = sasl_settings(sasl_broker.sasl_port, mechanism)
+    kafka = (tls_settings(sasl_broker, mechanism) if tls
+             else sasl_settings(sasl_broker.sasl_port, mechanism))
     topic = f"sasl-{uuid.uuid4().hex[:8]}"
     assert ensure_topics(kafka, [topic], 2) == [topic]              # admin client
     producer = open_producer(kafka)
@@ -129,9 +157,10 @@ def test_a_wrong_password_is_refused_without_showing_it(sasl_broker, monkeypatch
 
 
 @pytest.mark.engine
-def test_the_flink_job_reads_and_writes_through_sasl(sasl_broker, monkeypatch):
-    """The connector's tables get the SCRAM login (shaded JAAS module, quoted password) from
-    flink_kafka_options; the job's kafka-python offset lookups from kafka_client_config."""
+def test_the_flink_job_reads_and_writes_through_sasl_ssl(sasl_broker, monkeypatch):
+    """SASL_SSL with SCRAM and a client certificate: the connector's tables get the login
+    (shaded JAAS module, quoted password), PEM trust and key stores from flink_kafka_options;
+    the job's kafka-python offset lookups get the same from kafka_client_config."""
     from kafka import KafkaConsumer
 
     from pipelines.flink_pipeline import run_kafka
@@ -141,9 +170,11 @@ def test_the_flink_job_reads_and_writes_through_sasl(sasl_broker, monkeypatch):
     from transforms.model import CustomerProfile, DeadLetter
 
     monkeypatch.setenv(PW_ENV, PASSWORD)
-    s = kafka_settings(f"127.0.0.1:{sasl_broker.sasl_port}", **{
-        "kafka.security_protocol": "SASL_PLAINTEXT", "kafka.sasl_mechanism": "SCRAM-SHA-512",
-        "kafka.sasl_username": USER, "kafka.sasl_password_env": PW_ENV})
+    secure = tls_settings(sasl_broker, "SCRAM-SHA-512")
+    s = kafka_settings(secure.bootstrap, **{
+        f"kafka.{key}": str(getattr(secure, key)) for key in (
+            "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_env",
+            "ssl_cafile", "ssl_certfile", "ssl_keyfile")})
     k = s.kafka
     ensure_topics(k, [k.events_topic, k.payloads_topic, k.audit_topic, k.dead_letters_topic], 2)
     ensure_topics(k, [k.profiles_topic], 1)
