@@ -156,7 +156,8 @@ def kafka_client_config(
     return config
 
 
-def _jaas_quoted(value: str) -> str:
+def jaas_quoted(value: str) -> str:
+    """`value` as a JAAS configuration string: in double quotes, `\\` and `"` escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -182,8 +183,8 @@ def kafka_java_properties(
         props["sasl.mechanism"] = mechanism
         props["sasl.jaas.config"] = (
             f"{shaded}{_LOGIN_MODULES[mechanism]} required "
-            f"username={_jaas_quoted(kafka.sasl_username)} "
-            f"password={_jaas_quoted(_kafka_password(kafka, environ))};"
+            f"username={jaas_quoted(kafka.sasl_username)} "
+            f"password={jaas_quoted(_kafka_password(kafka, environ))};"
         )
     return props
 

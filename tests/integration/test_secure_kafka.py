@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka.errors import KafkaError
 
-from pipelines.connections import _jaas_quoted, kafka_client_config
+from pipelines.connections import jaas_quoted, kafka_client_config
 from runners._kafka import Kafka, ensure_topics
 from runners._proc import ServiceError
 from runners.kafka_io import consume, open_producer, topic_sizes
@@ -58,7 +58,7 @@ class SaslBroker(Kafka):
                 value += ",SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
             lines.append(f"{key}={value}")
         plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
-                 f"user_{USER}={_jaas_quoted(PASSWORD)};")
+                 f"user_{USER}={jaas_quoted(PASSWORD)};")
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         lines.append("sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512")
         for listener in ("sasl_plaintext", "sasl_ssl"):
