@@ -3,7 +3,7 @@
     KafkaSource(settings, options, local)   a consumer behind a local TestStream service
       .read() -> ReadFromKafka              PBegin -> {EVENTS, PROFILES: PCollection of
                                             (KafkaRecord, watermark, horizon, batch)}
-    WriteToKafka(local, bootstrap, topic, encode, counter)   records -> topic
+    WriteToKafka(local, kafka, topic, encode, counter)   records -> topic (kafka: settings.kafka)
 
 Why a TestStream service, and what was tried
 --------------------------------------------
@@ -92,8 +92,9 @@ from apache_beam.portability.api import beam_runner_api_pb2_grpc as api_grpc
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
+from pipelines.connections import kafka_client_config
 from pipelines.wire import EVENTS, PROFILES, event_time_of
-from transforms.settings import CoreSettings, Settings
+from transforms.settings import CoreSettings, KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +434,7 @@ class KafkaReader:
         report: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         k = settings.kafka
-        self.bootstrap = k.bootstrap
+        self.kafka = k
         self.tags = {topic: tag for tag, topic in (topics or {
             EVENTS: k.events_topic, PROFILES: k.profiles_topic}).items()}
         self.group_id = group_id or k.group_id
@@ -459,7 +460,7 @@ class KafkaReader:
 
         opts = self.options
         consumer = KafkaConsumer(
-            *self.tags, bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            *self.tags, **kafka_client_config(self.kafka), group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if opts.from_beginning else "latest",
             max_poll_records=opts.max_poll_records, client_id=f"personalize-beam-{self.group_id}",
@@ -582,7 +583,7 @@ class KafkaReader:
         if not self.flow.settled():
             log.warning("outputs left unwritten: offsets committed only up to the last "
                         "point where every output was written")
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
+        consumer = KafkaConsumer(**kafka_client_config(self.kafka), group_id=self.group_id,
                                  enable_auto_commit=False,
                                  client_id=f"personalize-beam-{self.group_id}")
         try:
@@ -748,11 +749,11 @@ class WriteToKafka(beam.PTransform):
     """PCollection of records -> `topic`, each encoded by `encode` to (key, value[, headers]);
     `counter`: the output kind, which it reports written to the run's Flow."""
 
-    def __init__(self, local: Local, bootstrap: str, topic: str, encode: Callable[[Any], Encoded],
-                 counter: str) -> None:
+    def __init__(self, local: Local, kafka: KafkaSettings, topic: str,
+                 encode: Callable[[Any], Encoded], counter: str) -> None:
         super().__init__()
         local.get("flow", Flow).reporting.add(counter)
-        self.fn = _Produce(local, bootstrap, topic, encode, counter)
+        self.fn = _Produce(local, kafka, topic, encode, counter)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         """One ParDo producing to the topic."""
@@ -769,10 +770,10 @@ class Producer:
     retry of that bundle skips them (`already_sent`): a retry writes nothing twice.
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, kafka: KafkaSettings) -> None:
         from runners.kafka_io import open_producer
 
-        self.producer = open_producer(bootstrap)
+        self.producer = open_producer(kafka)
         self.lock = threading.Lock()
         self.delivered: dict[Record, int] = {}
 
@@ -825,17 +826,17 @@ class Producer:
 
 
 class _Produce(beam.DoFn):
-    def __init__(self, local: Local, bootstrap: str, topic: str, encode: Callable[[Any], Encoded],
-                 counter: str) -> None:
+    def __init__(self, local: Local, kafka: KafkaSettings, topic: str,
+                 encode: Callable[[Any], Encoded], counter: str) -> None:
         self.local = local
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.encode = encode
         self.counter = counter
 
     def setup(self) -> None:
-        self.producer: Producer = self.local.get(f"producer:{self.bootstrap}",
-                                                 lambda: Producer(self.bootstrap))
+        self.producer: Producer = self.local.get(f"producer:{self.kafka.bootstrap}",
+                                                 lambda: Producer(self.kafka))
 
     def start_bundle(self) -> None:
         self.n = 0

@@ -558,9 +558,9 @@ def kafka_sinks(local: Local, settings: Settings) -> dict[str, beam.PTransform]:
     """Payloads, audit and dead letters to their topics; features to the run's writer."""
     k = settings.kafka
     return {
-        PAYLOAD: WriteToKafka(local, k.bootstrap, k.payloads_topic, wire.payload_record, PAYLOAD),
-        AUDIT: WriteToKafka(local, k.bootstrap, k.audit_topic, wire.audit_record, AUDIT),
-        DEAD_LETTER: WriteToKafka(local, k.bootstrap, k.dead_letters_topic, wire.dead_letter_record,
+        PAYLOAD: WriteToKafka(local, k, k.payloads_topic, wire.payload_record, PAYLOAD),
+        AUDIT: WriteToKafka(local, k, k.audit_topic, wire.audit_record, AUDIT),
+        DEAD_LETTER: WriteToKafka(local, k, k.dead_letters_topic, wire.dead_letter_record,
                                   DEAD_LETTER),
         FEATURES: WriteFeatures(local),
     }
@@ -749,8 +749,8 @@ def run_kafka_job(
     writer = feature_writer or CountFeatures()
     local.put("features", (writer, threading.Lock()))
     names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
-    ensure_topics(k.bootstrap, [*names.values(), k.payloads_topic, k.audit_topic,
-                                k.dead_letters_topic], k.partitions)
+    ensure_topics(k, [*names.values(), k.payloads_topic, k.audit_topic, k.dead_letters_topic],
+                  k.partitions)
     read.stop = read.stop or threading.Event()
     started = time.monotonic()
     try:

@@ -46,8 +46,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipelines.connections import redis_client
 from transforms.model import CONSENT, ERASE, FEATURES, ConsentState, FeatureSnapshot
-from transforms.settings import Settings
+from transforms.settings import RedisSettings, Settings
 
 if TYPE_CHECKING:
     import redis
@@ -197,9 +198,7 @@ class RedisFeatureStore:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 6379,
-        db: int = 0,
+        server: RedisSettings | None = None,
         *,
         key_prefix: str = "personalize:",
         feature_ttl_ms: int,
@@ -209,7 +208,7 @@ class RedisFeatureStore:
     ) -> None:
         if feature_ttl_ms <= 0 or tombstone_ttl_ms <= 0:
             raise ValueError("feature_ttl_ms and tombstone_ttl_ms must be positive")
-        self.host, self.port, self.db = host, port, db
+        self.server = server or RedisSettings()
         self.prefix = key_prefix
         self.feature_ttl_ms = feature_ttl_ms
         self.tombstone_ttl_ms = tombstone_ttl_ms
@@ -232,9 +231,7 @@ class RedisFeatureStore:
         """A store on settings.redis, tombstones kept as long as the core remembers erasures."""
         r = settings.redis
         return cls(
-            r.host,
-            r.port,
-            r.db,
+            r,
             key_prefix=r.key_prefix,
             feature_ttl_ms=r.feature_ttl,
             tombstone_ttl_ms=settings.core.erasure_ttl,
@@ -353,9 +350,7 @@ class RedisFeatureStore:
 
     def _connect(self) -> redis.Redis:
         if self._client is None:
-            import redis
-
-            self._client = redis.Redis(host=self.host, port=self.port, db=self.db)
+            self._client = redis_client(self.server)
             self._script = self._client.register_script(_WRITE_LUA)
             self._consent_script = self._client.register_script(_CONSENT_LUA)
         return self._client

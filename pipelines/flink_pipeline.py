@@ -424,7 +424,9 @@ def offsets_consumer(settings: Settings, read: KafkaRead) -> Any:
     """A kafka-python consumer that only asks offsets (of the job's group; it never joins it)."""
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap,
+    from pipelines.connections import kafka_client_config
+
+    return KafkaConsumer(**kafka_client_config(settings.kafka),
                          group_id=read.group_id or settings.kafka.group_id,
                          enable_auto_commit=False, isolation_level="read_committed",
                          request_timeout_ms=10_000)
@@ -861,7 +863,9 @@ class KafkaRead:
 
 
 def _props(settings: Settings) -> str:
-    return f"'properties.bootstrap.servers' = '{settings.kafka.bootstrap}'"
+    from pipelines.connections import flink_kafka_options
+
+    return flink_kafka_options(settings.kafka)
 
 
 def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead,
@@ -999,8 +1003,10 @@ def stopping_offsets(
     from where the consumer group would start, shared round-robin over the partitions."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from pipelines.connections import kafka_client_config
+
     k = settings.kafka
-    consumer = KafkaConsumer(bootstrap_servers=k.bootstrap, group_id=read.group_id or k.group_id,
+    consumer = KafkaConsumer(**kafka_client_config(k), group_id=read.group_id or k.group_id,
                              enable_auto_commit=False)
     try:
         parts = [TopicPartition(t, p) for t in (k.events_topic, k.profiles_topic)

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from pipelines.connections import redis_client
 from transforms.catalog import CachedCatalog, CatalogItem
-from transforms.settings import Settings
+from transforms.settings import RedisSettings, Settings
 
 if TYPE_CHECKING:
     import redis
@@ -65,13 +66,11 @@ class RedisCatalog:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 6379,
-        db: int = 0,
+        server: RedisSettings | None = None,
         *,
         key_prefix: str = "personalize:",
     ) -> None:
-        self.host, self.port, self.db = host, port, db
+        self.server = server or RedisSettings()
         self.prefix = key_prefix
         self._client: redis.Redis | None = None
         self.calls = 0
@@ -80,7 +79,7 @@ class RedisCatalog:
     def from_settings(cls, settings: Settings) -> RedisCatalog:
         """The catalog on settings.redis."""
         r = settings.redis
-        return cls(r.host, r.port, r.db, key_prefix=r.key_prefix)
+        return cls(r, key_prefix=r.key_prefix)
 
     def get(self, product_id: str) -> CatalogItem | None:
         """The product, or None."""
@@ -110,9 +109,7 @@ class RedisCatalog:
 
     def _connect(self) -> redis.Redis:
         if self._client is None:
-            import redis
-
-            self._client = redis.Redis(host=self.host, port=self.port, db=self.db)
+            self._client = redis_client(self.server)
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:

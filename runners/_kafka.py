@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from pipelines.connections import kafka_client_config
 from runners._proc import ServiceError, host_port, port_open, project_path, spawn
 from runners._service import LocalService
-from transforms.settings import Settings
+from transforms.settings import KafkaSettings, Settings
 
 if TYPE_CHECKING:
     from kafka.admin import KafkaAdminClient
@@ -50,11 +51,11 @@ logger.state.level = warn
 """
 
 
-def _admin(bootstrap: str, timeout_ms: int = 10_000) -> KafkaAdminClient:
+def _admin(kafka: KafkaSettings | str, timeout_ms: int = 10_000) -> KafkaAdminClient:
     from kafka.admin import KafkaAdminClient
 
     return KafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **kafka_client_config(kafka),
         client_id="personalize-services",
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
@@ -62,7 +63,7 @@ def _admin(bootstrap: str, timeout_ms: int = 10_000) -> KafkaAdminClient:
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaSettings | str,
     names: Iterable[str],
     partitions: int,
     timeout_s: float = 30.0,
@@ -78,7 +79,7 @@ def ensure_topics(
     from kafka.errors import KafkaError
 
     wanted = list(dict.fromkeys(names))
-    admin = _admin(bootstrap, int(timeout_s * 1000))
+    admin = _admin(kafka, int(timeout_s * 1000))
     try:
         existing = set(admin.list_topics())
         missing = [n for n in wanted if n not in existing]
@@ -99,7 +100,8 @@ def ensure_topics(
         admin.wait_for_topics(wanted, timeout_ms=int(timeout_s * 1000))
         return missing
     except KafkaError as exc:
-        raise ServiceError(f"kafka at {bootstrap}: {exc}") from exc
+        where = kafka if isinstance(kafka, str) else kafka.bootstrap
+        raise ServiceError(f"kafka at {where}: {exc}") from exc
     finally:
         admin.close()
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
+from pipelines.connections import redis_client, secret
 from runners._proc import ServiceError, port_open, spawn
 from runners._service import LocalService
 from transforms.settings import Settings
@@ -43,11 +44,7 @@ class Redis(LocalService):
         return [(self.host, self.port)]
 
     def _client(self) -> redis.Redis:
-        import redis
-
-        return redis.Redis(
-            host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=2
-        )
+        return redis_client(self.settings.redis, socket_timeout=2, socket_connect_timeout=2)
 
     def healthy(self) -> bool:
         """PING answers."""
@@ -68,6 +65,8 @@ class Redis(LocalService):
             raise ServiceError("redis: redis-server not installed: run runners/bootstrap.sh")
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
+        self.config.touch(mode=0o600)
+        self.config.chmod(0o600)  # it may hold the password (below)
         self.config.write_text(
             f"bind {self.host}\n"
             f"port {self.port}\n"
@@ -80,6 +79,7 @@ class Redis(LocalService):
             "appendonly no\n"
             # redis rewrites its process title; keep the config path in it so `down` finds it.
             'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'
+            + self._auth_config()
         )
         proc = spawn([server, str(self.config)], self.logs / "redis-server.out")
         try:
@@ -88,6 +88,18 @@ class Redis(LocalService):
             raise ServiceError("redis: redis-server did not daemonize within 15s") from exc
         if code != 0:
             raise ServiceError(f"redis: redis-server exited with {code}; see {self.logs}")
+
+    def _auth_config(self) -> str:
+        """AUTH as settings.redis says, so the clients' credentials work here too."""
+        r = self.settings.redis
+        password = secret("redis.password", r.password_env, r.password_file)
+        if password is None:
+            return ""
+        if r.username:
+            # The ACL user gets everything; the default user is switched off.
+            return (f"user default off\nuser {_quoted(r.username)} on {_quoted('>' + password)} "
+                    "~* &* +@all\n")
+        return f"requirepass {_quoted(password)}\n"
 
     def shutdown(self, timeout: float) -> None:
         """SHUTDOWN NOSAVE (the data is disposable)."""
@@ -98,3 +110,8 @@ class Redis(LocalService):
                 client.shutdown(nosave=True)
         except redis.RedisError:
             pass  # the server closes the connection as it exits; `stop` checks the pid
+
+
+def _quoted(text: str) -> str:
+    """A redis.conf string argument."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

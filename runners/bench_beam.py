@@ -30,7 +30,7 @@ from runners import SHIPPED_DATA as DATA
 from transforms.codec import encode_event, encode_profile
 from transforms.model import BehaviourEvent, CustomerProfile
 from transforms.readers import read_rees46
-from transforms.settings import Settings
+from transforms.settings import KafkaSettings, Settings
 
 
 def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
@@ -50,8 +50,8 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
             f"kafka.dead_letters_topic=bench-beam-dead-letters-{run}",
         ]
     )
-    ensure_topics(k.bootstrap, topics.values(), k.partitions)
-    producer = open_producer(k.bootstrap)
+    ensure_topics(k, topics.values(), k.partitions)
+    producer = open_producer(k)
     sent = 0
     try:
         for item in itertools.islice(read_rees46(data or DATA), n_events):
@@ -81,7 +81,7 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
         )
     finally:
         b = bench.kafka
-        _delete_topics(k.bootstrap, [*topics.values(), output, b.payloads_topic, b.audit_topic,
+        _delete_topics(k, [*topics.values(), output, b.payloads_topic, b.audit_topic,
                                      b.dead_letters_topic])
     ratio = topology["per_s"] / passthrough["per_s"] if passthrough["per_s"] else None
     return {
@@ -99,7 +99,7 @@ def run_passthrough(
     """The empty topology: the same source and Kafka sink, the records written back unchanged."""
     from runners._kafka import ensure_topics
 
-    ensure_topics(settings.kafka.bootstrap, [output], settings.kafka.partitions)
+    ensure_topics(settings.kafka, [output], settings.kafka.partitions)
 
     def job(read: ReadOptions) -> dict[str, Any]:
         local = Local()
@@ -113,7 +113,7 @@ def run_passthrough(
                     | "MergeInputs" >> beam.Flatten()
                     | "Identity" >> beam.Map(lambda element: element)
                     | "WriteRecords"
-                    >> WriteToKafka(local, settings.kafka.bootstrap, output, _raw_record, "records")
+                    >> WriteToKafka(local, settings.kafka, output, _raw_record, "records")
                 )
                 run_to_end(p)
                 first = source.reader.first_record_at
@@ -162,13 +162,15 @@ def _profiled(path: str | None, job: Any) -> Any:
         stats.dump_stats(path)
 
 
-def _delete_topics(bootstrap: str, names: list[str]) -> None:
+def _delete_topics(kafka: KafkaSettings, names: list[str]) -> None:
     """Remove the benchmark's topics (best effort: a failure leaves them, it is not an error)."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from pipelines.connections import kafka_client_config
+
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-beam-cleanup")
+        admin = KafkaAdminClient(**kafka_client_config(kafka), client_id="bench-beam-cleanup")
     except KafkaError:
         return
     try:

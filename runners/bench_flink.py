@@ -90,7 +90,9 @@ def bench_settings(base: Settings, extra: Iterable[str] = ()) -> Settings:
 def _producer(settings: Settings) -> Any:
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, linger_ms=5,
+    from pipelines.connections import kafka_client_config
+
+    return KafkaProducer(**kafka_client_config(settings.kafka), linger_ms=5,
                          batch_size=256 * 1024, acks=1)
 
 
@@ -109,10 +111,10 @@ def produce_items(settings: Settings, items: Iterable[Any]) -> int:
     from transforms.model import CustomerProfile, DeadLetter, event_time
 
     k = settings.kafka
-    ensure_topics(k.bootstrap, [k.payloads_topic, k.audit_topic, k.dead_letters_topic,
-                                f"{k.payloads_topic}-passthrough"], k.partitions)
-    ensure_topics(k.bootstrap, [k.events_topic], k.partitions, configs=KEEP_ALL)
-    ensure_topics(k.bootstrap, [k.profiles_topic], 1, configs=KEEP_ALL)
+    ensure_topics(k, [k.payloads_topic, k.audit_topic, k.dead_letters_topic,
+                      f"{k.payloads_topic}-passthrough"], k.partitions)
+    ensure_topics(k, [k.events_topic], k.partitions, configs=KEEP_ALL)
+    ensure_topics(k, [k.profiles_topic], 1, configs=KEEP_ALL)
     producer = _producer(settings)
     n = 0
     for item in items:
@@ -462,6 +464,7 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
     result names the settings used."""
     from kafka import KafkaConsumer
 
+    from pipelines.connections import kafka_client_config
     from pipelines.flink_pipeline import KafkaRead, build_kafka_job, connector_jar, make_env
     from transforms.codec import decode_payload, encode_event, encode_profile
 
@@ -481,7 +484,7 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
     stop = threading.Event()
 
     def consume(level: str) -> None:
-        consumer = KafkaConsumer(k.payloads_topic, bootstrap_servers=k.bootstrap,
+        consumer = KafkaConsumer(k.payloads_topic, **kafka_client_config(k),
                                  isolation_level=level, auto_offset_reset="earliest")
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=50).values():

@@ -60,6 +60,7 @@ def load(args: argparse.Namespace, settings: Settings) -> int:
     """Put every product of the file into Redis (settings.redis)."""
     import redis
 
+    from pipelines.connections import redis_client
     from pipelines.redis_catalog import load_catalog
     from transforms.catalog import read_catalog_jsonl
 
@@ -69,9 +70,13 @@ def load(args: argparse.Namespace, settings: Settings) -> int:
         print(f"catalog load: {exc}", file=sys.stderr)
         return 2
     r = settings.redis
-    client = redis.Redis(host=r.host, port=r.port, db=r.db)
+    client = redis_client(r)
     try:
         count = load_catalog(client, items, r.key_prefix, max(1, args.batch_size))
+    except redis.AuthenticationError as exc:
+        print(f"catalog load: Redis at {r.host}:{r.port}: {exc} (check redis.username, "
+              "redis.password_env / redis.password_file)", file=sys.stderr)
+        return 1
     except redis.RedisError as exc:
         print(f"catalog load: Redis at {r.host}:{r.port}: {exc} "
               "(start it with `personalize services up --only redis`)", file=sys.stderr)

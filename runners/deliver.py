@@ -54,12 +54,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from pipelines.connections import kafka_client_config, redis_client, smtp_connect, smtp_password
 from pipelines.feature_store import key_id, parse_consent
 from pipelines.wire import MESSAGE_ID_HEADER
 from runners.progress import Progress
 from transforms.codec import decode_payload
 from transforms.model import ConsentState, EmailPayload
-from transforms.settings import DeliverSettings, Settings
+from transforms.settings import DeliverSettings, Settings, SettingsError
 
 if TYPE_CHECKING:
     import redis
@@ -150,6 +151,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    except SettingsError as exc:
+        print(f"deliver: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=1, sort_keys=True))
     return 0
 
@@ -163,7 +167,6 @@ def deliver_once(
     topic: str | None = None,
 ) -> dict[str, Any]:
     """One connector run over the output topic (see the module docstring); its summary."""
-    import redis
     from kafka import KafkaConsumer
 
     cfg = settings.deliver
@@ -172,8 +175,9 @@ def deliver_once(
         clock: Callable[[], int] = lambda: fixed  # noqa: E731
     else:
         clock = wall_ms
+    sender = SmtpSender(cfg)
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap,
+        **kafka_client_config(settings.kafka),
         group_id=cfg.group_id,
         client_id="personalize-deliver",
         enable_auto_commit=False,
@@ -181,10 +185,9 @@ def deliver_once(
         isolation_level="read_committed",
     )
     r = settings.redis
-    client = redis.Redis(host=r.host, port=r.port, db=r.db)
+    client = redis_client(r)
     audit_path = audit or (Path(cfg.audit_file) if cfg.audit_file else None)
     audit_fh = audit_path.open("a", encoding="utf-8") if audit_path else None
-    sender = SmtpSender(cfg.smtp_host, cfg.smtp_port, cfg.smtp_timeout / 1000.0)
     deliverer = Deliverer(consumer, sender, Ledger(client, r.key_prefix, cfg), cfg, clock, audit_fh)
     try:
         deliverer.subscribe(topic or settings.kafka.payloads_topic)
@@ -266,10 +269,12 @@ class PermanentSmtpError(Exception):
 
 
 class SmtpSender:
-    """One SMTP connection, opened on first use and reopened after a failure."""
+    """One SMTP connection, opened on first use (TLS and AUTH as deliver.smtp_* say) and
+    reopened after a failure."""
 
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
-        self.host, self.port, self.timeout_s = host, port, timeout_s
+    def __init__(self, cfg: DeliverSettings) -> None:
+        smtp_password(cfg)  # a bad security setting fails here, before anything is read
+        self.cfg = cfg
         self._smtp: smtplib.SMTP | None = None
 
     def send(self, msg: EmailMessage, sender: str, recipient: str) -> None:
@@ -278,7 +283,7 @@ class SmtpSender:
         for attempt in (1, 2):
             try:
                 if self._smtp is None:
-                    self._smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+                    self._smtp = smtp_connect(self.cfg, self.cfg.smtp_timeout / 1000.0)
                 self._smtp.send_message(msg, from_addr=sender, to_addrs=[recipient])
                 return
             except smtplib.SMTPServerDisconnected as exc:
@@ -316,7 +321,15 @@ class SmtpSender:
             self._smtp = None
 
 
+# Refusals of the session, not of the message (RFC 4954 / 3207: authentication required,
+# authentication failed, encryption required): a settings problem, so retried, never dropped.
+_SESSION_REFUSALS = {530, 535, 538}
+
+
 def _raise_for(code: int, what: str, exc: Exception) -> None:
+    if code in _SESSION_REFUSALS:
+        raise TransientSmtpError(f"{what}: {code} (check the deliver.smtp_* security settings)"
+                                 ) from exc
     if code >= 500:
         raise PermanentSmtpError(f"{what}: {code}") from exc
     raise TransientSmtpError(f"{what}: {code}") from exc

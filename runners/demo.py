@@ -145,8 +145,7 @@ def _demo_settings(settings: Settings, run_id: str, out: Path) -> Settings:
 def _train_and_load_catalog(args: argparse.Namespace, settings: Settings, out: Path) -> None:
     import itertools
 
-    import redis
-
+    from pipelines.connections import redis_client
     from pipelines.redis_catalog import load_catalog
     from transforms.catalog import catalog_from_events, write_catalog_jsonl
     from transforms.model import BehaviourEvent
@@ -163,7 +162,7 @@ def _train_and_load_catalog(args: argparse.Namespace, settings: Settings, out: P
     items = catalog_from_events(events)
     write_catalog_jsonl(items, out / "catalog.jsonl")
     r = settings.redis
-    client = redis.Redis(host=r.host, port=r.port, db=r.db)
+    client = redis_client(r)
     try:
         loaded = load_catalog(client, items, r.key_prefix)
     finally:
@@ -226,6 +225,7 @@ def _collect(settings: Settings, out: Path) -> dict[str, Any]:
     """Read the job's output topics back into out/*.jsonl (the report's input)."""
     from kafka import KafkaConsumer
 
+    from pipelines.connections import kafka_client_config
     from pipelines.outputs import OutputFiles
     from transforms.codec import decode_dead_letter, decode_payload
     from transforms.jsonl import audit_from_json
@@ -239,7 +239,7 @@ def _collect(settings: Settings, out: Path) -> dict[str, Any]:
     }
     consumer = KafkaConsumer(
         *decoders,
-        bootstrap_servers=k.bootstrap,
+        **kafka_client_config(k),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         consumer_timeout_ms=3000,

@@ -162,8 +162,8 @@ def send_to_kafka(
 
     k = settings.kafka
     topics = {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
-    ensure_topics(k.bootstrap, topics.values(), k.partitions)
-    producer = open_producer(k.bootstrap)
+    ensure_topics(k, topics.values(), k.partitions)
+    producer = open_producer(k)
     failures: list[BaseException] = []
     written = 0
     try:

@@ -1,9 +1,12 @@
 """Kafka producer / consumer helpers shared by the runners (kafka-python), and the record log.
 
-    open_producer(bootstrap) -> KafkaProducer          keys and values are bytes
-    quiet_client_logs()                                kafka-python's INFO chatter off
-    topic_sizes(bootstrap, topics) -> {topic: records} end minus beginning offsets
-    consume(bootstrap, topic, count, timeout_s) -> [ConsumerRecord]
+    open_producer(kafka) -> KafkaProducer          keys and values are bytes
+    quiet_client_logs()                            kafka-python's INFO chatter off
+    topic_sizes(kafka, topics) -> {topic: records} end minus beginning offsets
+    consume(kafka, topic, count, timeout_s) -> [ConsumerRecord]
+
+`kafka` is settings.kafka (its security settings apply, pipelines/connections.py), or a bare
+bootstrap address for a plaintext broker.
 
 The record log is a file of Kafka records, what `personalize generate --format avro` writes and
 `personalize replay --format avro` reads: per record a 4-byte big-endian key length, the key,
@@ -20,6 +23,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from pipelines.connections import kafka_client_config
+from transforms.settings import KafkaSettings
+
 if TYPE_CHECKING:
     from kafka import KafkaProducer
     from kafka.consumer.fetcher import ConsumerRecord
@@ -32,21 +38,21 @@ def quiet_client_logs() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-def open_producer(bootstrap: str) -> KafkaProducer:
+def open_producer(kafka: KafkaSettings | str) -> KafkaProducer:
     """A producer tuned for bulk sends: acks from the leader, batches of up to 256 KiB."""
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=256 * 1024,
+        **kafka_client_config(kafka), acks=1, linger_ms=20, batch_size=256 * 1024,
         max_request_size=8 * 1024 * 1024, client_id="personalize-producer",
     )
 
 
-def topic_sizes(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+def topic_sizes(kafka: KafkaSettings | str, topics: Iterable[str]) -> dict[str, int]:
     """How many records each topic holds (sum over partitions of end - beginning offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_client_config(kafka), enable_auto_commit=False)
     try:
         sizes = {}
         for topic in topics:
@@ -61,13 +67,13 @@ def topic_sizes(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
 
 
 def consume(
-    bootstrap: str, topic: str, count: int, timeout_s: float = 30.0
+    kafka: KafkaSettings | str, topic: str, count: int, timeout_s: float = 30.0
 ) -> list[ConsumerRecord]:
     """The first `count` records of `topic` from the earliest offset (fewer on timeout)."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        topic, **kafka_client_config(kafka), auto_offset_reset="earliest",
         enable_auto_commit=False, group_id=None,
     )
     records: list[ConsumerRecord] = []

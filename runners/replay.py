@@ -158,8 +158,8 @@ def produce(items: Items, settings: Settings, progress: Progress) -> dict[str, A
     k = settings.kafka
     topics = {"events": k.events_topic, "profiles": k.profiles_topic,
               "dead_letters": k.dead_letters_topic}
-    ensure_topics(k.bootstrap, topics.values(), k.partitions)
-    producer = open_producer(k.bootstrap)
+    ensure_topics(k, topics.values(), k.partitions)
+    producer = open_producer(k)
     failures: list[BaseException] = []
     counts = {"events": 0, "profiles": 0, "dead_letters": 0}
     try:

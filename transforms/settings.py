@@ -10,6 +10,10 @@ the command line, and passed down explicitly. Nothing else in the code reads the
 
 Environment: PERSONALIZE_<SECTION>__<KEY>=value (e.g. PERSONALIZE_KAFKA__BOOTSTRAP=...).
 Command line: --set core.cart_delay=2h.
+
+Secrets are never settings: a `*_password_env` / `*_password_file` setting names where the
+secret is, and pipelines/connections.py reads it when a client connects, so no dump, log or
+job argument of the settings can hold one.
 """
 
 from __future__ import annotations
@@ -120,6 +124,18 @@ class KafkaSettings:
     # The local broker of `personalize services` (KRaft controller listener and JVM heap).
     controller_port: int = 9093
     heap: str = "512m"
+    # Secure connections (docs/security.md), for every Kafka client of the project. Files are
+    # PEM paths on each machine that connects; the password is read from the environment
+    # variable named by sasl_password_env or from sasl_password_file, never a setting itself.
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    ssl_cafile: str = ""  # CA bundle the broker's certificate is checked against ("" = system)
+    ssl_certfile: str = ""  # client certificate, for mutual TLS
+    ssl_keyfile: str = ""  # its private key (PKCS#8, unencrypted)
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str = "PLAIN"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password_env: str = ""
+    sasl_password_file: str = ""
 
 
 @dataclass(slots=True)
@@ -134,6 +150,16 @@ class RedisSettings:
     # The core reads products from Redis (set by `personalize run` and the demo; replays
     # without it render from a catalog file, paths.catalog, or from what the events say).
     use_catalog: bool = False
+    # AUTH and TLS (docs/security.md): the password comes from the environment variable named
+    # by password_env or from password_file, never a setting itself.
+    username: str = ""  # an ACL user ("" = the default user, plain `requirepass`)
+    password_env: str = ""
+    password_file: str = ""
+    ssl: bool = False
+    ssl_cafile: str = ""  # CA bundle the server's certificate is checked against ("" = system)
+    ssl_certfile: str = ""  # client certificate (redis-server's tls-auth-clients)
+    ssl_keyfile: str = ""
+    ssl_check_hostname: bool = True
 
 
 @dataclass(slots=True)
@@ -160,6 +186,16 @@ class DeliverSettings:
     # Deferred messages (send_after in the future) held in memory; fetching pauses when full.
     max_held: int = 10_000
     audit_file: str = ""  # JSONL of every decision (no personal data); "" = log lines only
+    # SMTP security (docs/security.md). smtp_tls: "off" (loopback only), "starttls" (required:
+    # a server that does not offer it gets nothing, not even AUTH) or "implicit" (SMTPS, 465).
+    # The password comes from the environment variable named by smtp_password_env or from
+    # smtp_password_file; AUTH is never sent without TLS.
+    smtp_tls: str = "off"
+    smtp_cafile: str = ""  # CA bundle the server's certificate is checked against ("" = system)
+    smtp_check_hostname: bool = True
+    smtp_username: str = ""
+    smtp_password_env: str = ""
+    smtp_password_file: str = ""
 
 
 @dataclass(slots=True)

@@ -24,9 +24,8 @@ def snap(cid: str, as_of: int, views: int, last: str | None = None) -> FeatureSn
 
 
 def store_for(settings: Settings, prefix: str, **kw) -> RedisFeatureStore:
-    r = settings.redis
     return RedisFeatureStore(
-        r.host, r.port, r.db, key_prefix=prefix, feature_ttl_ms=DAY, tombstone_ttl_ms=DAY, **kw
+        settings.redis, key_prefix=prefix, feature_ttl_ms=DAY, tombstone_ttl_ms=DAY, **kw
     )
 
 
@@ -116,8 +115,7 @@ def test_catalog_derive_load_and_read_back(redis_client, service_settings, prefi
     stored = sum(1 for _ in redis_client.scan_iter(match=f"{prefix}product:*", count=1000))
     assert stored == len(items)
 
-    r = service_settings.redis
-    catalog = RedisCatalog(r.host, r.port, r.db, key_prefix=prefix)
+    catalog = RedisCatalog(service_settings.redis, key_prefix=prefix)
     sample = items[:50]
     got = catalog.get_many([i.product_id for i in sample] + ["no-such-product"])
     assert got == {i.product_id: i for i in sample}
