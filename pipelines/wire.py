@@ -75,31 +75,21 @@ def decode(
     )
 
 
-def admit(
-    item: Item, watermark: int | None, settings: CoreSettings, now: int | None = None
-) -> Item | DeadLetter:
-    """An input item against the watermark its source had when it read it: an item more than
-    max_future ahead of it is a dead letter (`future_timestamp`), so a bogus timestamp cannot
-    drag the watermark forward and make every later event late.
-
-    The bound is the later of the watermark and `now`, the wall clock at receipt when known:
-    after a quiet spell in the traffic the watermark lags, and the next real event must not
-    look like it came from the future. decode() applies the same bound to events; this also
-    covers profiles, and items read from files (decoded and validated without a watermark).
-    """
-    horizon = _horizon(watermark, now)
-    if horizon is None:
-        return item
+def admit(item: Item, settings: CoreSettings, now: int) -> Item | DeadLetter:
+    """An input item against the wall clock at its receipt: one more than max_future ahead of
+    it is a dead letter (`future_timestamp`), checked before it can move the clock
+    (transforms/clock.py). decode() applies the same bound to events; this also covers
+    profiles, and items read from files (decoded and validated without a clock)."""
     t = event_time(item)
-    if t <= horizon + settings.max_future:
+    if t <= now + settings.max_future:
         return item
     raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
     return DeadLetter(
         raw=raw,
         origin=item.origin or Origin("unknown"),
         reason=R_FUTURE,
-        error=f"event time {t} is {t - horizon} ms ahead of the watermark",
-        received_at=now or horizon,
+        error=f"event time {t} is {t - now} ms ahead of the wall clock",
+        received_at=now,
     )
 
 

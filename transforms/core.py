@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from transforms import policy
 from transforms.catalog import Catalog
+from transforms.clock import END_OF_TIME
 from transforms.codec import encode_event
 from transforms.compose import Composer
 from transforms.model import (
@@ -65,9 +66,7 @@ RECENT_VIEW_TTL = DAY
 PURCHASED_TTL = 30 * DAY
 PROFILE_TTL = 30 * DAY
 PURGE_EVERY = HOUR  # an active customer's state is trimmed at most this often
-# Beyond any watermark an engine can send (Flink's MAX_WATERMARK is 2**63 - 1).
 _NEVER = 1 << 64
-END_OF_TIME = (1 << 63) - 1
 
 Result = tuple[CustomerState | None, list[Output], list[int]]
 
