@@ -23,6 +23,7 @@ from pipelines.beam_kafka import KafkaRecord, Local, tally
 from pipelines.beam_pipeline import build_pipeline, run_to_end, streaming_options
 from pipelines.wire import EVENTS, PROFILES, event_time_of
 from tests.builders import CART_DELAY, MINUTE, SECOND, T0, add, profile, view
+from transforms.clock import EventClock
 from transforms.codec import encode_event, encode_profile
 from transforms.model import (
     AUDIT,
@@ -30,13 +31,11 @@ from transforms.model import (
     FEATURES,
     PAYLOAD,
     R_DECODE,
-    R_FUTURE,
     R_LATE,
     CustomerProfile,
     DeadLetter,
     event_time,
 )
-from transforms.clock import EventClock
 from transforms.settings import CoreSettings, Settings
 
 pytestmark = pytest.mark.engine
