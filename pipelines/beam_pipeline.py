@@ -102,7 +102,7 @@ from pipelines.beam_kafka import (
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
-from transforms.clock import END_OF_TIME, EventClock, source_partition
+from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
 from transforms.model import (
     AUDIT,
@@ -625,7 +625,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
     batches the runner's watermark lags the reference's, which changes when timers fire but no
     output (see the module docstring).
     """
-    clock = EventClock(settings)
+    clock = replay_clock(settings, wall_clock())
     stream = TestStream(output_tags=[EVENTS, PROFILES])
     pending: dict[str, list[TimestampedValue]] = {EVENTS: [], PROFILES: []}
     sent: int | None = None

@@ -90,7 +90,7 @@ from pipelines import wire
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
-from transforms.clock import BACKLOG_HOLD, EventClock, source_partition
+from transforms.clock import BACKLOG_HOLD, EventClock, replay_clock, source_partition
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -354,7 +354,7 @@ def _functions() -> dict[str, type]:
             settings = self.settings
             self.offsets: Any = None
             if self.source is None:       # one file, read in order: the reference's clock
-                self.clock = EventClock(settings.core)
+                self.clock = replay_clock(settings.core, wall_ms())
                 return
             self.clock = EventClock(settings.core, settings.flink.idleness)
             self.topic = topic = (settings.kafka.profiles_topic if self.source == PROFILES

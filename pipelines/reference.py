@@ -24,7 +24,7 @@ from typing import Any
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import admit
-from transforms.clock import END_OF_TIME, EventClock, source_partition
+from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
 from transforms.model import DEAD_LETTER, PAYLOAD, DeadLetter, Item, Output, event_time
 from transforms.settings import Settings
@@ -59,7 +59,7 @@ class ReferenceRunner:
         # wake_at covers all it still waits for): heap entries not in `next_wake` are stale.
         self.timers: list[tuple[int, str]] = []
         self.next_wake: dict[str, int] = {}
-        self.event_clock = EventClock(core.settings)
+        self.event_clock = replay_clock(core.settings, clock())
         self.partitions = core.settings.replay_partitions
         self.fire_every = max(1, fire_every)
         self.unfired = 0  # items fed since the last round of timers

@@ -8,6 +8,7 @@
     clock.watermark                  -> int | None: the combined watermark timers fire on
     clock.tick(now)                  re-evaluate without a record (idleness, the wall clock)
     clock.finish()                   end of a bounded input: the watermark is END_OF_TIME
+    replay_clock(settings, now)      a file replay's clock; source_partition(origin, key, n)
 
 The rules (the reference runner, Beam and Flink all apply these):
 - Future: a record more than `max_future` ahead of the wall clock at receipt is a dead letter.
@@ -154,6 +155,15 @@ class EventClock:
     def finish(self) -> None:
         """End of a bounded input: every pending deadline is due."""
         self.watermark = END_OF_TIME
+
+
+def replay_clock(settings: CoreSettings, now: int) -> EventClock:
+    """The clock of a file replay: no idleness; with core.replay_partitions N, the N partitions
+    are expected from the start (each holds the combined watermark until its first record, so
+    no customer is woken past a partition that has not delivered yet)."""
+    clock = EventClock(settings)
+    clock.expect(range(settings.replay_partitions), now)
+    return clock
 
 
 def kafka_partition(key: bytes, partitions: int) -> int:

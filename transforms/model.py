@@ -40,7 +40,7 @@ R_DECODE: Final = "decode_error"            # not Avro / truncated / corrupt
 R_SCHEMA: Final = "wrong_schema"            # unknown Confluent schema id or wrong record shape
 R_MISSING: Final = "missing_field"          # a required id is empty or absent
 R_INVALID: Final = "invalid_value"          # negative price / quantity, bad email, unknown type...
-R_FUTURE: Final = "future_timestamp"        # occurred_at too far ahead of the watermark
+R_FUTURE: Final = "future_timestamp"        # too far ahead of the wall clock at receipt
 R_OVERSIZED: Final = "oversized_field"      # a string or map beyond the configured bounds
 R_LATE: Final = "late"                      # behind the watermark
 

@@ -1,7 +1,7 @@
 """The event-time clock (transforms/clock.py): named instants, the wall clock injected."""
 
 from tests.builders import T0
-from transforms.clock import END_OF_TIME, EventClock, source_partition
+from transforms.clock import END_OF_TIME, EventClock, replay_clock, source_partition
 from transforms.model import Origin
 from transforms.settings import MINUTE, SECOND, CoreSettings
 
@@ -158,3 +158,14 @@ def test_file_items_are_spread_over_partitions_as_kafka_spreads_their_keys():
             assert source_partition(None, cid, n) == (murmur2(key) & 0x7FFFFFFF) % n
     assert source_partition(Origin("events", 2, 9), "c", 4) == ("events", 2)
     assert source_partition(Origin("file.csv", -1, 9), "c", 0) is None
+
+
+def test_a_replay_over_partitions_is_held_until_every_partition_delivered():
+    settings = CoreSettings()
+    settings.replay_partitions = 3
+    c = replay_clock(settings, LATER)
+    c.observe(0, T0 + MINUTE, LATER)
+    c.observe(2, T0 + MINUTE, LATER)
+    assert c.watermark is None                   # 1 has not delivered: its customers wait
+    c.observe(1, T0, LATER + 3600 * SECOND)      # no idleness in a replay
+    assert c.watermark == T0 - OOO - 1
