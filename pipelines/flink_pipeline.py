@@ -233,6 +233,12 @@ def task_info(runtime_context: Any) -> tuple[int, int] | None:
         return None
 
 
+def _tp(partition: Any) -> tuple[str, int]:
+    """A Kafka source's clock partition: (topic, partition)."""
+    topic, number = partition
+    return topic, number
+
+
 def split_owner(topic: str, partition: int, parallelism: int) -> int:
     """The source subtask the Kafka connector assigns a partition to (its default
     KafkaSourceEnumerator.getSplitOwner: round robin from a topic-specific start)."""
@@ -394,9 +400,10 @@ def _functions() -> dict[str, type]:
             self.asked_at = now
             try:
                 if not clock.bounded:
-                    ends = consumer.end_offsets([TopicPartition(*p) for p in clock.last_read])
+                    ends = consumer.end_offsets([TopicPartition(*_tp(p)) for p in clock.last_read])
                     clock.set_ends({(tp.topic, tp.partition): o for tp, o in ends.items()})
-                committed = {p: consumer.committed(TopicPartition(*p)) for p in clock.waiting()}
+                committed = {p: consumer.committed(TopicPartition(*_tp(p)))
+                             for p in clock.waiting()}
             except Exception as exc:  # noqa: BLE001 - try again later; idleness still applies
                 log.warning("cannot read the offsets of %s: %s", self.topic, exc)
                 self.asked_at = now + BACKLOG_HOLD
