@@ -223,7 +223,7 @@ class Decode(beam.DoFn):
         counts[0] += 1
         if isinstance(record, KafkaRecord):
             item = wire.decode(self.source, record.value, record.topic, record.partition,
-                               record.offset, None, self.settings, record.received_at)
+                               record.offset, self.settings, record.received_at)
         else:
             item = record
         if not isinstance(item, DeadLetter):

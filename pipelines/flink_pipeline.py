@@ -426,7 +426,7 @@ def _functions() -> dict[str, type]:
                     self._ask_offsets(now)
                 partition, offset = (value[1], value[2]), value[3]
                 item = wire.decode(self.source, bytes(value[0]), value[1], value[2], offset,
-                                   None, core, now)
+                                   core, now)
             if not isinstance(item, DeadLetter):
                 item = wire.admit(item, core, now)
             if isinstance(item, DeadLetter):

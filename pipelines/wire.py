@@ -62,17 +62,15 @@ def decode(
     topic: str,
     partition: int,
     offset: int,
-    watermark: int | None,
     settings: CoreSettings,
     received_at: int,
 ) -> Item | DeadLetter:
-    """Raw bytes of the events or profiles source -> an input item, or a dead letter."""
+    """Raw bytes of the events or profiles source, read at wall clock `received_at` (which
+    bounds future timestamps) -> an input item, or a dead letter."""
     origin = Origin(topic, partition, offset)
     if source == PROFILES:
         return decode_profile(raw, origin, settings, received_at)
-    return decode_event(
-        raw, origin, _horizon(watermark, received_at or None), settings, received_at
-    )
+    return decode_event(raw, origin, received_at, settings, received_at)
 
 
 def admit(item: Item, settings: CoreSettings, now: int) -> Item | DeadLetter:
@@ -91,12 +89,6 @@ def admit(item: Item, settings: CoreSettings, now: int) -> Item | DeadLetter:
         error=f"event time {t} is {t - now} ms ahead of the wall clock",
         received_at=now,
     )
-
-
-def _horizon(watermark: int | None, now: int | None) -> int | None:
-    if watermark is None:
-        return now
-    return watermark if now is None else max(watermark, now)
 
 
 def event_time_of(source: str, raw: bytes, settings: CoreSettings) -> int | None:
