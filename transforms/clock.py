@@ -112,11 +112,16 @@ class EventClock:
             at = self.next_offset.get(partition)
             if at is None or offset >= at:
                 self.next_offset[partition] = offset + 1
-        if t is not None and not self.future(t, now):
+        if t is not None and t <= now + self.max_future:
             capped = t if t < now else now
             seen = self.max_seen.get(partition)
             if seen is None or capped > seen:
                 self.max_seen[partition] = capped
+                if len(self.last_read) == 1 and not self.idleness and not self.bounded:
+                    wm = capped - self.ooo - 1      # one partition that never idles (a file)
+                    if self.watermark is None or wm > self.watermark:
+                        self.watermark = wm
+                    return
         self.tick(now)
 
     # ------------------------------------------------------------------ the combined watermark
@@ -135,18 +140,15 @@ class EventClock:
     def tick(self, now: int) -> None:
         """Re-evaluate the combined watermark at wall clock `now`."""
         seen = self.max_seen
-        if len(self.last_read) == 1 and not self.idleness and not self.bounded:
-            t = next(iter(seen.values()), None)    # one partition that never idles (a file)
+        holding = [p for p in self.last_read if self.holds(p, now)]
+        if any(p not in seen for p in holding):
+            return
+        if holding:
+            t: int | None = min(seen[p] for p in holding)
+        elif self.follow_wall_clock and not self.bounded:
+            t = now
         else:
-            holding = [p for p in self.last_read if self.holds(p, now)]
-            if any(p not in seen for p in holding):
-                return
-            if holding:
-                t = min(seen[p] for p in holding)
-            elif self.follow_wall_clock and not self.bounded:
-                t = now
-            else:
-                t = max(seen.values(), default=None)
+            t = max(seen.values(), default=None)
         if t is not None:
             wm = t - self.ooo - 1
             if self.watermark is None or wm > self.watermark:

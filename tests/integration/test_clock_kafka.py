@@ -1,19 +1,23 @@
-"""The clock over a real Kafka backlog on both engines (local runners, the branch's code):
-events spread over 8 partitions by customer key, one customer's partition minutes behind the
-others. Lateness is per partition (transforms/clock.py), so its views are on time, as in a
-reference replay of the same items over 8 partitions; the flink.idleness is the default 2 s."""
+"""The clock through a real Kafka on both engines (local runners, the branch's code), the
+flink.idleness the default 2 s:
+- a backlog over 8 partitions by customer key, one customer's partition minutes behind the
+  others: lateness is per partition (transforms/clock.py), so its views are on time, as in a
+  reference replay of the same items over 8 partitions;
+- live traffic with one event 290 s ahead of the wall clock (issue 16): it moves its
+  partition's clock at most to the wall clock, so no other customer's event is late."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
 
 import pytest
 
 from pipelines import beam_pipeline, flink_pipeline, reference
 from pipelines.beam_kafka import ReadOptions
-from tests.builders import MINUTE, T0, profile, view
+from tests.builders import MINUTE, SECOND, T0, add, profile, view
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys
 from transforms.clock import kafka_partition
@@ -46,16 +50,41 @@ def test_a_partition_minutes_behind_in_a_backlog_is_not_late(kafka, tmp_path, en
     ref_settings.core.replay_partitions = PARTITIONS
     want = reference.run_replay(items, ref_settings, tmp_path / "ref")
     assert want["decisions"]["browse_intensity:emitted"] == 2     # the skewed customer's too
-    n = produce(s, items, partitions=PARTITIONS)
-    if engine == "beam":
-        beam_pipeline.run_kafka_job(s, ReadOptions(max_events=n, from_beginning=True))
-    else:
-        options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
-                                     from_beginning=True, savepoint=None, detached=False)
-        assert flink_pipeline.run_kafka(s, options) == 0
+    run(engine, s, produce(s, items, partitions=PARTITIONS))
     got = sorted(decode_payload(r.value).message_id for r in consume(s, s.kafka.payloads_topic))
     assert got == sorted(json.loads(line)["message_id"]
                          for line in (tmp_path / "ref" / "payloads.jsonl").open())
     dead = Counter(decode_dead_letter(r.value).reason
                    for r in consume(s, s.kafka.dead_letters_topic, 1000))
     assert dead == Counter(want["dead_letters"])
+
+
+def run(engine: str, s, n: int) -> None:
+    if engine == "beam":
+        beam_pipeline.run_kafka_job(s, ReadOptions(max_events=n, from_beginning=True))
+    else:
+        options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
+                                     from_beginning=True, savepoint=None, detached=False)
+        assert flink_pipeline.run_kafka(s, options) == 0
+
+
+@pytest.mark.parametrize("engine", ["beam", "flink"])
+def test_one_event_stamped_minutes_ahead_makes_no_other_customer_late(kafka, engine):
+    # Live traffic stamped 60 s ahead of the wall clock (skewed clients, inside max_future),
+    # one event 290 s ahead, then the other customers' views, all in one partition. The job
+    # must read them within 70 s, or the wall clock itself passes the normal events.
+    s = kafka_settings(kafka, **{"flink.idleness": "2s"})
+    tag = s.kafka.group_id
+    base = time.time_ns() // 1_000_000 + 60 * SECOND
+    customers = [f"{tag}-live-{n}" for n in range(10)]
+    items: list = [profile(base - MINUTE, cid=c, email=f"{c}@example.com") for c in customers]
+    items.append(add(base + 230 * SECOND, "p-skew", cid=f"{tag}-skewed"))
+    for k in range(5):
+        items += [view(base + k * SECOND + i * 10, f"p{k}", "shoes", cid=c)
+                  for i, c in enumerate(customers)]
+    n = produce(s, items, partitions=1)
+    run(engine, s, n)
+    dead = [decode_dead_letter(r.value) for r in consume(s, s.kafka.dead_letters_topic, 1000)]
+    assert [d.reason for d in dead] == []
+    payloads = [decode_payload(r.value) for r in consume(s, s.kafka.payloads_topic)]
+    assert sorted(p.customer_id for p in payloads) == sorted(customers)
