@@ -12,9 +12,9 @@ turn `wake_at` into event-time timers (calling `wake` with the watermark, or the
 when one fires), and route outputs by kind (see transforms.model: PAYLOAD, AUDIT,
 DEAD_LETTER, FEATURES, ERASE, DROPPED).
 
-Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
-convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
-last processed up to. Late events go to the dead-letter output with reason `late`; a late
+Lateness: an item is late when its event time is <= the watermark the adapter passes (that of
+the item's own source partition, transforms/clock.py) or <= the time this customer was last
+processed up to. Late events go to the dead-letter output with reason `late`; a late
 profile is still applied when it is the newest (a CRM update is never dropped).
 """
 
