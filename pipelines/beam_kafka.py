@@ -2,7 +2,7 @@
 
     KafkaSource(settings, options, local)   a consumer behind a local TestStream service
       .read() -> ReadFromKafka              PBegin -> {EVENTS, PROFILES: PCollection of
-                                            (KafkaRecord, watermark, horizon, batch)}
+                                            (KafkaRecord, watermark, now, batch)}
     WriteToKafka(local, kafka, topic, encode, counter)   records -> topic (kafka: settings.kafka)
 
 Why a TestStream service, and what was tried
@@ -27,25 +27,19 @@ for batch, does not stream). Its unbounded inputs are TestStream, PubSub and spl
    a continuous unbounded read whose watermark moves with the data. This is what is used: the
    KafkaReader runs on the service's thread, the pipeline pulls batches from it.
 
-The watermark (EventClock): per partition, max event time seen - max_out_of_orderness - 1 (the
-reference runner's rule; event times are read from the raw bytes, wire.event_time_of); overall,
-the minimum over the partitions that still have records to read, never moving back: one read to
-its end offset (asked of the broker) does not hold it, as an idle split does not in Flink; one
-not read yet holds it where it is, so a backlog is never late for having been fetched after
-another partition's. Each poll becomes one ElementEvent per topic, each element being
-(KafkaRecord, the watermark and the future-timestamp horizon just before that record), then a
-WatermarkEvent. The topology judges lateness against the element's watermark, so it decides as
-the reference does.
-The horizon is the newest event time seen anywhere (or the wall clock at receipt, if later):
-a slow or sparse partition, or a backlog being caught up, must not make good records "future".
-
-When no record came for `idleness`, an unbounded read lets the watermark follow the wall clock
-(now - max_out_of_orderness - 1): with no input, event time is taken to follow processing
-time, so a cart-abandonment deadline fires about when it is due rather than at the next event.
-Bounded reads (--max-events, --until-idle: replays, tests, benchmarks, often of old data) do not
-do this; their end takes the watermark to +inf and every pending deadline fires at its own time.
-An idle read sends a heartbeat (the same watermark) every second: the runner gives up on a
-service silent for 30 s.
+The clock is transforms/clock.py's (the rule of every runner), over the partitions of both
+topics, with `flink.idleness`: each poll becomes one ElementEvent per topic, each element
+being (KafkaRecord, the watermark of its own partition just before it, the wall clock when it
+was read), then a WatermarkEvent with the combined watermark. The topology judges lateness
+against the element's partition watermark, so it decides as the reference does. A partition
+with records left (end offsets, asked of the broker) holds the combined watermark past
+idleness, so a backlog fetched after another partition's is not overtaken by timers.
+An unbounded read with every partition idle lets the combined watermark follow the wall clock
+(the clock's follow_wall_clock), so a cart-abandonment deadline fires about when it is due
+rather than at the next event. Bounded reads (--max-events, --until-idle: replays, tests,
+benchmarks, often of old data) do not; their end takes the watermark to +inf and every pending
+deadline fires at its own time. An idle read sends a heartbeat (the same watermark) every
+second: the runner gives up on a service silent for 30 s.
 
 Back-pressure: a pass-through step (Acknowledge) right after the TestStream counts the records
 that entered the pipeline; the reader keeps at most `max_in_flight` records between itself and
@@ -94,7 +88,8 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from pipelines.connections import kafka_client_config
 from pipelines.wire import EVENTS, PROFILES, event_time_of
-from transforms.settings import CoreSettings, KafkaSettings, Settings
+from transforms.clock import EventClock
+from transforms.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -183,90 +178,12 @@ def tally(local: Local) -> Tally:
     return t
 
 
-# ------------------------------------------------------------------------------ watermark
-
-
-class EventClock:
-    """A source's watermark: per input partition, max event time seen - max_out_of_orderness - 1;
-    overall, the minimum over the partitions that hold it, never moving back.
-
-    By default every partition seen holds it; with one partition (a file, a replay) this is
-    exactly the reference runner's watermark. A Kafka reader says which partitions hold it
-    (`set_holding` / `release`): those with records left to read. A partition that holds it but
-    has no data yet keeps it where it is; when no partition holds it (everything available was
-    read), it follows the newest data. `advance_to` moves it without data.
-
-    What is "too far in the future" (max_future) is judged against the `horizon`: the newest
-    event time seen in any partition - max_out_of_orderness - 1 (or the watermark, if later),
-    and, for a live source that passes `now` (the wall clock when the record was read), at
-    least now: a slow partition holding the watermark back, a sparse one, or a backlog being
-    caught up must not make good records "future" ones; a time ahead of both the data and the
-    clock is. Such an item does not move the clock (it is a dead letter downstream). With one
-    partition and no `now` (a replay) the horizon is the watermark, as in the reference runner.
-    """
-
-    def __init__(self, core: CoreSettings) -> None:
-        self.ooo = core.max_out_of_orderness
-        self.max_future = core.max_future
-        self.max_seen: dict[Any, int] = {}
-        self.newest: int | None = None
-        self.holding: set[Any] | None = None
-        self.watermark: int | None = None
-
-    def observe(self, t: int | None, partition: Any = None, now: int | None = None) -> None:
-        """An item with event time t (None: unreadable) was read from `partition` at `now`."""
-        if t is None:
-            return
-        horizon = self.horizon(now)
-        if horizon is not None and t > horizon + self.max_future:
-            return
-        seen = self.max_seen.get(partition)
-        if seen is None or t > seen:
-            self.max_seen[partition] = t
-            if self.newest is None or t > self.newest:
-                self.newest = t
-            self._update()
-
-    def horizon(self, now: int | None = None) -> int | None:
-        """The time future timestamps are judged against (see above)."""
-        h = self.watermark
-        if self.newest is not None and (h is None or self.newest - self.ooo - 1 > h):
-            h = self.newest - self.ooo - 1
-        if now is not None and (h is None or now > h):
-            h = now
-        return h
-
-    def set_holding(self, partitions: set[Any]) -> None:
-        """The partitions that hold the watermark from now on."""
-        self.holding = partitions
-        self._update()
-
-    def release(self, partition: Any) -> None:
-        """`partition` no longer holds the watermark (nothing left to read in it)."""
-        if self.holding is not None and partition in self.holding:
-            self.holding.discard(partition)
-            self._update()
-
-    def advance_to(self, watermark: int) -> None:
-        """Move the watermark to `watermark` if that is later."""
-        if self.watermark is None or watermark > self.watermark:
-            self.watermark = watermark
-
-    def _update(self) -> None:
-        seen = self.max_seen
-        holders = seen.keys() if self.holding is None else self.holding
-        if holders:
-            if any(p not in seen for p in holders):
-                return
-            t = min(seen[p] for p in holders)
-        elif seen:
-            t = max(seen.values())
-        else:
-            return
-        self.advance_to(t - self.ooo - 1)
-
-
 # ------------------------------------------------------------------------------ the reader
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -290,10 +207,10 @@ class ReadOptions:
 
 @dataclass(slots=True)
 class Batch:
-    """One poll: per tag, (record, watermark and horizon before it, batch number, event time);
-    then the watermark."""
+    """One poll: per tag, (record, its partition's watermark before it, wall clock at receipt,
+    batch number, event time); then the combined watermark."""
 
-    elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int, int | None]]]
+    elements: dict[str, list[tuple[KafkaRecord, int | None, int, int, int | None]]]
     watermark: int | None
 
 
@@ -441,8 +358,8 @@ class KafkaReader:
         self.core = settings.core
         self.options = options
         self.flow = flow
-        self.idleness_ms = settings.flink.idleness
-        self.clock = EventClock(settings.core)
+        self.clock = EventClock(settings.core, settings.flink.idleness,
+                                follow_wall_clock=not options.bounded)
         self.report = report
         self.read = 0
         self._ends: dict[Any, int] = {}
@@ -486,13 +403,10 @@ class KafkaReader:
                     yield self._batch(consumer, polled)
                 else:
                     if consumer.assignment():
-                        left = self._holding(consumer, polled)
-                        self.clock.set_holding({(tp.topic, tp.partition)
-                                                for tp, more in left.items() if more})
+                        self._track(consumer)
                     if opts.until_idle is not None and now - last_data >= opts.until_idle:
                         break
-                    if not opts.bounded and (now - last_data) * 1000 >= self.idleness_ms:
-                        self.clock.advance_to(int(time.time() * 1000) - self.clock.ooo - 1)
+                    self.clock.tick(wall_ms())
                     if now - last_beat >= HEARTBEAT_S:
                         last_beat = now
                         yield self._heartbeat()
@@ -522,14 +436,14 @@ class KafkaReader:
             room = min(room, self.options.max_events - self.read)
         return max(room, 1)
 
-    def _holding(self, consumer: Any, polled: dict[Any, list[Any]]) -> dict[Any, bool]:
-        """Per assigned partition: whether records are left to read after this poll's.
+    def _track(self, consumer: Any) -> None:
+        """Tell the clock the assigned partitions, where their reads stand and end.
 
-        Against the partitions' end offsets, asked of the broker (at most every
-        END_OFFSETS_EVERY seconds, and whenever a partition has read past what is known): the
-        consumer's own highwater is only known once it has fetched a partition, and it fetches
-        them one after another when catching up, so an unfetched partition with a backlog
-        would look empty and stop holding the watermark while its records are still to come.
+        The end offsets are asked of the broker (at most every END_OFFSETS_EVERY seconds, and
+        whenever a partition has read past what is known): the consumer's own highwater is only
+        known once it has fetched a partition, and it fetches them one after another when
+        catching up, so an unfetched partition with a backlog would look empty and stop holding
+        the watermark while its records are still to come.
         """
         assigned = consumer.assignment()
         now = time.monotonic()
@@ -538,17 +452,19 @@ class KafkaReader:
         if stale or any(tp not in self._ends or positions[tp] > self._ends[tp] for tp in assigned):
             self._ends = dict(consumer.end_offsets(list(assigned)))
             self._ends_at = now
-        return {tp: positions[tp] < self._ends[tp] for tp in assigned}
+        clock = self.clock
+        keys = [(tp.topic, tp.partition) for tp in assigned]
+        clock.expect(keys, wall_ms(), start={(tp.topic, tp.partition): positions[tp]
+                                             for tp in assigned})
+        clock.set_ends({(tp.topic, tp.partition): self._ends[tp] for tp in assigned})
 
     def _batch(self, consumer: Any, polled: dict[Any, list[Any]]) -> Batch:
         clock = self.clock
         core = self.core
         number = self.flow.open_batch()
-        left = self._holding(consumer, polled)
-        clock.set_holding({(tp.topic, tp.partition) for tp, more in left.items()
-                           if more or tp in polled})
-        elements: dict[str, list[tuple[KafkaRecord, int | None, int | None, int, int | None]]] = {}
-        received_at = int(time.time() * 1000)
+        self._track(consumer)
+        elements: dict[str, list[tuple[KafkaRecord, int | None, int, int, int | None]]] = {}
+        received_at = wall_ms()
         n = 0
         offsets: dict[tuple[str, int], int] = {}
         for tp, records in polled.items():
@@ -561,11 +477,9 @@ class KafkaReader:
                 value = r.value if r.value is not None else b""
                 t = event_time_of(tag, value, core)
                 out.append((KafkaRecord(r.topic, r.partition, r.offset, value, received_at),
-                            clock.watermark, clock.horizon(received_at), number, t))
-                clock.observe(t, key, received_at)
+                            clock.partition_watermark(key), received_at, number, t))
+                clock.observe(key, t, received_at, r.offset)
             n += len(records)
-            if not left.get(tp, False):
-                clock.release(key)
         self.read += n
         self.flow.close_batch(number, n, clock.watermark, offsets)
         return Batch(elements, clock.watermark)
@@ -639,9 +553,9 @@ class _Service(api_grpc.TestStreamServiceServicer):
                 return
             for tag, rows in batch.elements.items():
                 yield event(element_event=event.AddElements(tag=tag, elements=[
-                    element(encoded_element=encode((record, wm, horizon, number)),
+                    element(encoded_element=encode((record, wm, now, number)),
                             timestamp=_stamp(t if t is not None and (wm is None or t > wm) else wm))
-                    for record, wm, horizon, number, t in rows
+                    for record, wm, now, number, t in rows
                 ]))
             wm = batch.watermark
             if batch.elements and (wm is None or (sent_wm is not None and wm <= sent_wm)):
@@ -699,9 +613,9 @@ class KafkaSource:
 
 
 class ReadFromKafka(beam.PTransform):
-    """PBegin -> {EVENTS, PROFILES: PCollection of (KafkaRecord, watermark, horizon, batch)}:
-    the source's watermark and future-timestamp horizon when it read the record (None before
-    any), and the number of the batch it came in (Flow).
+    """PBegin -> {EVENTS, PROFILES: PCollection of (KafkaRecord, watermark, now, batch)}: the
+    watermark of the record's partition when the source read it (None before any), the wall
+    clock then, and the number of the batch it came in (Flow).
     """
 
     def __init__(self, endpoint: str, coder: PickleCoder, local: Local) -> None:

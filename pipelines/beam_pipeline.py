@@ -2,10 +2,10 @@
 
     build_pipeline(p, events, profiles, sinks, settings, core=None)
 
-    events, profiles    (record, watermark, horizon, batch): record = KafkaRecord (raw bytes
-                        from Kafka) or an item read from a file (Item | DeadLetter); watermark
-                        and horizon: the source's watermark, and the time future timestamps are
-                        judged against, when it read the record (beam_kafka.EventClock); batch:
+    events, profiles    (record, watermark, now, batch): record = KafkaRecord (raw bytes
+                        from Kafka) or an item read from a file (Item | DeadLetter); watermark:
+                        that of the record's own partition when the source read it, and now:
+                        the wall clock then (transforms/clock.py); batch:
                         the source's batch number (beam_kafka.Flow), or None
     | "DecodeEvents" / "DecodeProfiles"   -> (shard, [(Item, watermark, batch), ...]): a
                                              bundle's items grouped by their customer's shard,
@@ -51,16 +51,13 @@ reference runner's finish(). Outputs are the same either way (every deadline sti
 its own time inside wake): tests/pipelines/test_parity_beam.py. Sources that do not number their
 batches (the TestStream tests) get wakes at the timers' own times.
 
-Lateness: Beam Python gives a DoFn no watermark in process(), and passing None (leaving the
-core only its per-customer processed-up-to time) would accept an event the reference runner
-rejects as late whenever its customer has not been woken past it. So each record carries the
-watermark its source had when it read it (beam_kafka.EventClock: the reference runner's rule,
-max event time - max_out_of_orderness - 1), and the core judges lateness against that and its
-own processed-up-to time, which is never ahead of the watermark a later record carries: a wake
-time is a timer's time, which the runner's watermark passes only after the records before it
-(and the source never takes the runner's watermark past its own), or a watermark the source
-announced before any later record. Same input, same dead letters, payloads and audit as the
-reference (tests/pipelines/test_parity_beam.py).
+Lateness: Beam Python gives a DoFn no watermark in process(), so each record carries the
+watermark of its own partition when the source read it (transforms/clock.py, the rule of
+every runner), and the core judges lateness against that and its own processed-up-to time,
+which is never ahead of it: a wake time is a timer's time, which the runner's watermark (the
+source's combined one, the minimum over partitions) passes only after the records before it,
+or a combined watermark the source announced before any later record. Same input, same dead
+letters, payloads and audit as the reference (tests/pipelines/test_parity_beam.py).
 """
 
 from __future__ import annotations
@@ -74,7 +71,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,7 +89,6 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines import wire
 from pipelines.beam_kafka import (
-    EventClock,
     Flow,
     KafkaRecord,
     KafkaSource,
@@ -101,11 +97,13 @@ from pipelines.beam_kafka import (
     WriteToKafka,
     print_progress,
     tally,
+    wall_ms,
 )
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
-from transforms.core import END_OF_TIME, Core
+from transforms.clock import END_OF_TIME, replay_clock, source_partition
+from transforms.core import Core
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -188,7 +186,7 @@ def build_pipeline(
 
 
 class Decode(beam.DoFn):
-    """(record, watermark, horizon, batch) -> (shard, [(Item, watermark, batch), ...]): a
+    """(record, watermark, now, batch) -> (shard, [(Item, watermark, batch), ...]): a
     bundle's items grouped by the shard of their customer (shard_of), in arrival order, output
     when the bundle ends; dead letters on DEAD_LETTER as they come."""
 
@@ -218,22 +216,23 @@ class Decode(beam.DoFn):
         for shard, (stamp, items) in self.groups.items():
             yield WindowedValue((shard, items), stamp, _GLOBAL_WINDOWS)
 
-    def process(self, element: tuple[Any, int | None, int | None, int],
+    def process(self, element: tuple[Any, int | None, int, int],
                 stamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
                 ) -> Iterator[Any]:
-        """Decode a Kafka record (or take a file's item), then check it against the horizon."""
-        record, watermark, horizon, batch = element
+        """Decode a Kafka record (or take a file's item), then check it against the wall
+        clock at its receipt (future timestamps)."""
+        record, watermark, now, batch = element
         counts = self.counts.get(batch)
         if counts is None:
             counts = self.counts[batch] = [0, 0]
         counts[0] += 1
         if isinstance(record, KafkaRecord):
             item = wire.decode(self.source, record.value, record.topic, record.partition,
-                               record.offset, horizon, self.settings, record.received_at)
+                               record.offset, self.settings, record.received_at)
         else:
             item = record
         if not isinstance(item, DeadLetter):
-            item = wire.admit(item, horizon, self.settings)
+            item = wire.admit(item, self.settings, now)
         if isinstance(item, DeadLetter):
             self.dead += self.report_dead
             yield TaggedOutput(DEAD_LETTER, item)
@@ -629,16 +628,18 @@ def _run_interruptibly(p: beam.Pipeline, stop: threading.Event) -> None:
 
 
 def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, flow: Flow,
-                  on_item: Any = None, batch: int = REPLAY_BATCH) -> TestStream:
+                  on_item: Any = None, batch: int = REPLAY_BATCH,
+                  wall_clock: Callable[[], int] = wall_ms) -> TestStream:
     """A TestStream of `items` in arrival order, as a source would send them.
 
-    Tagged EVENTS / PROFILES (dead letters ride on EVENTS); each element is (item, watermark,
-    watermark, batch) with the watermark the reference runner has just before that item
-    (EventClock), stamped with its event time. Every `batch` items make a batch of `flow`,
-    followed by the watermark reached by then: between batches the runner's watermark lags the
-    reference's, which changes when timers fire but no output (see the module docstring).
+    Tagged EVENTS / PROFILES (dead letters ride on EVENTS); each element is (item, the
+    watermark of its partition just before it, the wall clock at receipt, batch), stamped with
+    its event time; the clock is the reference runner's (transforms/clock.py). Every `batch`
+    items make a batch of `flow`, followed by the combined watermark reached by then: between
+    batches the runner's watermark lags the reference's, which changes when timers fire but no
+    output (see the module docstring).
     """
-    clock = EventClock(settings)
+    clock = replay_clock(settings, wall_clock())
     stream = TestStream(output_tags=[EVENTS, PROFILES])
     pending: dict[str, list[TimestampedValue]] = {EVENTS: [], PROFILES: []}
     sent: int | None = None
@@ -661,15 +662,19 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
     for item in items:
         if on_item is not None:
             on_item(item)
-        wm = clock.watermark
+        now = wall_clock()
         if isinstance(item, DeadLetter):
+            wm = clock.watermark
             stamp = wm if wm is not None else _MIN_MS
             tag = EVENTS
         else:
             stamp = event_time(item)
             tag = PROFILES if isinstance(item, CustomerProfile) else EVENTS
-            clock.observe(stamp)
-        element = (item, wm, wm, number)
+            partition = source_partition(item.origin, item.customer_id,
+                                         settings.replay_partitions)
+            wm = clock.partition_watermark(partition)
+            clock.observe(partition, stamp, now)
+        element = (item, wm, now, number)
         pending[tag].append(TimestampedValue(element, Timestamp(micros=stamp * 1000)))
         size += 1
         if size == batch:

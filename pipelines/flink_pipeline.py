@@ -27,32 +27,16 @@ Entry points: `run_kafka(settings, options)` (`personalize run --runner flink|fl
 `run_replay(items, settings, out_dir)` (`personalize replay --runner flink`), which writes the
 same files as the reference runner (pipelines/outputs.py).
 
-Watermarks and lateness. Each decoder subtask keeps a SourceClock over the partitions its
-source subtask reads (the connector's split assignment, `split_owner`), and it gives two things.
-Lateness is judged per partition: every item carries the watermark of its own partition from
-before it (max event time seen in that partition - max_out_of_orderness - 1, the reference
-runner's rule), and PerCustomer judges it against that and the customer's processed-up-to time
-only, not against Flink's watermark. A record is late when it is more than max_out_of_orderness
-behind what its own partition already delivered (or its customer was already processed past
-it); never because another partition or subtask ran ahead or had not delivered yet, so the
-verdict does not depend on the order in which the source fetches partitions. (Events are keyed
-by customer in Kafka: a customer's events share a partition.)
-Timers follow the clock overall: the minimum over the partitions that hold it, never moving
-back. A partition holds it while it has records left to read: in a bounded read (--max-events)
-exactly, until its stop offset; otherwise while it delivered a record within `flink.idleness`,
-or the broker's end offsets (asked at most once a second) show records left, for at most
-BACKLOG_HOLD without one. Partitions not read yet hold it the same way from where their read
-starts (the group's committed offset, asked again while they deliver nothing: a partition read
-to its end before a restore stops holding once the restored job commits). So a slow start, or
-a backlog fetched one partition after another, does not move timers past records still to be
-read, while a caught-up (idle) partition does not stall the others' deadlines. For Flink's own
-watermark to be that clock, the decoder stamps each record with clock + max_out_of_orderness +
-1 rather than its event time, and the stream gets
-WatermarkStrategy.for_bounded_out_of_orderness(max_out_of_orderness) with idleness (so an
-events subtask with nothing to read does not hold back the timers); nothing downstream reads
-element timestamps (the core keeps its own windows). A customer's timer fires once Flink's
-watermark passes it, which is then not ahead of the customer's partition while that partition
-has records to read: the processed-up-to time adds no lateness of its own.
+Watermarks and lateness: transforms/clock.py, the rule of every runner. Each decoder subtask
+keeps an EventClock over the partitions its source subtask reads (the connector's split
+assignment, `split_owner`; start and end offsets asked of the broker, bounded reads exactly
+to their stop offsets). Every item carries the watermark of its own partition from before it,
+and PerCustomer judges it against that and the customer's processed-up-to time only, not
+against Flink's watermark. Timers follow the clock's combined watermark: the decoder stamps
+each record with combined + max_out_of_orderness + 1 rather than its event time, and the
+stream gets WatermarkStrategy.for_bounded_out_of_orderness(max_out_of_orderness) with
+idleness (so an events subtask with nothing to read does not hold back the timers); nothing
+downstream reads element timestamps (the core keeps its own windows).
 Profiles are joined by a union before the watermarks, not as a second (connected) input: a
 CRM update carries CRM time, not stream time, and Flink's watermark of a two-input operator is
 the minimum of both inputs, so an active but lagging profiles feed would hold back every
@@ -62,26 +46,20 @@ customer's processed time is applied at once (the core's rule for late profiles)
 it is buffered like an event. Known limit: with parallelism > 1, a watermark subtask whose
 event partitions are idle but which still receives profiles is not idle, and holds back the
 others at its last watermark.
-A replay reads one file in arrival order through one decoder: one partition that never idles,
-so its watermark is exactly the reference runner's, hence the same dead letters, payloads and
-audit.
-Known limits: with no input at all the watermark stands still (event time is data), so a
-pending deadline fires with the next record or at the end of a bounded read. The clock is only
-re-evaluated (and the broker's offsets only asked) when a record arrives (a Python
-ProcessFunction has no timers), and it is not in the checkpoint: after a restore it starts
-empty and holds until the partitions deliver again or are known to be read to their end.
-Flink's idleness is per watermark subtask and by the wall clock: with parallelism > 1, a
-subtask whose source delivers nothing for `flink.idleness` while its partitions still have
-records (a fetch stalled that long) is left out of Flink's watermark, so its customers'
-deadlines can fire ahead of those records, which are then late for their customer (not for
-their partition); with parallelism 1 there is one watermark subtask and this cannot happen.
-Likewise a partition that went idle and comes back behind the others: its records are not late
-for their partition, but a customer already woken past them has them late (the price of not
-stalling on idle partitions). A bounded read of a transactional topic whose stop offset lies
-behind a commit marker holds until the read ends (deadlines then fire at their own time). The
-split of partitions over subtasks is the connector's default; after a restore with another
-parallelism a subtask may expect partitions it does not read: they hold its clock for at most
-BACKLOG_HOLD (bounded reads: until the group's committed offsets reach their stop offsets).
+A replay reads one file in arrival order through one decoder, each item in its
+clock.source_partition (the file, or core.replay_partitions of them), with idleness 0: the
+reference runner's clock, hence the same dead letters, payloads and audit.
+Known limits: a Python ProcessFunction has no timers, so the clock is only re-evaluated (and
+the broker's offsets only asked) when a record arrives: with no input at all the watermark
+stands still (so the clock's follow_wall_clock is off here), and a pending deadline fires with
+the next record or at the end of a bounded read. The clock is not in the checkpoint: after a
+restore it starts empty and holds until the partitions deliver again or are known to be read
+to their end. Flink's own idleness is per watermark subtask and by the wall clock: with
+parallelism > 1, a subtask whose source delivers nothing for `flink.idleness` while its
+partitions still have records is left out of Flink's watermark, so its customers' deadlines
+can fire ahead of those records, which are then late for their customer (not for their
+partition); with parallelism 1 this cannot happen. Likewise a partition that went idle and
+comes back behind the others (the price of not stalling on idle partitions).
 
 Savepoints: every operator built here has a stable `.uid()`. The Kafka table sources and sinks
 get planner uids (`table.exec.uid.generation: ALWAYS`, derived from the order the tables are
@@ -112,6 +90,7 @@ from pipelines import wire
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
+from transforms.clock import BACKLOG_HOLD, EventClock, replay_clock, source_partition
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -137,10 +116,7 @@ LONG_MIN = -(1 << 63)
 # events move the watermark (see the module doc).
 NO_STAMP = LONG_MIN + (1 << 40)
 
-# Unbounded reads: a partition known to have records left holds the clock at most this long
-# without delivering one (a bound on a stall, e.g. offsets taken by aborted transactions). The
-# decoders ask the broker for offsets at most every END_OFFSETS_EVERY ms.
-BACKLOG_HOLD = 60_000
+# The decoders ask the broker for offsets at most every END_OFFSETS_EVERY ms.
 END_OFFSETS_EVERY = 1_000
 # PerCustomer adds its counts to Flink's metrics at most this often (ms).
 COUNTERS_EVERY = 1_000
@@ -257,125 +233,10 @@ def task_info(runtime_context: Any) -> tuple[int, int] | None:
         return None
 
 
-class SourceClock:
-    """The event-time clocks of what one decoder subtask reads.
-
-    Per partition p, `partition_watermark(p)`: max event time seen in p - max_out_of_orderness
-    - 1 (the reference runner's rule, per partition). A record is judged late against its own
-    partition's watermark only: how far other partitions got, or whether they delivered yet,
-    does not change its verdict.
-
-    Overall, `watermark` (what Flink's watermark follows, hence when timers fire): the minimum
-    over the partitions that hold it, never moving back. A partition holds it
-    - in a bounded read (`expect(..., bounded=True)` with each partition's stop offset), until
-      its last record was read: exactly, whatever order the source fetches partitions in;
-    - else, while it delivered a record less than `idleness` ms (wall clock) ago, or while it
-      is known to have records left to read (`end` offsets from the broker, beyond a possible
-      transaction marker), for at most `hold` ms without a record: a backlog fetched after
-      another partition's, or a slow start, holds the clock; a caught-up partition does not.
-    Expected partitions not read yet hold it the same way (from `start`: where the read of them
-    begins). When no partition holds it, it follows the newest data. With one partition and
-    idleness 0 (a replay file) it is exactly the reference runner's watermark.
-
-    `horizon` is what future timestamps are judged against: the newest event time of any
-    partition - max_out_of_orderness - 1, so a lagging partition does not make the records of
-    the others look like they come from the future.
-    """
-
-    def __init__(self, ooo: int, idleness: int, hold: int = BACKLOG_HOLD) -> None:
-        self.ooo = ooo
-        self.idleness = idleness
-        self.hold = hold
-        self.bounded = False
-        self.max_seen: dict[Any, int] = {}
-        self.last_read: dict[Any, int] = {}     # wall ms of the last record (or of expect())
-        self.next_offset: dict[Any, int] = {}   # where the read of a partition stands
-        self.delivered: set[Any] = set()
-        self.end: dict[Any, int] = {}           # where its records end (stop, or broker end)
-        self.newest: int | None = None
-        self.watermark: int | None = None
-
-    def expect(self, partitions: Iterable[Any], now: int, start: dict[Any, int] | None = None,
-               end: dict[Any, int] | None = None, bounded: bool = False) -> None:
-        """Partitions this subtask reads (they hold the clock as above), where their read starts
-        and where their records end, if known; `bounded`: the ends are stop offsets."""
-        self.bounded = bounded
-        for p in partitions:
-            self.last_read.setdefault(p, now)
-            if start and p in start:
-                self.next_offset.setdefault(p, start[p])
-        if end:
-            self.end.update(end)
-
-    def set_ends(self, end: dict[Any, int]) -> None:
-        """The partitions' end offsets, as the broker now knows them (unbounded reads)."""
-        self.end.update(end)
-
-    def set_starts(self, start: dict[Any, int]) -> None:
-        """Where the read of partitions that delivered nothing yet stands (the group's
-        committed offsets: after a restore they catch up with the restored position)."""
-        for p, offset in start.items():
-            at = self.next_offset.get(p)
-            if p not in self.delivered and (at is None or offset > at):
-                self.next_offset[p] = offset
-
-    def waiting(self) -> list[Any]:
-        """Expected partitions that delivered nothing yet and have records left to read."""
-        return [p for p in self.last_read if p not in self.delivered
-                and p in self.end and self.next_offset.get(p, self.end[p]) < self.end[p]]
-
-    def partition_watermark(self, partition: Any) -> int | None:
-        """The watermark of one partition (None before its first record)."""
-        seen = self.max_seen.get(partition)
-        return None if seen is None else seen - self.ooo - 1
-
-    def holds(self, partition: Any, now: int) -> bool:
-        """Whether `partition` holds the overall watermark (see above)."""
-        end = self.end.get(partition)
-        at = self.next_offset.get(partition)
-        if self.bounded and end is not None:
-            return at is None or at < end
-        quiet = now - self.last_read[partition]
-        if not self.idleness or quiet < self.idleness:
-            return True
-        return end is not None and at is not None and end - at > 1 and quiet < self.hold
-
-    def observe(self, partition: Any, t: int | None, now: int, offset: int | None = None) -> None:
-        """A record of `partition` (at `offset`) with event time t (None: not usable) arrived at
-        `now`."""
-        self.last_read[partition] = now
-        self.delivered.add(partition)
-        if offset is not None:
-            at = self.next_offset.get(partition)
-            if at is None or offset >= at:
-                self.next_offset[partition] = offset + 1
-        if t is not None:
-            seen = self.max_seen.get(partition)
-            if seen is None or t > seen:
-                self.max_seen[partition] = t
-            if self.newest is None or t > self.newest:
-                self.newest = t
-        holding = [p for p in self.last_read if self.holds(p, now)]
-        if any(p not in self.max_seen for p in holding):
-            return
-        times = [self.max_seen[p] for p in holding] if holding else list(self.max_seen.values())
-        if times:
-            wm = (min(times) if holding else max(times)) - self.ooo - 1
-            if self.watermark is None or wm > self.watermark:
-                self.watermark = wm
-
-    @property
-    def horizon(self) -> int | None:
-        """The bound of future timestamps (see above)."""
-        if self.newest is None:
-            return self.watermark
-        newest = self.newest - self.ooo - 1
-        return newest if self.watermark is None or newest > self.watermark else self.watermark
-
-    @property
-    def stamp(self) -> int:
-        """The Flink timestamp whose bounded-out-of-orderness watermark is this clock."""
-        return (LONG_MIN if self.watermark is None else self.watermark) + self.ooo + 1
+def _tp(partition: Any) -> tuple[str, int]:
+    """A Kafka source's clock partition: (topic, partition)."""
+    topic, number = partition
+    return topic, number
 
 
 def split_owner(topic: str, partition: int, parallelism: int) -> int:
@@ -499,12 +360,11 @@ def _functions() -> dict[str, type]:
 
         def open(self, runtime_context: Any) -> None:
             settings = self.settings
-            ooo = settings.core.max_out_of_orderness
             self.offsets: Any = None
             if self.source is None:       # one file, read in order: the reference's clock
-                self.clock = SourceClock(ooo, 0)
+                self.clock = replay_clock(settings.core, wall_ms())
                 return
-            self.clock = SourceClock(ooo, settings.flink.idleness)
+            self.clock = EventClock(settings.core, settings.flink.idleness)
             self.topic = topic = (settings.kafka.profiles_topic if self.source == PROFILES
                                   else settings.kafka.events_topic)
             read = self.read or KafkaRead()
@@ -542,9 +402,10 @@ def _functions() -> dict[str, type]:
             self.asked_at = now
             try:
                 if not clock.bounded:
-                    ends = consumer.end_offsets([TopicPartition(*p) for p in clock.last_read])
+                    ends = consumer.end_offsets([TopicPartition(*_tp(p)) for p in clock.last_read])
                     clock.set_ends({(tp.topic, tp.partition): o for tp, o in ends.items()})
-                committed = {p: consumer.committed(TopicPartition(*p)) for p in clock.waiting()}
+                committed = {p: consumer.committed(TopicPartition(*_tp(p)))
+                             for p in clock.waiting()}
             except Exception as exc:  # noqa: BLE001 - try again later; idleness still applies
                 log.warning("cannot read the offsets of %s: %s", self.topic, exc)
                 self.asked_at = now + BACKLOG_HOLD
@@ -553,27 +414,34 @@ def _functions() -> dict[str, type]:
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             clock, core = self.clock, self.settings.core
-            horizon = clock.horizon
-            now = wall_ms()                         # bounds future timestamps, as the reference's
+            now = wall_ms()                   # bounds future timestamps and the watermark
             if self.source is None:
                 item = pickle.loads(base64.b64decode(value))
-                partition: Any = None
+                if isinstance(item, DeadLetter):
+                    yield tags[DEAD_LETTER], item
+                    return
+                partition = source_partition(item.origin, item.customer_id,
+                                             core.replay_partitions)
                 offset = None
             else:
                 if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:
                     self._ask_offsets(now)
                 partition, offset = (value[1], value[2]), value[3]
                 item = wire.decode(self.source, value[0], value[1], value[2], offset,
-                                   horizon, core, now)
+                                   core, now)
             if not isinstance(item, DeadLetter):
-                item = wire.admit(item, horizon, core, now)
+                item = wire.admit(item, core, now)
             if isinstance(item, DeadLetter):
                 clock.observe(partition, None, now, offset)
                 yield tags[DEAD_LETTER], item
                 return
             wm = clock.partition_watermark(partition)
             clock.observe(partition, event_time(item), now, offset)
-            stamp = NO_STAMP if self.source == PROFILES else clock.stamp
+            if self.source == PROFILES:
+                stamp = NO_STAMP
+            else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
+                combined = clock.watermark
+                stamp = (LONG_MIN if combined is None else combined) + core.max_out_of_orderness + 1
             yield Row(item.customer_id, (wm, item)), stamp
 
     class PerCustomer(KeyedProcessFunction):

@@ -1,15 +1,14 @@
 """The reference runner: the core driven by an in-memory event-time loop (no engine).
 
 It is the yardstick the engines are tested against, and the fastest way to replay a file.
-Watermark = max event time seen - max_out_of_orderness - 1 (Flink's convention), global over
-the input; an item is late against the watermark as it stands when the item arrives. Timers
-are a heap of (time, customer); those the watermark has reached fire in rounds, every
-`fire_every` input items, as an engine fires them when its periodic watermark advances (Flink:
-every 200 ms, 20 000 records at 100 000 records/s), and at the end of input the watermark goes
-to the end of time, so every pending deadline fires at its own time. How often timers fire
-changes no output, only the order of outputs across customers (the core processes what is due
-in event-time order; a test checks it). Rounds let one wake take all of a customer's items the
-watermark has passed, instead of one wake per item.
+The clock is transforms/clock.py's, as on the engines: each item counts in its source
+partition (clock.source_partition: its Kafka partition, the file, or with
+core.replay_partitions N the partition Kafka's default partitioner gives its customer) and is
+judged late against that partition's watermark just before it. Timers are a heap of (time,
+customer); those the combined watermark has reached fire in rounds, every `fire_every` input
+items, as an engine fires them when its periodic watermark advances, and at the end of input
+the watermark goes to the end of time, so every pending deadline fires at its own time. How
+often timers fire changes no output (a test checks it).
 
     items (BehaviourEvent | CustomerProfile | DeadLetter) -> ReferenceRunner -> outputs by kind
 """
@@ -25,7 +24,8 @@ from typing import Any
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.wire import admit
-from transforms.core import END_OF_TIME, Core
+from transforms.clock import END_OF_TIME, replay_clock, source_partition
+from transforms.core import Core
 from transforms.model import DEAD_LETTER, PAYLOAD, DeadLetter, Item, Output, event_time
 from transforms.settings import Settings
 from transforms.state import CustomerState
@@ -34,7 +34,7 @@ FIRE_EVERY = 16_384  # input items between two rounds of timers
 
 
 def wall_ms() -> int:
-    """The wall clock in epoch milliseconds (only bounds future timestamps)."""
+    """The wall clock in epoch milliseconds (bounds future timestamps and the watermark)."""
     return time.time_ns() // 1_000_000
 
 
@@ -59,43 +59,46 @@ class ReferenceRunner:
         # wake_at covers all it still waits for): heap entries not in `next_wake` are stale.
         self.timers: list[tuple[int, str]] = []
         self.next_wake: dict[str, int] = {}
-        self.max_seen: int | None = None
-        self.ooo = core.settings.max_out_of_orderness
+        self.event_clock = replay_clock(core.settings, clock())
+        self.partitions = core.settings.replay_partitions
         self.fire_every = max(1, fire_every)
         self.unfired = 0  # items fed since the last round of timers
 
     @property
     def watermark(self) -> int | None:
-        """The current watermark (None before the first item)."""
-        return None if self.max_seen is None else self.max_seen - self.ooo - 1
+        """The combined watermark (None before the first item)."""
+        return self.event_clock.watermark
 
     def feed(self, item: Item | DeadLetter) -> None:
         """One input item in arrival order."""
         if isinstance(item, DeadLetter):
             self.emit((DEAD_LETTER, item))
             return
-        t = event_time(item)
-        watermark = self.watermark
-        admitted = admit(item, watermark, self.core.settings, self.clock())
+        now = self.clock()
+        admitted = admit(item, self.core.settings, now)
         if isinstance(admitted, DeadLetter):
-            # Checked before the item can move the watermark (the decoders do the same).
+            # Checked before the item can move the clock (the decoders do the same).
             self.emit((DEAD_LETTER, admitted))
             return
+        t = event_time(item)
         cid = item.customer_id
-        if watermark is not None and t <= watermark:
+        partition = source_partition(item.origin, cid, self.partitions)
+        clock = self.event_clock
+        own = clock.partition_watermark(partition)
+        if own is not None and t <= own:
             # A late item (a late profile is still applied) meets its customer as an engine
             # would, one whose timers fire as the watermark passes them: a due timer first.
+            combined = clock.watermark
             due = self.next_wake.get(cid)
-            if due is not None and due <= watermark:
-                self._fire(cid, watermark)
-        state, outputs, wake_at = self.core.step(self.states.get(cid), item, watermark)
+            if combined is not None and due is not None and due <= combined:
+                self._fire(cid, combined)
+        state, outputs, wake_at = self.core.step(self.states.get(cid), item, own)
         self._store(cid, state, outputs, wake_at)
-        if self.max_seen is None or t > self.max_seen:
-            self.max_seen = t
+        clock.observe(partition, t, now)
         self.unfired += 1
-        if self.unfired >= self.fire_every:
+        if self.unfired >= self.fire_every and clock.watermark is not None:
             self.unfired = 0
-            self.advance(self.max_seen - self.ooo - 1)
+            self.advance(clock.watermark)
 
     def advance(self, watermark: int) -> None:
         """Fire every timer at or before `watermark`, in time order."""
@@ -114,6 +117,7 @@ class ReferenceRunner:
 
     def finish(self) -> None:
         """End of a bounded input: the watermark goes to the end of time."""
+        self.event_clock.finish()
         self.advance(END_OF_TIME)
 
     def _store(

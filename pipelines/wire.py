@@ -65,54 +65,36 @@ def decode(
     topic: str,
     partition: int,
     offset: int,
-    watermark: int | None,
     settings: CoreSettings,
     received_at: int,
 ) -> Item | DeadLetter:
-    """Raw bytes of the events or profiles source -> an input item, or a dead letter (a null
-    value, a Kafka tombstone, is one with reason `empty`)."""
+    """Raw bytes of the events or profiles source, read at wall clock `received_at` (which
+    bounds future timestamps) -> an input item, or a dead letter (a null value, a Kafka
+    tombstone, is one with reason `empty`)."""
     origin = Origin(topic, partition, offset)
     raw = b"" if raw is None else bytes(raw)
     if source == PROFILES:
         return decode_profile(raw, origin, settings, received_at)
-    return decode_event(
-        raw, origin, _horizon(watermark, received_at or None), settings, received_at
-    )
+    return decode_event(raw, origin, received_at, settings, received_at)
 
 
-def admit(
-    item: Item, watermark: int | None, settings: CoreSettings, now: int | None = None
-) -> Item | DeadLetter:
-    """An input item against the watermark its source had when it read it: an item more than
-    max_future ahead of it is a dead letter (`future_timestamp`), so a bogus timestamp cannot
-    drag the watermark forward and make every later event late.
-
-    The bound is the later of the watermark and `now`, the wall clock at receipt when known:
-    after a quiet spell in the traffic the watermark lags, and the next real event must not
-    look like it came from the future. decode() applies the same bound to events; this also
-    covers profiles, and items read from files (decoded and validated without a watermark).
-    """
-    horizon = _horizon(watermark, now)
-    if horizon is None:
-        return item
+def admit(item: Item, settings: CoreSettings, now: int) -> Item | DeadLetter:
+    """An input item against the wall clock at its receipt: one more than max_future ahead of
+    it is a dead letter (`future_timestamp`), checked before it can move the clock
+    (transforms/clock.py). decode() applies the same bound to events; this also covers
+    profiles, and items read from files (decoded and validated without a clock)."""
     t = event_time(item)
-    if t <= horizon + settings.max_future:
+    if t <= now + settings.max_future:
         return item
     raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
     return dead_letter(
         raw,
         item.origin or Origin("unknown"),
         R_FUTURE,
-        f"event time {t} is {t - horizon} ms ahead of the watermark",
-        now or horizon,
+        f"event time {t} is {t - now} ms ahead of the wall clock",
+        now,
         settings,
     )
-
-
-def _horizon(watermark: int | None, now: int | None) -> int | None:
-    if watermark is None:
-        return now
-    return watermark if now is None else max(watermark, now)
 
 
 def event_time_of(source: str, raw: bytes, settings: CoreSettings) -> int | None:

@@ -244,7 +244,7 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
     class DecodingPerCustomer(per_customer):  # type: ignore[misc]
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             raw, source = value[0], value[1]
-            item = wire.decode(source, bytes(raw), source, 0, 0, None, core_settings, wall_ms())
+            item = wire.decode(source, bytes(raw), source, 0, 0, core_settings, wall_ms())
             if not isinstance(item, DeadLetter):
                 yield from super().process_element((None, item), ctx)
 

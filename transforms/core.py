@@ -16,13 +16,13 @@ Size: the state is capped (DESIGN.md section 8; table in transforms/state.py). W
 customer's buffer passes `max_pending`, `step` processes its oldest items at once (`_overflow`):
 none is lost, and that customer's later items behind them are late.
 
-Lateness: an item is late when its event time is <= the watermark the adapter passes (Flink's
-convention: watermark = max seen - max_out_of_orderness - 1) or <= the time this customer was
-last processed up to. Late events go to the dead-letter output with reason `late`, except
-consent changes and erasure requests, applied at once whatever their lateness (DESIGN.md
-section 8), as a late profile is (a CRM update is never dropped). Every email consent change
-is audited (type consent_change) and, when it changes the consent held, written to the
-feature store at once (CONSENT output), not with the write-behind snapshots.
+Lateness: an item is late when its event time is <= the watermark the adapter passes (that of
+the item's own source partition, transforms/clock.py) or <= the time this customer was last
+processed up to. Late events go to the dead-letter output with reason `late`, except consent
+changes and erasure requests, applied at once whatever their lateness (DESIGN.md section 8), as
+a late profile is (a CRM update is never dropped). Every email consent change is audited (type
+consent_change) and, when it changes the consent held, written to the feature store at once
+(CONSENT output), not with the write-behind snapshots.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from transforms.bounds import (
     evict,
 )
 from transforms.catalog import Catalog
+from transforms.clock import END_OF_TIME
 from transforms.codec import encode_event
 from transforms.compose import Composer
 from transforms.model import (
@@ -85,7 +86,6 @@ PURGE_EVERY = HOUR  # an active customer's state is trimmed at most this often
 _PROFILE_KEY = "profile"  # the audit key of a consent change stated by a profile
 # Beyond any watermark an engine can send (Flink's MAX_WATERMARK is 2**63 - 1).
 _NEVER = 1 << 64
-END_OF_TIME = (1 << 63) - 1
 
 Result = tuple[CustomerState | None, list[Output], list[int]]
 

@@ -67,8 +67,11 @@ class CoreSettings:
 
     dedup_ttl: int = duration(24 * HOUR)
     max_out_of_orderness: int = duration(10 * SECOND)
-    # Events whose occurred_at is more than this ahead of the watermark are dead-lettered.
+    # Events more than this ahead of the wall clock at receipt are dead-lettered (clock.py).
     max_future: int = duration(5 * MINUTE)
+    # File replays: 0 reads the file as one partition; N spreads customers over N partitions
+    # as Kafka's default partitioner does (transforms/clock.py source_partition).
+    replay_partitions: int = 0
     cart_delay: int = duration(1 * HOUR)
     cart_ttl: int = duration(7 * DAY)
     browse_window: int = duration(30 * MINUTE)

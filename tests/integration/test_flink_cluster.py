@@ -26,8 +26,10 @@ def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cl
     reference runner's payloads and dead letters. Among them the {tag}-dup customer's late view
     (T0 + 2 min, read after that customer's T0 + 5 min view in the same partition) is late
     within its own partition, so it is a dead letter whichever partition the source reads
-    first, and whether or not the other one delivered anything yet."""
-    s = kafka_settings(kafka)
+    first, and whether or not the other one delivered anything yet. The job reads them as a
+    backlog with the default 2 s idleness: a partition fetched after the other, however long
+    that takes under load, holds the timers while it has records left (transforms/clock.py)."""
+    s = kafka_settings(kafka, **{"flink.idleness": "2s"})
     tag = s.kafka.group_id
     items = journeys(tag)
     want = reference.run_replay(items, s, tmp_path / "ref")

@@ -1,8 +1,8 @@
 """The Beam topology on the DirectRunner, driven by TestStream with explicit watermarks.
 
-Each test scripts what a source would send: items with the watermark it had before each of
-them (EventClock, the reference runner's rule), watermark advances (the source's, after a poll;
-or an idle source's advance with no items), and probes: marker elements recorded, in order,
+Each test scripts what a source would send: items with the watermark of their partition before
+each of them (transforms/clock.py), watermark advances (the source's, after a poll; or an idle
+source's advance with no items), and probes: marker elements recorded, in order,
 with the outputs. The DirectRunner drains all work and fires every due timer before it takes
 the next TestStream event, so a payload recorded before a probe was emitted before that point
 of the script.
@@ -19,10 +19,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.beam_kafka import EventClock, KafkaRecord, Local, tally
+from pipelines.beam_kafka import KafkaRecord, Local, tally
 from pipelines.beam_pipeline import build_pipeline, run_to_end, streaming_options
-from pipelines.wire import EVENTS, PROFILES, admit, event_time_of
+from pipelines.wire import EVENTS, PROFILES, event_time_of
 from tests.builders import CART_DELAY, MINUTE, SECOND, T0, add, profile, view
+from transforms.clock import EventClock
 from transforms.codec import encode_event, encode_profile
 from transforms.model import (
     AUDIT,
@@ -30,7 +31,6 @@ from transforms.model import (
     FEATURES,
     PAYLOAD,
     R_DECODE,
-    R_FUTURE,
     R_LATE,
     CustomerProfile,
     DeadLetter,
@@ -42,6 +42,7 @@ pytestmark = pytest.mark.engine
 
 OOO = CoreSettings().max_out_of_orderness
 PROBE = "probe"
+WALL = T0 + 365 * 24 * 3600 * SECOND      # the wall clock when the source read the items
 
 
 class Script:
@@ -50,37 +51,43 @@ class Script:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.clock = EventClock(self.settings.core)
+        self.idle: int | None = None       # an idle source's watermark, ahead of the clock's
         self.stream = TestStream(output_tags=[EVENTS, PROFILES, PROBE])
         self.sent: int | None = None
 
     def items(self, *items: Any) -> Script:
         """Items read in this order (one poll), then the source's new watermark."""
         for item in items:
-            wm = self.clock.watermark
+            wm = self.clock.partition_watermark(None)
             profile_ = isinstance(item, CustomerProfile) or (
                 isinstance(item, KafkaRecord) and item.topic == PROFILES)
             tag = PROFILES if profile_ else EVENTS
             stamp = event_time(item) if not isinstance(item, (DeadLetter, KafkaRecord)) else wm or 0
             # No batch number: the run's Flow does not count these, so timers wake the core at
             # their own times, exactly when the scripted watermark passes them.
-            self.stream.add_elements([TimestampedValue((item, wm, wm, None), _ts(stamp))], tag=tag)
+            element = (item, wm, WALL, None)
+            self.stream.add_elements([TimestampedValue(element, _ts(stamp))], tag=tag)
             if not isinstance(item, (DeadLetter, KafkaRecord)):
-                self.clock.observe(event_time(item))
+                self.clock.observe(None, event_time(item), WALL)
         return self._advance()
 
     def watermark(self, t: int) -> Script:
         """An idle source moves its watermark to t: no items, only the watermark."""
-        self.clock.advance_to(t)
+        self.idle = t
         return self._advance()
 
     def probe(self, name: str) -> Script:
         """A marker recorded in order with the outputs."""
-        stamp = _ts(self.clock.watermark or 0)
+        stamp = _ts(self._watermark() or 0)
         self.stream.add_elements([TimestampedValue(name, stamp)], tag=PROBE)
         return self
 
-    def _advance(self) -> Script:
+    def _watermark(self) -> int | None:
         wm = self.clock.watermark
+        return self.idle if wm is None or (self.idle is not None and self.idle > wm) else wm
+
+    def _advance(self) -> Script:
+        wm = self._watermark()
         if wm is not None and (self.sent is None or wm > self.sent):
             self.sent = wm
             for tag in (EVENTS, PROFILES, PROBE):
@@ -265,35 +272,6 @@ def test_kafka_records_are_decoded_and_bad_bytes_are_dead_letters_with_their_ori
 
 
 # ------------------------------------------------------------------------ the source's watermark
-
-
-def test_event_clock_on_one_stream_is_the_reference_watermark():
-    clock = EventClock(CoreSettings())
-    assert clock.watermark is None
-    clock.observe(T0)
-    clock.observe(T0 - 5 * SECOND)            # older: the max does not move
-    assert clock.watermark == T0 - OOO - 1
-    far = T0 + CoreSettings().max_future + MINUTE
-    clock.observe(far)                        # too far ahead: a dead letter, the clock stays
-    assert clock.watermark == T0 - OOO - 1
-    assert admit(view(far), clock.watermark, CoreSettings()).reason == R_FUTURE
-
-
-def test_event_clock_takes_the_slowest_partition_that_still_has_records_to_read():
-    clock = EventClock(CoreSettings())
-    clock.set_holding({"a", "b"})
-    clock.observe(T0 + MINUTE, "a")
-    assert clock.watermark is None            # b holds it: nothing read from it yet
-    clock.observe(T0, "b")
-    assert clock.watermark == T0 - OOO - 1
-    clock.release("b")                        # b read to its end: a alone
-    assert clock.watermark == T0 + MINUTE - OOO - 1
-    clock.observe(T0 + 2 * MINUTE, "b")       # b's newer record does not hold it back again
-    clock.set_holding(set())                  # everything read: the newest data
-    assert clock.watermark == T0 + 2 * MINUTE - OOO - 1
-    # A partition far behind does not make the others' records "future" ones.
-    assert clock.horizon() == T0 + 2 * MINUTE - OOO - 1
-    assert clock.horizon(now=T0 + 60 * MINUTE) == T0 + 60 * MINUTE
 
 
 def test_event_time_of_reads_occurred_at_without_decoding():

@@ -1,6 +1,6 @@
-"""The PyFlink adapter's own pieces: the source clock, the Kafka tables, the cluster job's
-arguments (pure, milliseconds); and `personalize run --runner flink` on the local mini-cluster
-through the real Kafka (integration)."""
+"""The PyFlink adapter's own pieces: the split of partitions over subtasks, the Kafka tables,
+the cluster job's arguments (pure, milliseconds); and `personalize run --runner flink` on the
+local mini-cluster through the real Kafka (integration)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import pytest
 
 from pipelines import flink_job, wire
 from pipelines.flink_pipeline import (
-    LONG_MIN,
     KafkaRead,
-    SourceClock,
     job_args,
     run_kafka,
     sink_ddl,
@@ -21,98 +19,9 @@ from pipelines.flink_pipeline import (
     split_owner,
     stopping_offsets,
 )
-from tests.builders import SECOND, T0
 from tests.conftest import unique_name
 from transforms.codec import decode_payload
 from transforms.settings import Settings, load_settings
-
-OOO = 10 * SECOND
-IDLE = 2 * SECOND
-WALL = 1_000_000            # a wall-clock instant (ms); only differences matter
-
-
-def test_clock_is_the_reference_watermark_for_one_partition():
-    clock = SourceClock(OOO, 0)
-    assert clock.watermark is None and clock.stamp == LONG_MIN + OOO + 1
-    clock.observe("file", T0, WALL)
-    clock.observe("file", T0 - 5 * SECOND, WALL)          # out of order: never moves back
-    assert clock.watermark == T0 - OOO - 1
-    assert clock.stamp == T0                               # Flink's watermark = the clock
-
-
-def test_clock_is_held_by_the_lagging_partition_and_by_partitions_not_read_yet():
-    clock = SourceClock(OOO, IDLE)
-    clock.expect([0, 1], WALL)
-    clock.observe(0, T0 + 3600 * SECOND, WALL)
-    assert clock.watermark is None                         # partition 1 not read yet
-    assert clock.horizon == T0 + 3600 * SECOND - OOO - 1   # but the future is judged by 0
-    clock.observe(1, T0, WALL + 10)
-    assert clock.watermark == T0 - OOO - 1                 # the minimum of both
-
-
-def test_an_idle_partition_stops_holding_the_clock():
-    clock = SourceClock(OOO, IDLE)
-    clock.expect([0, 1], WALL)
-    clock.observe(1, T0, WALL)
-    clock.observe(0, T0 + 60 * SECOND, WALL + 100)
-    assert clock.watermark == T0 - OOO - 1
-    clock.observe(0, T0 + 120 * SECOND, WALL + IDLE + 1)   # 1 delivered nothing for `idleness`
-    assert clock.watermark == T0 + 120 * SECOND - OOO - 1
-
-
-def test_a_record_is_judged_by_the_watermark_of_its_own_partition():
-    clock = SourceClock(OOO, IDLE)
-    clock.expect([0, 1], WALL)
-    assert clock.partition_watermark(0) is None
-    clock.observe(0, T0 + 300 * SECOND, WALL)
-    # Partition 1 not read yet holds the overall clock, not partition 0's own: a record of 0
-    # three minutes behind what 0 already delivered is late whatever 1 does.
-    assert clock.watermark is None
-    assert clock.partition_watermark(0) == T0 + 300 * SECOND - OOO - 1
-    clock.observe(1, T0 + 7200 * SECOND, WALL)
-    assert clock.partition_watermark(0) == T0 + 300 * SECOND - OOO - 1   # 1 ahead: no matter
-
-
-def test_a_bounded_read_holds_each_partition_until_its_last_record_whatever_the_wall_clock():
-    clock = SourceClock(OOO, IDLE)
-    clock.expect([0, 1], WALL, start={0: 0, 1: 0}, end={0: 3, 1: 1}, bounded=True)
-    clock.observe(0, T0 + 3600 * SECOND, WALL + 100, offset=0)
-    clock.observe(0, T0 + 3660 * SECOND, WALL + 60 * IDLE, offset=1)      # 1 fetched late
-    assert clock.watermark is None
-    clock.observe(1, T0, WALL + 60 * IDLE, offset=0)                       # 1's only record
-    assert clock.watermark == T0 + 3660 * SECOND - OOO - 1                  # 1 is done
-    clock.observe(0, T0 + 3700 * SECOND, WALL + 60 * IDLE, offset=2)       # all read
-    assert clock.watermark == T0 + 3700 * SECOND - OOO - 1
-
-
-def test_an_unbounded_backlog_holds_the_clock_past_idleness_but_a_caught_up_partition_not():
-    clock = SourceClock(OOO, IDLE, hold=30 * IDLE)
-    clock.expect([0, 1, 2], WALL, start={0: 0, 1: 0, 2: 7}, end={0: 9, 1: 5, 2: 8})
-    clock.observe(0, T0 + 60 * SECOND, WALL + 3 * IDLE, offset=0)
-    assert clock.watermark is None              # 1 has records left: it holds past idleness
-    clock.observe(1, T0, WALL + 4 * IDLE, offset=0)
-    assert clock.watermark == T0 - OOO - 1      # 2 (one offset left: a commit marker) does not
-    clock.set_ends({1: 1})                      # the broker: 1 was read to its end
-    clock.observe(0, T0 + 90 * SECOND, WALL + 6 * IDLE, offset=1)
-    assert clock.watermark == T0 + 90 * SECOND - OOO - 1
-    clock.set_ends({1: 50})                     # 1 has records again but delivers none
-    clock.observe(0, T0 + 95 * SECOND, WALL + 20 * IDLE, offset=2)
-    assert clock.watermark == T0 + 90 * SECOND - OOO - 1
-    clock.observe(0, T0 + 99 * SECOND, WALL + 35 * IDLE, offset=3)       # ... for `hold`
-    assert clock.watermark == T0 + 99 * SECOND - OOO - 1
-
-
-def test_after_a_restore_a_partition_read_to_its_end_stops_holding_with_its_committed_offset():
-    # The group's committed offset (the start guess) lags the restored position: partition 1
-    # seems to have records left, delivers none, and holds until the committed offset moves.
-    clock = SourceClock(OOO, IDLE)
-    clock.expect([0, 1], WALL, start={0: 10, 1: 3}, end={0: 12, 1: 5}, bounded=True)
-    clock.observe(0, T0, WALL, offset=10)
-    assert clock.waiting() == [1] and clock.watermark is None
-    clock.set_starts({1: 5})                     # a checkpoint of the restored job committed
-    assert clock.waiting() == []
-    clock.observe(0, T0 + 60 * SECOND, WALL + 10, offset=11)
-    assert clock.watermark == T0 + 60 * SECOND - OOO - 1
 
 
 def test_partitions_are_split_over_source_subtasks_as_the_kafka_connector_does():

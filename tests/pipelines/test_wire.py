@@ -12,7 +12,7 @@ from transforms.settings import CoreSettings
 @pytest.mark.parametrize("source", [wire.EVENTS, wire.PROFILES])
 @pytest.mark.parametrize("value", [None, b"", bytearray()], ids=["null", "empty", "bytearray"])
 def test_a_tombstone_is_an_empty_dead_letter(source: str, value: bytes | None) -> None:
-    dead = wire.decode(source, value, "behaviour-events", 3, 42, None, CoreSettings(), 7)
+    dead = wire.decode(source, value, "behaviour-events", 3, 42, CoreSettings(), 7)
     assert isinstance(dead, DeadLetter)
     assert (dead.reason, dead.raw, dead.origin) == (R_EMPTY, b"", Origin("behaviour-events", 3, 42))
     assert (dead.raw_length, dead.received_at) == (0, 7)
