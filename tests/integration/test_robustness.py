@@ -76,7 +76,7 @@ def reference_outputs(produced: Produced, settings: Settings, out_dir: Path) -> 
         for record, (topic, partition, offset) in zip(produced.records, produced.where,
                                                       strict=True):
             received[0] = record.timestamp
-            item = wire.decode(record.source, record.value, topic, partition, offset, None,
+            item = wire.decode(record.source, record.value, topic, partition, offset,
                                settings.core, record.timestamp)
             out.count_input(item)
             runner.feed(item)
