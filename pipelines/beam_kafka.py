@@ -88,7 +88,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from pipelines.connections import kafka_client_config
 from pipelines.wire import EVENTS, PROFILES, event_time_of
-from transforms.clock import EventClock
+from transforms.clock import EventClock, receipt
 from transforms.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -464,7 +464,7 @@ class KafkaReader:
         number = self.flow.open_batch()
         self._track(consumer)
         elements: dict[str, list[tuple[KafkaRecord, int | None, int, int, int | None]]] = {}
-        received_at = wall_ms()
+        read_at = wall_ms()
         n = 0
         offsets: dict[tuple[str, int], int] = {}
         for tp, records in polled.items():
@@ -476,9 +476,10 @@ class KafkaReader:
             for r in records:
                 value = r.value if r.value is not None else b""
                 t = event_time_of(tag, value, core)
-                out.append((KafkaRecord(r.topic, r.partition, r.offset, value, received_at),
-                            clock.partition_watermark(key), received_at, number, t))
-                clock.observe(key, t, received_at, r.offset)
+                received = receipt(r.timestamp, read_at)
+                out.append((KafkaRecord(r.topic, r.partition, r.offset, value, received),
+                            clock.partition_watermark(key), received, number, t))
+                clock.observe(key, t, read_at, r.offset, received)
             n += len(records)
         self.read += n
         self.flow.close_batch(number, n, clock.watermark, offsets)

@@ -9,8 +9,13 @@
     clock.tick(now)                  re-evaluate without a record (idleness, the wall clock)
     clock.finish()                   end of a bounded input: the watermark is END_OF_TIME
     replay_clock(settings, now)      a file replay's clock; source_partition(origin, key, n)
+    receipt(record_timestamp, now)   the wall clock at receipt of a Kafka record
 
 The rules (the reference runner, Beam and Flink all apply these):
+- Receipt: the wall clock at receipt of a Kafka record is its record timestamp (the producer's
+  clock with CreateTime, the broker's with LogAppendTime), so a backlog read later is judged
+  as it was live and every engine judges it alike; a record without one (and a file's items)
+  takes the wall clock when it is read.
 - Future: a record more than `max_future` ahead of the wall clock at receipt is a dead letter.
 - Partition watermark: max over the partition's records of min(event time, wall clock at
   receipt), - max_out_of_orderness - 1 (None before its first record). One skewed event moves
@@ -104,16 +109,19 @@ class EventClock:
         return None if seen is None else seen - self.ooo - 1
 
     def observe(self, partition: Partition, t: int | None, now: int,
-                offset: int | None = None) -> None:
+                offset: int | None = None, received: int | None = None) -> None:
         """A record of `partition` (at `offset`) with event time t (None: unreadable, or a
-        dead letter) arrived at wall clock `now`."""
+        dead letter) read at wall clock `now`, received at `received` (its Kafka record
+        timestamp; default `now`)."""
         self.last_read[partition] = now
         if offset is not None:
             at = self.next_offset.get(partition)
             if at is None or offset >= at:
                 self.next_offset[partition] = offset + 1
-        if t is not None and t <= now + self.max_future:
-            capped = t if t < now else now
+        if received is None:
+            received = now
+        if t is not None and t <= received + self.max_future:
+            capped = t if t < received else received
             seen = self.max_seen.get(partition)
             if seen is None or capped > seen:
                 self.max_seen[partition] = capped
@@ -157,6 +165,14 @@ class EventClock:
     def finish(self) -> None:
         """End of a bounded input: every pending deadline is due."""
         self.watermark = END_OF_TIME
+
+
+def receipt(record_timestamp: int | None, now: int) -> int:
+    """The wall clock at receipt of a Kafka record read at `now`: its record timestamp, never
+    later than `now` (a producer's clock running fast gains nothing); `now` without one."""
+    if record_timestamp is None or record_timestamp < 0:
+        return now
+    return record_timestamp if record_timestamp < now else now
 
 
 def replay_clock(settings: CoreSettings, now: int) -> EventClock:
