@@ -1,6 +1,6 @@
 """The entry file a Flink cluster runs: `flink run -py pipelines/flink_job.py ... ARGS`.
 
-    ARGS: --set section.key=value ... (every setting; see flink_pipeline.job_args)
+    ARGS: --set section.key=value ... (every setting; see runners/flink_cluster.job_args)
           [--max-events N | --until-idle S] [--from-beginning] [--savepoint PATH]
           [--group-id G] [--feature-store]
 

@@ -23,7 +23,8 @@ the topic / partition / offset a dead letter must carry) and its KafkaRecordSeri
 cannot write headers. The tables give both: the `topic`, `partition`, `offset` metadata
 columns in, a `headers` metadata column out (payloads carry their message_id in a header).
 
-Entry points: `run_kafka(settings, options)` (`personalize run --runner flink|flink-cluster`),
+Entry points: `run_kafka(settings, jars, options)` (`personalize run --runner flink`; the
+cluster's submission is runners/flink_cluster.py),
 `run_replay(items, settings, out_dir)` (`personalize replay --runner flink`), which writes the
 same files as the reference runner (pipelines/outputs.py).
 
@@ -102,9 +103,8 @@ import sys
 import sysconfig
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +127,6 @@ from transforms.settings import Settings
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-JOB_FILE = Path(__file__).resolve().parent / "flink_job.py"
-# What a cluster job needs besides Python packages installed on the TaskManagers.
-PROJECT_DIRS = ("transforms", "pipelines", "runners", "templates", "avro_schemas")
 # Replay bookkeeping: +1 / -1 as a customer's state comes and goes.
 ACTIVE = "active_customers"
 LONG_MIN = -(1 << 63)
@@ -163,13 +160,6 @@ def checkpoint_dir(settings: Settings) -> str:
     path = Path(settings.paths.state_dir)
     path = path if path.is_absolute() else PROJECT_ROOT / path
     return (path / "flink" / "checkpoints").as_uri()
-
-
-def connector_jar(settings: Settings) -> Path:
-    """The flink-sql-connector-kafka jar (fetched by runners/bootstrap.sh into .jars/flink)."""
-    from runners.services import kafka_connector_jar
-
-    return kafka_connector_jar(settings)
 
 
 def flink_config(
@@ -1048,14 +1038,11 @@ def kafka_read(settings: Settings, options: Any) -> KafkaRead:
 # ------------------------------------------------------------------------------ run_kafka
 
 
-def run_kafka(settings: Settings, options: argparse.Namespace | None = None,
+def run_kafka(settings: Settings, jars: Sequence[Path], options: argparse.Namespace | None = None,
               feature_writer: Any | None = None) -> int:
-    """`personalize run --runner flink` (in this process) or `--runner flink-cluster`."""
+    """`personalize run --runner flink`: the Kafka job on a mini-cluster in this process, with
+    `jars` (the Kafka connector) on its classpath."""
     options = options or argparse.Namespace()
-    if getattr(options, "runner", "flink") == "flink-cluster":
-        job_id = submit_to_cluster(settings, options)
-        print(f"submitted flink job {job_id}")
-        return 0
     if feature_writer is None and getattr(options, "feature_store", False):
         from pipelines.feature_store import redis_writer
 
@@ -1065,68 +1052,11 @@ def run_kafka(settings: Settings, options: argparse.Namespace | None = None,
     savepoint = getattr(options, "savepoint", None)
     if savepoint:
         extra["execution.state-recovery.path"] = savepoint
-    env = make_env(settings, [connector_jar(settings)], local=True, extra=extra)
+    env = make_env(settings, jars, local=True, extra=extra)
     build_kafka_job(env, settings, read, feature_writer)
     result = env.execute("personalize")
     log.info("flink job finished in %.1fs", result.get_net_runtime() / 1000)
     return 0
-
-
-def job_args(settings: Settings, options: Any) -> list[str]:
-    """Program arguments of pipelines/flink_job.py: every setting as --set, and the read."""
-    args: list[str] = []
-    for section, values in asdict(settings).items():
-        for key, value in values.items():
-            args += ["--set", f"{section}.{key}={value}"]
-    if getattr(options, "max_events", None) is not None:
-        args += ["--max-events", str(options.max_events)]
-    if getattr(options, "until_idle", None) is not None:
-        args += ["--until-idle", str(options.until_idle)]
-    if getattr(options, "from_beginning", False):
-        args.append("--from-beginning")
-    if getattr(options, "savepoint", None):
-        args += ["--savepoint", options.savepoint]
-    if getattr(options, "group_id", None):
-        args += ["--group-id", options.group_id]
-    if getattr(options, "feature_store", False):
-        args.append("--feature-store")
-    if getattr(options, "job_name", None):
-        args += ["--job-name", options.job_name]
-    return args
-
-
-def project_archive(settings: Settings) -> Path:
-    """The project's code, templates and schemas as one zip for --pyFiles (extracted on the
-    TaskManagers into one folder, so templates/ and avro_schemas/ sit next to transforms/)."""
-    state = Path(settings.paths.state_dir)
-    state = state if state.is_absolute() else PROJECT_ROOT / state
-    target = state / "flink" / "job" / "personalize-job.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for top in PROJECT_DIRS:
-            for path in sorted((PROJECT_ROOT / top).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    zf.write(path, path.relative_to(PROJECT_ROOT).as_posix())
-    os.replace(tmp, target)
-    return target
-
-
-def submit_to_cluster(settings: Settings, options: Any, timeout: float | None = None) -> str:
-    """`flink run -py pipelines/flink_job.py --pyFiles <project zip> --jarfile <connector>` on
-    the standalone cluster of `personalize services`; the job id. Detached unless asked not to
-    be; attached, it returns when the job ends (bounded reads)."""
-    from runners.services import submit_pyflink_job
-
-    bounded = getattr(options, "max_events", None) is not None or (
-        getattr(options, "until_idle", None) is not None)
-    detached = bool(getattr(options, "detached", False)) or not bounded
-    py_files = [project_archive(settings)] if settings.flink.ship_code else []
-    return submit_pyflink_job(
-        settings, JOB_FILE, args=job_args(settings, options),
-        py_files=py_files, jars=[connector_jar(settings)],
-        detached=detached, timeout=timeout or (300.0 if detached else 24 * 3600.0),
-    )
 
 
 # ------------------------------------------------------------------------------ replay

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from runners import SHIPPED_DATA as DATA
+from runners.services import kafka_connector_jar
 from transforms.model import (
     ADD_TO_CART,
     EMAIL_CHANNEL,
@@ -309,14 +310,13 @@ def _timed_run(settings: Settings, job: str, records: int,
     from pipelines.flink_pipeline import (
         KafkaRead,
         build_kafka_job,
-        connector_jar,
         make_env,
         stopping_offsets,
     )
 
     read = KafkaRead(from_beginning=True, group_id=f"{settings.kafka.group_id}-{job}-{records}")
     read.stop = stopping_offsets(settings, read, records)
-    env = make_env(settings, [connector_jar(settings)])
+    env = make_env(settings, [kafka_connector_jar(settings)])
     if job == "topology":
         build_kafka_job(env, settings, read)
     elif job == "floor":
@@ -462,13 +462,13 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
     result names the settings used."""
     from kafka import KafkaConsumer
 
-    from pipelines.flink_pipeline import KafkaRead, build_kafka_job, connector_jar, make_env
+    from pipelines.flink_pipeline import KafkaRead, build_kafka_job, make_env
     from transforms.codec import decode_payload, encode_event, encode_profile
 
     s = bench_settings(settings, [*LATENCY_SETTINGS, *overrides])
     k = s.kafka
     produce_items(s, [])
-    env = make_env(s, [connector_jar(s)])
+    env = make_env(s, [kafka_connector_jar(s)])
     build_kafka_job(env, s, KafkaRead(from_beginning=True))
     client = env.execute_async("bench-latency")
     produced: dict[str, float] = {}          # browse customer -> wall ms of its 5th view

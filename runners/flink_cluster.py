@@ -1,6 +1,11 @@
 """The job on the standalone Flink cluster of `personalize services`.
 
+    submit_to_cluster(settings, options) -> job id     `personalize run --runner flink-cluster`
     run_replay(items, settings, out_dir) -> summary    `personalize replay --runner flink-cluster`
+
+A cluster job is `flink run -py pipelines/flink_job.py` with every setting and the read as its
+arguments (`job_args`), the Kafka connector jar, and, with flink.ship_code, the project's code
+as one zip (`project_archive`).
 
 A replay through the cluster is the production path end to end: the items go to fresh topics
 of this replay only (kafka.partitions partitions, keyed by customer), the Kafka job reads them
@@ -18,16 +23,20 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import uuid
+import zipfile
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.flink_pipeline import submit_to_cluster
 from pipelines.outputs import OutputFiles
 from runners._flink import Flink
 from runners._kafka import ensure_topics
+from runners._proc import PROJECT_ROOT
 from runners.kafka_io import open_producer
+from runners.services import kafka_connector_jar
 from transforms.codec import decode_dead_letter, decode_payload, encode_event, encode_profile
 from transforms.jsonl import audit_from_json
 from transforms.model import (
@@ -43,14 +52,74 @@ from transforms.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NOT_COLLECTED = ("features", "dropped", "erasures", "active_customers_at_end")
-# A bounded replay job runs to its end; this only bounds a job that never does.
+JOB_FILE = PROJECT_ROOT / "pipelines" / "flink_job.py"
+# What a cluster job needs besides Python packages installed on the TaskManagers.
+PROJECT_DIRS = ("transforms", "pipelines", "runners", "templates", "avro_schemas")
+# Seconds `flink run` may take to submit (detached), or to run a bounded job (attached, and
+# replays: they run to their end; this only bounds one that never does).
+SUBMIT_TIMEOUT = 300.0
 JOB_TIMEOUT = 24 * 3600.0
+NOT_COLLECTED = ("features", "dropped", "erasures", "active_customers_at_end")
 SEND_TIMEOUT = 60.0
 ADMIN_TIMEOUT_MS = 30_000
 POLL_MS = 500
 
 Origins = dict[tuple[str, int, int], Origin]
+
+
+def job_args(settings: Settings, options: Any) -> list[str]:
+    """Program arguments of pipelines/flink_job.py: every setting as --set, and the read."""
+    args: list[str] = []
+    for section, values in asdict(settings).items():
+        for key, value in values.items():
+            args += ["--set", f"{section}.{key}={value}"]
+    if getattr(options, "max_events", None) is not None:
+        args += ["--max-events", str(options.max_events)]
+    if getattr(options, "until_idle", None) is not None:
+        args += ["--until-idle", str(options.until_idle)]
+    if getattr(options, "from_beginning", False):
+        args.append("--from-beginning")
+    if getattr(options, "savepoint", None):
+        args += ["--savepoint", options.savepoint]
+    if getattr(options, "group_id", None):
+        args += ["--group-id", options.group_id]
+    if getattr(options, "feature_store", False):
+        args.append("--feature-store")
+    if getattr(options, "job_name", None):
+        args += ["--job-name", options.job_name]
+    return args
+
+
+def project_archive(settings: Settings) -> Path:
+    """The project's code, templates and schemas as one zip for --pyFiles (extracted on the
+    TaskManagers into one folder, so templates/ and avro_schemas/ sit next to transforms/)."""
+    state = Path(settings.paths.state_dir)
+    state = state if state.is_absolute() else PROJECT_ROOT / state
+    target = state / "flink" / "job" / "personalize-job.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for top in PROJECT_DIRS:
+            for path in sorted((PROJECT_ROOT / top).rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    zf.write(path, path.relative_to(PROJECT_ROOT).as_posix())
+    os.replace(tmp, target)
+    return target
+
+
+def submit_to_cluster(settings: Settings, options: Any, timeout: float | None = None) -> str:
+    """`flink run -py pipelines/flink_job.py --pyFiles <project zip> --jarfile <connector>` on
+    the standalone cluster of `personalize services`; the job id. Detached unless asked not to
+    be; attached, it returns when the job ends (bounded reads)."""
+    bounded = getattr(options, "max_events", None) is not None or (
+        getattr(options, "until_idle", None) is not None)
+    detached = bool(getattr(options, "detached", False)) or not bounded
+    py_files = [project_archive(settings)] if settings.flink.ship_code else []
+    return Flink(settings).submit(
+        JOB_FILE, args=job_args(settings, options), py_files=py_files,
+        jars=[kafka_connector_jar(settings)], detached=detached,
+        timeout=timeout or (SUBMIT_TIMEOUT if detached else JOB_TIMEOUT),
+    )
 
 
 def run_replay(items: Iterable[Item | DeadLetter], settings: Settings,

@@ -13,8 +13,8 @@ import pytest
 
 from pipelines import reference, wire
 from runners.cli import main
+from runners.flink_cluster import submit_to_cluster
 from runners.traffic import Traffic, TrafficConfig, jsonl_line
-from pipelines.flink_pipeline import submit_to_cluster
 from tests.builders import MINUTE, T0
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys

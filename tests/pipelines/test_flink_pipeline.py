@@ -14,13 +14,14 @@ from pipelines.flink_pipeline import (
     LONG_MIN,
     KafkaRead,
     SourceClock,
-    job_args,
     run_kafka,
     sink_ddl,
     source_ddl,
     split_owner,
     stopping_offsets,
 )
+from runners.flink_cluster import job_args
+from runners.services import kafka_connector_jar
 from tests.builders import SECOND, T0
 from tests.conftest import unique_name
 from transforms.codec import decode_payload
@@ -217,7 +218,7 @@ def test_run_with_the_local_runner_reads_and_writes_kafka_exactly_once(kafka):
         s, KafkaRead(from_beginning=True), n)
     options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
                                  from_beginning=True, savepoint=None, detached=False)
-    assert run_kafka(s, options) == 0
+    assert run_kafka(s, [kafka_connector_jar(s)], options) == 0
     payloads = consume(s, s.kafka.payloads_topic)
     by_trigger = {decode_payload(r.value).trigger.type: r for r in payloads}
     assert sorted(by_trigger) == ["browse_intensity", "cart_abandonment"]
