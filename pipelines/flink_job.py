@@ -1,6 +1,6 @@
 """The entry file a Flink cluster runs: `flink run -py pipelines/flink_job.py ... ARGS`.
 
-    ARGS: --set section.key=value ... (every setting; see flink_pipeline.job_args)
+    ARGS: --set section.key=value ... (every setting; see runners/flink_cluster.job_args)
           [--max-events N | --until-idle S] [--from-beginning] [--savepoint PATH]
           [--group-id G] [--feature-store]
 
@@ -22,7 +22,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from pipelines.flink_pipeline import build_kafka_job, kafka_read, make_env  # noqa: E402
+from pipelines.flink_kafka import kafka_read  # noqa: E402
+from pipelines.flink_pipeline import build_kafka_job, make_env  # noqa: E402
 from transforms.settings import load_settings  # noqa: E402
 
 

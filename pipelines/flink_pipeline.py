@@ -23,7 +23,8 @@ the topic / partition / offset a dead letter must carry) and its KafkaRecordSeri
 cannot write headers. The tables give both: the `topic`, `partition`, `offset` metadata
 columns in, a `headers` metadata column out (payloads carry their message_id in a header).
 
-Entry points: `run_kafka(settings, options)` (`personalize run --runner flink|flink-cluster`),
+Entry points: `run_kafka(settings, jars, options)` (`personalize run --runner flink`; the
+cluster's submission is runners/flink_cluster.py),
 `run_replay(items, settings, out_dir)` (`personalize replay --runner flink`), which writes the
 same files as the reference runner (pipelines/outputs.py).
 
@@ -80,14 +81,22 @@ import sys
 import sysconfig
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines import wire
 from pipelines.common import build_core
+from pipelines.flink_kafka import (
+    KafkaRead,
+    kafka_read,
+    offsets_consumer,
+    partition_offsets,
+    row_type,
+    sink_ddl,
+    source_ddl,
+)
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
 from transforms.clock import BACKLOG_HOLD, EventClock, replay_clock, source_partition
@@ -106,9 +115,6 @@ from transforms.settings import Settings
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-JOB_FILE = Path(__file__).resolve().parent / "flink_job.py"
-# What a cluster job needs besides Python packages installed on the TaskManagers.
-PROJECT_DIRS = ("transforms", "pipelines", "runners", "templates", "avro_schemas")
 # Replay bookkeeping: +1 / -1 as a customer's state comes and goes.
 ACTIVE = "active_customers"
 LONG_MIN = -(1 << 63)
@@ -139,13 +145,6 @@ def checkpoint_dir(settings: Settings) -> str:
     path = Path(settings.paths.state_dir)
     path = path if path.is_absolute() else PROJECT_ROOT / path
     return (path / "flink" / "checkpoints").as_uri()
-
-
-def connector_jar(settings: Settings) -> Path:
-    """The flink-sql-connector-kafka jar (fetched by runners/bootstrap.sh into .jars/flink)."""
-    from runners.services import kafka_connector_jar
-
-    return kafka_connector_jar(settings)
 
 
 def flink_config(
@@ -248,49 +247,6 @@ def split_owner(topic: str, partition: int, parallelism: int) -> int:
         h = (31 * h + unit) & 0xFFFFFFFF
     start = (h * 31 & 0x7FFFFFFF) % parallelism
     return (start + partition) % parallelism
-
-
-def partition_offsets(
-    settings: Settings, topic: str, read: KafkaRead | None, consumer: Any = None
-) -> tuple[list[int], dict[int, int], dict[int, int]]:
-    """The partitions of `topic`, where the job's read of each starts (the group's committed
-    offset, else the earliest or latest one) and their end offsets (read_committed). Empty
-    if Kafka cannot tell: then the clock falls back on `idleness` alone."""
-    from kafka import TopicPartition
-    from kafka.errors import KafkaError
-
-    read = read or KafkaRead()
-    own = consumer is None
-    try:
-        if own:
-            consumer = offsets_consumer(settings, read)
-        parts = sorted(consumer.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = consumer.end_offsets(tps)
-        firsts = consumer.beginning_offsets(tps) if read.from_beginning else ends
-        start = {}
-        for tp in tps:
-            committed = consumer.committed(tp)
-            start[tp.partition] = committed if committed is not None else firsts[tp]
-        return parts, start, {tp.partition: ends[tp] for tp in tps}
-    except (KafkaError, OSError) as exc:
-        log.warning("cannot read the offsets of %s: %s", topic, exc)
-        return [], {}, {}
-    finally:
-        if own and consumer is not None:
-            consumer.close()
-
-
-def offsets_consumer(settings: Settings, read: KafkaRead) -> Any:
-    """A kafka-python consumer that only asks offsets (of the job's group; it never joins it)."""
-    from kafka import KafkaConsumer
-
-    from pipelines.connections import kafka_client_config
-
-    return KafkaConsumer(**kafka_client_config(settings.kafka),
-                         group_id=read.group_id or settings.kafka.group_id,
-                         enable_auto_commit=False, isolation_level="read_committed",
-                         request_timeout_ms=10_000)
 
 
 # ------------------------------------------------------------------------------ operators
@@ -720,104 +676,6 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
 # ------------------------------------------------------------------------------ Kafka I/O
 
 
-@dataclass(slots=True)
-class KafkaRead:
-    """How the Kafka sources read: from where, and until when."""
-
-    from_beginning: bool = False
-    # None: unbounded. "latest": the end offsets at start. Else {(topic, partition): offset}.
-    stop: str | dict[tuple[str, int], int] | None = None
-    group_id: str | None = None
-
-
-def _props(settings: Settings) -> str:
-    from pipelines.connections import flink_kafka_options
-
-    return flink_kafka_options(settings.kafka)
-
-
-def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead,
-               keyed: bool = False) -> str:
-    """A Kafka table of raw record values with their origin (topic, partition, offset).
-
-    `keyed` (the benchmarks' keyed floor, runners/bench_flink.py): a table of (record key as
-    a string, value) instead, with Kafka's record timestamps as its rowtime and watermarks of
-    bounded out-of-orderness, so that keyBy and event-time timers need no Python operator.
-    """
-    opts = [
-        "'connector' = 'kafka'",
-        f"'topic' = '{topic}'",
-        _props(settings),
-        f"'properties.group.id' = '{read.group_id or settings.kafka.group_id}'",
-        "'properties.isolation.level' = 'read_committed'",
-        "'scan.startup.mode' = 'group-offsets'",
-        f"'properties.auto.offset.reset' = '{'earliest' if read.from_beginning else 'latest'}'",
-    ]
-    if keyed:
-        opts += ["'key.format' = 'raw'", "'key.fields' = 'k'", "'value.format' = 'raw'",
-                 "'value.fields-include' = 'EXCEPT_KEY'"]
-    else:
-        opts.append("'format' = 'raw'")
-    if read.stop == "latest":
-        opts.append("'scan.bounded.mode' = 'latest-offset'")
-    elif isinstance(read.stop, dict):
-        spec = ";".join(f"partition:{p},offset:{o}" for (t, p), o in sorted(read.stop.items())
-                        if t == topic)
-        opts += ["'scan.bounded.mode' = 'specific-offsets'",
-                 f"'scan.bounded.specific-offsets' = '{spec}'"]
-    if keyed:
-        ooo = settings.core.max_out_of_orderness
-        return (
-            f"CREATE TEMPORARY TABLE `{table}` (\n"
-            "  `k` STRING,\n"
-            "  `value` BYTES,\n"
-            "  `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,\n"
-            f"  WATERMARK FOR `ts` AS `ts` - INTERVAL '{ooo / 1000}' SECOND\n"
-            f") WITH (\n  {', '.join(opts)}\n)"
-        )
-    return (
-        f"CREATE TEMPORARY TABLE `{table}` (\n"
-        "  `value` BYTES,\n"
-        "  `topic` STRING METADATA VIRTUAL,\n"
-        "  `partition` INT METADATA VIRTUAL,\n"
-        "  `offset` BIGINT METADATA VIRTUAL\n"
-        f") WITH (\n  {', '.join(opts)}\n)"
-    )
-
-
-def sink_ddl(table: str, topic: str, settings: Settings, headers: bool) -> str:
-    """A Kafka table written with key and value as raw bytes (and headers), exactly once when
-    the checkpointing mode is exactly_once."""
-    f = settings.flink
-    exactly_once = f.checkpoint_mode.lower().replace("-", "_") == "exactly_once"
-    opts = [
-        "'connector' = 'kafka'",
-        f"'topic' = '{topic}'",
-        _props(settings),
-        "'key.format' = 'raw'",
-        "'key.fields' = 'k'",
-        "'value.format' = 'raw'",
-        "'value.fields-include' = 'EXCEPT_KEY'",
-        "'sink.partitioner' = 'default'",
-        f"'sink.delivery-guarantee' = '{'exactly-once' if exactly_once else 'at-least-once'}'",
-        f"'sink.transactional-id-prefix' = '{f.transactional_id_prefix}-{table}'",
-        f"'properties.transaction.timeout.ms' = '{f.transaction_timeout}'",
-    ]
-    columns = ["`k` BYTES", "`v` BYTES"]
-    if headers:
-        columns.append("`headers` MAP<STRING, BYTES> METADATA")
-    return f"CREATE TEMPORARY TABLE `{table}` ({', '.join(columns)}) WITH ({', '.join(opts)})"
-
-
-def _row_type(headers: bool) -> Any:
-    from pyflink.common import Types
-
-    raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
-    if headers:
-        return Types.ROW_NAMED(["k", "v", "headers"], [raw, raw, Types.MAP(Types.STRING(), raw)])
-    return Types.ROW_NAMED(["k", "v"], [raw, raw])
-
-
 def discard(ds: Any, uid: str, name: str) -> None:
     """End a stream in Flink's DiscardingSink (for operators run for their side effects)."""
     from pyflink.datastream.connectors import Sink
@@ -852,7 +710,7 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
         table = f"{sink}_out"
         headers = sink == PAYLOAD
         t_env.execute_sql(sink_ddl(table, topic, settings, headers))
-        rows = stream.map(fn["KafkaRow"](sink), output_type=_row_type(headers)) \
+        rows = stream.map(fn["KafkaRow"](sink), output_type=row_type(headers)) \
             .uid(f"encode-{sink}").name(f"Encode{sink.title().replace('_', '')}")
         statements.add_insert(table, t_env.from_data_stream(rows))
     if feature_writer is not None:
@@ -864,72 +722,14 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
     return statements
 
 
-def stopping_offsets(
-    settings: Settings, read: KafkaRead, max_events: int
-) -> dict[tuple[str, int], int]:
-    """End offsets that make a bounded read of exactly `max_events` records (or all there is),
-    from where the consumer group would start, shared round-robin over the partitions."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from pipelines.connections import kafka_client_config
-
-    k = settings.kafka
-    consumer = KafkaConsumer(**kafka_client_config(k), group_id=read.group_id or k.group_id,
-                             enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(t, p) for t in (k.events_topic, k.profiles_topic)
-                 for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = consumer.end_offsets(parts)
-        begins = consumer.beginning_offsets(parts)
-        start = {}
-        for tp in parts:
-            committed = consumer.committed(tp)
-            if committed is not None:
-                start[tp] = committed
-            else:
-                start[tp] = begins[tp] if read.from_beginning else ends[tp]
-    finally:
-        consumer.close()
-    stop = dict(start)
-    left = max_events
-    while left > 0:
-        open_parts = [tp for tp in parts if stop[tp] < ends[tp]]
-        if not open_parts:
-            break
-        share = max(1, left // len(open_parts))
-        for tp in open_parts:
-            n = min(share, ends[tp] - stop[tp], left)
-            stop[tp] += n
-            left -= n
-            if left == 0:
-                break
-    return {(tp.topic, tp.partition): offset for tp, offset in stop.items()}
-
-
-def kafka_read(settings: Settings, options: Any) -> KafkaRead:
-    """The read of `personalize run` options: --max-events N reads exactly N records (from
-    where the group stands), --until-idle reads what the topics hold at start; else unbounded."""
-    read = KafkaRead(from_beginning=bool(getattr(options, "from_beginning", False)),
-                     group_id=getattr(options, "group_id", None))
-    max_events = getattr(options, "max_events", None)
-    if max_events is not None:
-        read.stop = stopping_offsets(settings, read, max_events)
-    elif getattr(options, "until_idle", None) is not None:
-        read.stop = "latest"
-    return read
-
-
 # ------------------------------------------------------------------------------ run_kafka
 
 
-def run_kafka(settings: Settings, options: argparse.Namespace | None = None,
+def run_kafka(settings: Settings, jars: Sequence[Path], options: argparse.Namespace | None = None,
               feature_writer: Any | None = None) -> int:
-    """`personalize run --runner flink` (in this process) or `--runner flink-cluster`."""
+    """`personalize run --runner flink`: the Kafka job on a mini-cluster in this process, with
+    `jars` (the Kafka connector) on its classpath."""
     options = options or argparse.Namespace()
-    if getattr(options, "runner", "flink") == "flink-cluster":
-        job_id = submit_to_cluster(settings, options)
-        print(f"submitted flink job {job_id}")
-        return 0
     if feature_writer is None and getattr(options, "feature_store", False):
         from pipelines.feature_store import redis_writer
 
@@ -939,68 +739,11 @@ def run_kafka(settings: Settings, options: argparse.Namespace | None = None,
     savepoint = getattr(options, "savepoint", None)
     if savepoint:
         extra["execution.state-recovery.path"] = savepoint
-    env = make_env(settings, [connector_jar(settings)], local=True, extra=extra)
+    env = make_env(settings, jars, local=True, extra=extra)
     build_kafka_job(env, settings, read, feature_writer)
     result = env.execute("personalize")
     log.info("flink job finished in %.1fs", result.get_net_runtime() / 1000)
     return 0
-
-
-def job_args(settings: Settings, options: Any) -> list[str]:
-    """Program arguments of pipelines/flink_job.py: every setting as --set, and the read."""
-    args: list[str] = []
-    for section, values in asdict(settings).items():
-        for key, value in values.items():
-            args += ["--set", f"{section}.{key}={value}"]
-    if getattr(options, "max_events", None) is not None:
-        args += ["--max-events", str(options.max_events)]
-    if getattr(options, "until_idle", None) is not None:
-        args += ["--until-idle", str(options.until_idle)]
-    if getattr(options, "from_beginning", False):
-        args.append("--from-beginning")
-    if getattr(options, "savepoint", None):
-        args += ["--savepoint", options.savepoint]
-    if getattr(options, "group_id", None):
-        args += ["--group-id", options.group_id]
-    if getattr(options, "feature_store", False):
-        args.append("--feature-store")
-    if getattr(options, "job_name", None):
-        args += ["--job-name", options.job_name]
-    return args
-
-
-def project_archive(settings: Settings) -> Path:
-    """The project's code, templates and schemas as one zip for --pyFiles (extracted on the
-    TaskManagers into one folder, so templates/ and avro_schemas/ sit next to transforms/)."""
-    state = Path(settings.paths.state_dir)
-    state = state if state.is_absolute() else PROJECT_ROOT / state
-    target = state / "flink" / "job" / "personalize-job.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for top in PROJECT_DIRS:
-            for path in sorted((PROJECT_ROOT / top).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    zf.write(path, path.relative_to(PROJECT_ROOT).as_posix())
-    os.replace(tmp, target)
-    return target
-
-
-def submit_to_cluster(settings: Settings, options: Any, timeout: float | None = None) -> str:
-    """`flink run -py pipelines/flink_job.py --pyFiles <project zip> --jarfile <connector>` on
-    the standalone cluster of `personalize services`; the job id. Detached unless asked not to
-    be; attached, it returns when the job ends (bounded reads)."""
-    from runners.services import submit_pyflink_job
-
-    bounded = getattr(options, "max_events", None) is not None or (
-        getattr(options, "until_idle", None) is not None)
-    detached = bool(getattr(options, "detached", False)) or not bounded
-    py_files = [project_archive(settings)] if settings.flink.ship_code else []
-    return submit_pyflink_job(
-        settings, JOB_FILE, args=job_args(settings, options),
-        py_files=py_files, jars=[connector_jar(settings)],
-        detached=detached, timeout=timeout or (300.0 if detached else 24 * 3600.0),
-    )
 
 
 # ------------------------------------------------------------------------------ replay

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from runners import SHIPPED_DATA as DATA
+from runners.services import kafka_connector_jar
 from transforms.model import (
     ADD_TO_CART,
     EMAIL_CHANNEL,
@@ -140,7 +141,7 @@ def _passthrough_job(env: Any, settings: Settings, read: Any) -> None:
     from pyflink.common import Row
     from pyflink.table import StreamTableEnvironment
 
-    from pipelines.flink_pipeline import _row_type, sink_ddl, source_ddl
+    from pipelines.flink_kafka import row_type, sink_ddl, source_ddl
 
     k = settings.kafka
     t_env = StreamTableEnvironment.create(env)
@@ -150,7 +151,7 @@ def _passthrough_job(env: Any, settings: Settings, read: Any) -> None:
     for table, topic in (("events_in", k.events_topic), ("profiles_in", k.profiles_topic)):
         t_env.execute_sql(source_ddl(table, topic, settings, read))
         rows = t_env.to_data_stream(t_env.from_path(table)).map(
-            lambda r: Row(None, bytes(r[0])), output_type=_row_type(False)
+            lambda r: Row(None, bytes(r[0])), output_type=row_type(False)
         ).name(f"PassThrough-{table}")
         statements.add_insert("passthrough_out", t_env.from_data_stream(rows))
     statements.attach_as_datastream()
@@ -171,7 +172,8 @@ def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
     from pyflink.table import StreamTableEnvironment
     from pyflink.table.expressions import col
 
-    from pipelines.flink_pipeline import _row_type, by_customer, sink_ddl, source_ddl, state_ttl
+    from pipelines.flink_kafka import row_type, sink_ddl, source_ddl
+    from pipelines.flink_pipeline import by_customer, state_ttl
 
     ttl = state_ttl(settings)
 
@@ -205,7 +207,7 @@ def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
             t_env.from_path(table).select(col("k"), col("value")),
             Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])))
     keyed = by_customer(streams[0].union(streams[1]), Types.PRIMITIVE_ARRAY(Types.BYTE()))
-    rows = keyed.process(Floor(), output_type=_row_type(False)).name("KeyedFloor")
+    rows = keyed.process(Floor(), output_type=row_type(False)).name("KeyedFloor")
     statements.add_insert("floor_out", t_env.from_data_stream(rows))
     statements.attach_as_datastream()
 
@@ -224,16 +226,8 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
     from pyflink.table import StreamTableEnvironment
 
     from pipelines import wire
-    from pipelines.flink_pipeline import (
-        _functions,
-        _row_type,
-        _tags,
-        by_customer,
-        discard,
-        sink_ddl,
-        source_ddl,
-        wall_ms,
-    )
+    from pipelines.flink_kafka import row_type, sink_ddl, source_ddl
+    from pipelines.flink_pipeline import _functions, _tags, by_customer, discard, wall_ms
     from transforms.model import AUDIT, DEAD_LETTER, PAYLOAD, DeadLetter
 
     fn = _functions()
@@ -268,7 +262,7 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
     payloads = (
         per_customer
         .map(fn["Compose"](settings), output_type=Types.PICKLED_BYTE_ARRAY()).name("Compose")
-        .map(fn["KafkaRow"](PAYLOAD), output_type=_row_type(True)).name("EncodePayload")
+        .map(fn["KafkaRow"](PAYLOAD), output_type=row_type(True)).name("EncodePayload")
     )
     statements.add_insert("fused_out", t_env.from_data_stream(payloads))
     statements.attach_as_datastream()
@@ -308,17 +302,12 @@ def _timed_run(settings: Settings, job: str, records: int,
                cpu: dict[str, float] | None = None) -> float:
     """Wall seconds of one bounded run of `job` over the first `records` records; with `cpu`,
     cpu["s"] gets the CPU seconds the mini-cluster (JVM and Python workers) spent on it."""
-    from pipelines.flink_pipeline import (
-        KafkaRead,
-        build_kafka_job,
-        connector_jar,
-        make_env,
-        stopping_offsets,
-    )
+    from pipelines.flink_kafka import KafkaRead, stopping_offsets
+    from pipelines.flink_pipeline import build_kafka_job, make_env
 
     read = KafkaRead(from_beginning=True, group_id=f"{settings.kafka.group_id}-{job}-{records}")
     read.stop = stopping_offsets(settings, read, records)
-    env = make_env(settings, [connector_jar(settings)])
+    env = make_env(settings, [kafka_connector_jar(settings)])
     if job == "topology":
         build_kafka_job(env, settings, read)
     elif job == "floor":
@@ -465,13 +454,14 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
     from kafka import KafkaConsumer
 
     from pipelines.connections import kafka_client_config
-    from pipelines.flink_pipeline import KafkaRead, build_kafka_job, connector_jar, make_env
+    from pipelines.flink_kafka import KafkaRead
+    from pipelines.flink_pipeline import build_kafka_job, make_env
     from transforms.codec import decode_payload, encode_event, encode_profile
 
     s = bench_settings(settings, [*LATENCY_SETTINGS, *overrides])
     k = s.kafka
     produce_items(s, [])
-    env = make_env(s, [connector_jar(s)])
+    env = make_env(s, [kafka_connector_jar(s)])
     build_kafka_job(env, s, KafkaRead(from_beginning=True))
     client = env.execute_async("bench-latency")
     produced: dict[str, float] = {}          # browse customer -> wall ms of its 5th view

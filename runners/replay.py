@@ -10,8 +10,9 @@ writes). Bad rows become dead letters with the file and line (or record number) 
 
 --to kafka: events to kafka.events_topic and profiles to kafka.profiles_topic, keyed by
 customer_id, schemaless Avro; the reader's dead letters to kafka.dead_letters_topic.
---runner: `pipelines.<module>.run_replay(items, settings, out_dir) -> summary dict`, with
-flink-cluster passing `cluster=True` to the Flink module.
+--runner: `<module>.run_replay(items, settings, out_dir) -> summary dict` of the runner's
+module; flink-cluster replays through Kafka and the standalone cluster (runners/flink_cluster.py,
+input topics of kafka.partitions partitions).
 --speed N replays at N x real time by event time (default: as fast as possible).
 """
 
@@ -42,12 +43,12 @@ from transforms.settings import CoreSettings, Settings
 
 Items = Iterator[BehaviourEvent | CustomerProfile | DeadLetter]
 
-# --runner -> (module, keyword arguments of its run_replay)
-RUNNERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "reference": ("pipelines.reference", {}),
-    "direct": ("pipelines.beam_pipeline", {}),
-    "flink": ("pipelines.flink_pipeline", {}),
-    "flink-cluster": ("pipelines.flink_pipeline", {"cluster": True}),
+# --runner -> the module whose run_replay(items, settings, out_dir) runs it
+RUNNERS: dict[str, str] = {
+    "reference": "pipelines.reference",
+    "direct": "pipelines.beam_pipeline",
+    "flink": "pipelines.flink_pipeline",
+    "flink-cluster": "runners.flink_cluster",
 }
 _PROFILE_FRAME = b"\x00" + SCHEMA_ID_OF["customer_profile"].to_bytes(4, "big")
 
@@ -88,12 +89,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.speed is not None:
         items = paced(items, Pacer(args.speed))
     progress = Progress("replay")
+    if (args.to == "kafka" or args.runner == "flink-cluster") and not args.verbose:
+        quiet_client_logs()
     if args.to == "kafka":
-        if not args.verbose:
-            quiet_client_logs()
         summary = produce(items, settings, progress)
     else:
-        module_name, kwargs = RUNNERS[args.runner]
+        module_name = RUNNERS[args.runner]
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
             return 2
         args.out.mkdir(parents=True, exist_ok=True)
-        summary = module.run_replay(counted(items, progress), settings, args.out, **kwargs)
+        summary = module.run_replay(counted(items, progress), settings, args.out)
     summary = {**summary, "seconds": round(progress.done(), 3)}
     print(json.dumps(summary, indent=1, default=str))
     if args.runner:

@@ -5,24 +5,19 @@
     personalize run --runner flink-cluster   submitted to the standalone cluster
                                              (start it with `personalize services up`)
 
-Each engine module exposes `run_kafka(settings, options) -> int` (pipelines.beam_pipeline,
-pipelines.flink_pipeline); options are this command's parsed arguments.
+Options are this command's parsed arguments; Kafka runs are online (the Redis catalog and
+feature store).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from typing import Any
 
 from transforms.settings import Settings
 
-ENGINES = {
-    "direct": "pipelines.beam_pipeline",
-    "flink": "pipelines.flink_pipeline",
-    "flink-cluster": "pipelines.flink_pipeline",
-}
+ENGINES = ("direct", "flink", "flink-cluster")
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -63,10 +58,18 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the engine's Kafka job; print its summary."""
-    if args.runner != "direct":
-        module = importlib.import_module(ENGINES[args.runner])
+    if args.runner == "flink-cluster":
+        from runners.flink_cluster import submit_to_cluster
+
         args.feature_store = True
-        return int(module.run_kafka(online(settings), args))
+        print(f"submitted flink job {submit_to_cluster(online(settings), args)}")
+        return 0
+    if args.runner == "flink":
+        from pipelines.flink_pipeline import run_kafka
+        from runners.services import kafka_connector_jar
+
+        args.feature_store = True
+        return run_kafka(online(settings), [kafka_connector_jar(settings)], args)
     summary = run_engine(settings, args)
     print(json.dumps(summary, indent=1, default=str))
     return 0

@@ -17,6 +17,7 @@ import pytest
 
 from pipelines import beam_pipeline, flink_pipeline, reference
 from pipelines.beam_kafka import ReadOptions
+from runners.services import kafka_connector_jar
 from tests.builders import MINUTE, SECOND, T0, add, profile, view
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys
@@ -65,7 +66,7 @@ def run(engine: str, s, n: int) -> None:
     else:
         options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
                                      from_beginning=True, savepoint=None, detached=False)
-        assert flink_pipeline.run_kafka(s, options) == 0
+        assert flink_pipeline.run_kafka(s, [kafka_connector_jar(s)], options) == 0
 
 
 @pytest.mark.parametrize("engine", ["beam", "flink"])

@@ -12,7 +12,9 @@ import urllib.request
 import pytest
 
 from pipelines import reference, wire
-from pipelines.flink_pipeline import submit_to_cluster
+from runners.cli import main
+from runners.flink_cluster import submit_to_cluster
+from runners.traffic import Traffic, TrafficConfig, jsonl_line
 from tests.builders import MINUTE, T0
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys
@@ -61,6 +63,35 @@ def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cl
     assert dead["decode_error"].origin.offset >= 0
     assert dead["decode_error"].raw == b"\x02\x03truncated"
     assert dead["late"].raw == encode_event(late) and late.occurred_at == T0 + 2 * MINUTE
+
+
+def test_a_replay_through_the_cluster_writes_the_reference_files(
+        kafka, flink_cluster, tmp_path, capsys):
+    """`personalize replay --runner flink-cluster` on generated traffic (duplicates, malformed
+    lines, arrivals out of order, so late dead letters) writes byte-identical payloads, audit
+    and dead letters to `--runner reference`, and deletes the topics it created."""
+    from kafka.admin import KafkaAdminClient
+
+    cfg = TrafficConfig(events=300, customers=40, rate=2.0, seed=7, duplicate_ratio=0.03,
+                        out_of_order_ms=12_000, malformed_ratio=0.03)
+    path = tmp_path / "traffic.jsonl"
+    path.write_text("".join(jsonl_line(g) + "\n" for g in Traffic(cfg)))
+    replay = ["replay", "--input", str(path), "--format", "events-jsonl", "--set",
+              "flink.checkpoint_interval=1s", "--set", "kafka.partitions=1", "--runner"]
+    assert main([*replay, "reference", "--out", str(tmp_path / "ref")]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert main([*replay, "flink-cluster", "--out", str(tmp_path / "cluster")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert want["dead_letters"]["late"] > 0 and want["dead_letters"]["decode_error"] > 0
+    for name in ("payloads", "audit", "dead_letters"):
+        assert (tmp_path / "cluster" / f"{name}.jsonl").read_text() == \
+            (tmp_path / "ref" / f"{name}.jsonl").read_text(), name
+    assert (tmp_path / "cluster" / "report.html").is_file()
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith(got["topics"])]
+    finally:
+        admin.close()
 
 
 def test_a_job_stopped_with_a_savepoint_resumes_from_it(kafka, flink_cluster, tmp_path):

@@ -165,12 +165,13 @@ def test_hostile_stream_on_beam_matches_the_reference(kafka, tmp_path, now_ms):
 
 def test_hostile_stream_on_flink_matches_the_reference(kafka, tmp_path, now_ms):
     from pipelines.flink_pipeline import run_kafka
+    from runners.services import kafka_connector_jar
 
     settings = settings_for(kafka)
     produced = Produced(settings, hostile_stream(now_ms))
     options = argparse.Namespace(runner="flink", max_events=len(produced.records),
                                  until_idle=None, from_beginning=True, savepoint=None,
                                  detached=False)
-    assert run_kafka(settings, options) == 0
+    assert run_kafka(settings, [kafka_connector_jar(settings)], options) == 0
     reference_outputs(produced, settings, tmp_path / "ref")
     check_against_reference(settings, produced, tmp_path / "ref")

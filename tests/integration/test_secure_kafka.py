@@ -164,6 +164,7 @@ def test_the_flink_job_reads_and_writes_through_sasl_ssl(sasl_broker, monkeypatc
     from kafka import KafkaConsumer
 
     from pipelines.flink_pipeline import run_kafka
+    from runners.services import kafka_connector_jar
     from tests.pipelines.test_flink_pipeline import kafka_settings
     from tests.pipelines.test_parity_flink import journeys
     from transforms.codec import decode_payload, encode_event, encode_profile
@@ -191,7 +192,7 @@ def test_the_flink_job_reads_and_writes_through_sasl_ssl(sasl_broker, monkeypatc
     # A bound above the input: every record there is (the bound is split over partitions).
     options = argparse.Namespace(runner="flink", max_events=10 * len(items), until_idle=None,
                                  from_beginning=True, savepoint=None, detached=False)
-    assert run_kafka(s, options) == 0
+    assert run_kafka(s, [kafka_connector_jar(s)], options) == 0
     consumer = KafkaConsumer(k.payloads_topic, **kafka_client_config(k), group_id=None,
                              auto_offset_reset="earliest", isolation_level="read_committed",
                              consumer_timeout_ms=3000)

@@ -18,7 +18,8 @@ from pipelines.connections import (
     redis_client,
     secret,
 )
-from pipelines.flink_pipeline import KafkaRead, job_args, sink_ddl, source_ddl
+from pipelines.flink_kafka import KafkaRead, sink_ddl, source_ddl
+from runners.flink_cluster import job_args
 from transforms.settings import KafkaSettings, RedisSettings, SettingsError, load_settings
 
 SECRET = "s3cr'et\"pa\\ss"          # quotes and a backslash: escaped for SQL and JAAS

@@ -1,6 +1,6 @@
-"""The PyFlink adapter's own pieces: the split of partitions over subtasks, the Kafka tables,
-the cluster job's arguments (pure, milliseconds); and `personalize run --runner flink` on the
-local mini-cluster through the real Kafka (integration)."""
+"""The PyFlink adapter's own pieces: the split of partitions over subtasks (pure, milliseconds);
+and `personalize run --runner flink` on the local mini-cluster through the real Kafka
+(integration)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ import os
 
 import pytest
 
-from pipelines import flink_job, wire
+from pipelines import wire
+from pipelines.flink_kafka import KafkaRead, stopping_offsets
 from pipelines.flink_pipeline import (
-    KafkaRead,
-    job_args,
     run_kafka,
-    sink_ddl,
-    source_ddl,
     split_owner,
-    stopping_offsets,
 )
+from runners.services import kafka_connector_jar
 from tests.conftest import unique_name
 from transforms.codec import decode_payload
 from transforms.settings import Settings, load_settings
@@ -30,33 +27,6 @@ def test_partitions_are_split_over_source_subtasks_as_the_kafka_connector_does()
     assert [split_owner("personalize-événements", p, 3) for p in range(4)] == [0, 1, 2, 0]
     assert [split_owner("x", p, 5) for p in range(4)] == [0, 1, 2, 3]
     assert {split_owner("behaviour-events", p, 1) for p in range(4)} == {0}
-
-
-def test_sources_carry_the_origin_and_sinks_write_key_value_and_headers():
-    s = Settings()
-    src = source_ddl("events_in", "ev", s, KafkaRead(stop={("ev", 0): 5, ("pr", 0): 1}))
-    for column in ("`topic` STRING", "`partition` INT", "`offset` BIGINT"):
-        assert f"{column} METADATA" in src
-    assert "'scan.bounded.specific-offsets' = 'partition:0,offset:5'" in src
-    assert "'properties.isolation.level' = 'read_committed'" in src
-    sink = sink_ddl("payload_out", "pay", s, headers=True)
-    assert "`headers` MAP<STRING, BYTES> METADATA" in sink
-    assert "'sink.delivery-guarantee' = 'exactly-once'" in sink
-    assert "'sink.transactional-id-prefix' = 'personalize-payload_out'" in sink
-    at_least_once = Settings().with_overrides(["flink.checkpoint_mode=at_least_once"])
-    assert "'at-least-once'" in sink_ddl("audit_out", "aud", at_least_once, headers=False)
-
-
-def test_the_cluster_job_gets_back_every_setting_and_the_read():
-    s = Settings().with_overrides(["core.cart_delay=2h", "kafka.events_topic=x",
-                                   "flink.parallelism=3"])
-    options = argparse.Namespace(max_events=7, until_idle=None, from_beginning=True,
-                                 savepoint="file:///sp", group_id="g", feature_store=False,
-                                 job_name="j")
-    args = flink_job.parse(job_args(s, options))
-    assert flink_job.load_settings(None, {}, args.overrides) == s
-    assert (args.max_events, args.from_beginning, args.savepoint, args.group_id, args.job_name) \
-        == (7, True, "file:///sp", "g", "j")
 
 
 # ------------------------------------------------------------------------------ with Kafka
@@ -126,7 +96,7 @@ def test_run_with_the_local_runner_reads_and_writes_kafka_exactly_once(kafka):
         s, KafkaRead(from_beginning=True), n)
     options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
                                  from_beginning=True, savepoint=None, detached=False)
-    assert run_kafka(s, options) == 0
+    assert run_kafka(s, [kafka_connector_jar(s)], options) == 0
     payloads = consume(s, s.kafka.payloads_topic)
     by_trigger = {decode_payload(r.value).trigger.type: r for r in payloads}
     assert sorted(by_trigger) == ["browse_intensity", "cart_abandonment"]

@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from pipelines.flink_pipeline import run_kafka
-from runners.services import ensure_topics
+from runners.services import ensure_topics, kafka_connector_jar
 from tests.builders import CART_DELAY, T0, add, profile
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings
 from transforms.codec import decode_dead_letter, decode_payload, encode_event, encode_profile
@@ -42,7 +42,7 @@ def test_tombstones_and_hostile_sizes_never_fail_the_flink_job(kafka):
 
     options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
                                  from_beginning=True, savepoint=None, detached=False)
-    assert run_kafka(s, options) == 0
+    assert run_kafka(s, [kafka_connector_jar(s)], options) == 0
 
     (record,) = consume(s, k.payloads_topic)
     assert len(record.value) <= 90_000

@@ -21,13 +21,13 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
     module = types.ModuleType("fake_pipeline")
 
-    def run_replay(items: Any, settings: Any, out_dir: Path, **kwargs: Any) -> dict[str, Any]:
-        calls.append((list(items), out_dir, kwargs))
+    def run_replay(items: Any, settings: Any, out_dir: Path) -> dict[str, Any]:
+        calls.append((list(items), out_dir))
         return {"items": len(calls[-1][0])}
 
     module.run_replay = run_replay  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "fake_pipeline", module)
-    monkeypatch.setitem(replay.RUNNERS, "flink-cluster", ("fake_pipeline", {"cluster": True}))
+    monkeypatch.setitem(replay.RUNNERS, "flink-cluster", "fake_pipeline")
     return calls
 
 
@@ -37,9 +37,8 @@ def test_replay_hands_items_to_the_runner_module(
     code = main(["replay", "--input", str(SHARED_DATA), "--format", "rees46", "--limit", "50",
                  "--runner", "flink-cluster", "--out", str(tmp_path / "out")])
     assert code == 0
-    items, out_dir, kwargs = fake_runner[0]
+    items, out_dir = fake_runner[0]
     assert len(items) == 50 and out_dir == tmp_path / "out" and out_dir.is_dir()
-    assert kwargs == {"cluster": True}
     assert isinstance(items[0], CustomerProfile) and isinstance(items[1], BehaviourEvent)
     assert json.loads(capsys.readouterr().out)["items"] == 50
 
@@ -53,7 +52,7 @@ def test_replay_without_profile_synthesis(tmp_path: Path, fake_runner: list[Any]
 def test_a_runner_module_that_does_not_exist_yet_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(replay.RUNNERS, "direct", ("pipelines.not_written_yet", {}))
+    monkeypatch.setitem(replay.RUNNERS, "direct", "pipelines.not_written_yet")
     code = main(["replay", "--input", str(SHARED_DATA), "--format", "rees46",
                  "--runner", "direct", "--out", str(tmp_path)])
     assert code == 2
