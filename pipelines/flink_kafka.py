@@ -81,7 +81,10 @@ def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead,
         "  `value` BYTES,\n"
         "  `topic` STRING METADATA VIRTUAL,\n"
         "  `partition` INT METADATA VIRTUAL,\n"
-        "  `offset` BIGINT METADATA VIRTUAL\n"
+        "  `offset` BIGINT METADATA VIRTUAL,\n"
+        "  `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,\n"
+        # The record timestamp in epoch ms: the wall clock at receipt (transforms/clock.py).
+        "  `received` AS EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`)\n"
         f") WITH (\n  {', '.join(opts)}\n)"
     )
 

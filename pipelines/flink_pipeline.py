@@ -99,7 +99,7 @@ from pipelines.flink_kafka import (
 )
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
-from transforms.clock import BACKLOG_HOLD, EventClock, replay_clock, source_partition
+from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -370,7 +370,7 @@ def _functions() -> dict[str, type]:
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             clock, core = self.clock, self.settings.core
-            now = wall_ms()                   # bounds future timestamps and the watermark
+            now = wall_ms()                   # idleness; receipt when a record has no timestamp
             if self.source is None:
                 item = pickle.loads(base64.b64decode(value))
                 if isinstance(item, DeadLetter):
@@ -378,21 +378,22 @@ def _functions() -> dict[str, type]:
                     return
                 partition = source_partition(item.origin, item.customer_id,
                                              core.replay_partitions)
-                offset = None
+                offset, received = None, now
             else:
                 if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:
                     self._ask_offsets(now)
                 partition, offset = (value[1], value[2]), value[3]
+                received = receipt(value[4], now)
                 item = wire.decode(self.source, value[0], value[1], value[2], offset,
-                                   core, now)
+                                   core, received)
             if not isinstance(item, DeadLetter):
-                item = wire.admit(item, core, now)
+                item = wire.admit(item, core, received)
             if isinstance(item, DeadLetter):
                 clock.observe(partition, None, now, offset)
                 yield tags[DEAD_LETTER], item
                 return
             wm = clock.partition_watermark(partition)
-            clock.observe(partition, event_time(item), now, offset)
+            clock.observe(partition, event_time(item), now, offset, received)
             if self.source == PROFILES:
                 stamp = NO_STAMP
             else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
@@ -696,8 +697,10 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     t_env.execute_sql(source_ddl("events_in", k.events_topic, settings, read))
     t_env.execute_sql(source_ddl("profiles_in", k.profiles_topic, settings, read))
-    events = t_env.to_data_stream(t_env.from_path("events_in"))
-    profiles = t_env.to_data_stream(t_env.from_path("profiles_in"))
+    # (value, topic, partition, offset, record timestamp in epoch ms)
+    columns = "`value`, `topic`, `partition`, `offset`, `received`"
+    events = t_env.to_data_stream(t_env.sql_query(f"SELECT {columns} FROM events_in"))
+    profiles = t_env.to_data_stream(t_env.sql_query(f"SELECT {columns} FROM profiles_in"))
     out = build_topology(events, profiles, settings, emit_features=feature_writer is not None,
                          read=read)
     fn = _functions()
