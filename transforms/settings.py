@@ -104,7 +104,11 @@ class CoreSettings:
     # Size caps of each customer's state (DESIGN.md section 8, table in transforms/state.py):
     # over a cap, the oldest entries are evicted and counted as dropped `evicted:<part>`.
     max_dedup_ids: int = 10_000
-    max_pending: int = 1_000  # over it, the oldest pending items are processed early
+    # Over it, a customer's oldest pending items are processed early, before the watermark
+    # passes them: in arrival order with that customer's other input (a profile still in
+    # flight on another partition may come after them), so engines may then differ for that
+    # customer. 5 000 holds 500 events/s of one customer within the default out-of-orderness.
+    max_pending: int = 5_000
     max_sessions: int = 1_000
     max_categories: int = 200  # viewed categories in the windows and in browse intensity
     max_category_views: int = 50  # browse-intensity views held per category

@@ -21,9 +21,11 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
     part             cap                  evicted first           what eviction costs
     seen             max_dedup_ids        first seen              a duplicate of an evicted id
                                                                   passes (only ids >= cap ids old)
-    pending          max_pending          oldest in event time    none lost: processed at once;
-                                                                  this customer's later arrivals
-                                                                  behind them are late dead letters
+    pending          max_pending          oldest in event time    none lost: processed at once,
+                                                                  before the watermark (in arrival
+                                                                  order with this customer's other
+                                                                  input); later arrivals behind
+                                                                  them are late dead letters
     windows sessions max_sessions         least recently seen     sessions_7d undercounts
     windows views    max_categories       least recently viewed   views_1h / 24h miss the category
     cart             max_cart_lines       first added             the line is forgotten
