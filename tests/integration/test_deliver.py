@@ -403,7 +403,7 @@ def test_a_held_payload_is_rechecked_for_consent_and_erasure_when_it_falls_due(
     )
     deliverer = Deliverer(
         consumer,
-        SmtpSender("127.0.0.1", port, 10.0),
+        SmtpSender(cfg),
         Ledger(redis_client, prefix, cfg),
         cfg,
         clock=lambda: now[0],
