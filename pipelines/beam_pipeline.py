@@ -11,7 +11,9 @@
                                              bundle's items grouped by their customer's shard,
                                              keyed; dead letters to their own output
     | "MergeInputs"                       Flatten: both reach the same keyed DoFn
-    | "PerCustomer"                       stateful DoFn over wire.KeyedCore, routed by tag to
+    | "PerCustomer"                       stateful DoFn over wire.KeyedCore, routed by tag;
+                                          payload requests out (not yet composed)
+    | "Compose"                           stateless: PayloadRequest -> EmailPayload
     | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES]
 
 Items the core drops (duplicates, events of erased customers) are counted, not output: the
@@ -100,6 +102,7 @@ from pipelines.beam_kafka import (
     wall_ms,
 )
 from pipelines.common import build_core
+from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
@@ -173,7 +176,8 @@ def build_pipeline(
         | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings)).with_outputs(
             *SINKS, main="unused")
     )
-    outputs = {kind: routed[kind] for kind in (PAYLOAD, AUDIT, FEATURES)}
+    outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES)}
+    outputs[PAYLOAD] = routed[PAYLOAD] | "Compose" >> beam.ParDo(Compose(local, settings))
     outputs[DEAD_LETTER] = (
         (decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER], routed[DEAD_LETTER])
         | "MergeDeadLetters" >> beam.Flatten()
@@ -280,40 +284,37 @@ _WAKE = beam.DoFn.TimerParam(WAKE)
 Table = dict[str, tuple[bytes, int | None]]
 
 
-class StateCache:
-    """The run's unpickled CustomerStates, each beside the bytes PerCustomer wrote to Beam's
-    state for it: reading a customer's state then costs a lookup, not an unpickling.
+def _same_bytes(entry: tuple[CustomerState, bytes], raw: bytes | None) -> bool:
+    """A cached state is used only if Beam's state holds the very bytes it was written as."""
+    return entry[1] is raw or entry[1] == raw
 
-    Beam's state stays the truth: an entry is used only when the bytes the state holds now are
-    the bytes it was made from (the very object written: an identity test), and it is taken
-    out when read, because the core changes a state in place. A bundle that fails after a step
-    (and is retried by the runner) therefore finds no entry, or one whose bytes were never
-    committed, and unpickles what was committed. At most `limit` entries, the least recently
-    stored dropped first; a missing entry only costs an unpickling.
-    """
 
-    def __init__(self, limit: int = STATE_CACHE) -> None:
-        self.limit = limit
-        self.entries: dict[str, tuple[bytes, CustomerState]] = {}
+def _state_cache() -> StateCache[tuple[CustomerState, bytes]]:
+    return StateCache(STATE_CACHE, _same_bytes)
 
-    def load(self, key: str, raw: bytes | None) -> CustomerState | None:
-        """The state pickled to `raw` (None: no state), taken out of the cache if it is there."""
-        entry = self.entries.pop(key, None)
-        if raw is None:
-            return None
-        if entry is not None and (entry[0] is raw or entry[0] == raw):
-            return entry[1]
-        state: CustomerState = pickle.loads(raw)
-        return state
 
-    def store(self, key: str, state: CustomerState) -> bytes:
-        """`state` pickled, for Beam's state; it is kept beside its bytes."""
-        raw = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
-        entries = self.entries
-        entries[key] = (raw, state)
-        if len(entries) > self.limit:
-            del entries[next(iter(entries))]
-        return raw
+def _load(cache: StateCache[tuple[CustomerState, bytes]], cid: str,
+          raw: bytes | None) -> CustomerState | None:
+    """The state pickled to `raw` (None: no state): the cached object if still current
+    (keyed.StateCache: no unpickling), else unpickled. A bundle the runner retries after a
+    failure finds no entry, or one whose bytes were never committed."""
+    entry = cache.take(cid, raw)
+    if entry is not None:
+        return entry[0]
+    return None if raw is None else pickle.loads(raw)  # type: ignore[no-any-return]
+
+
+def _save(cache: StateCache[tuple[CustomerState, bytes]], cid: str,
+          state: CustomerState) -> bytes:
+    """`state` pickled, for Beam's state; the object is cached beside its bytes."""
+    raw = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+    cache.put(cid, (state, raw))
+    return raw
+
+
+def _timer(t: int | None) -> int | None:
+    """A wake as a Beam timer: none past the global window's last timer."""
+    return t if t is None or t <= _LAST_TIMER_MS else _LAST_TIMER_MS
 
 
 class PerCustomer(beam.DoFn):
@@ -332,10 +333,12 @@ class PerCustomer(beam.DoFn):
 
     def setup(self) -> None:
         """The run's core (built once per run, shared by every copy of this DoFn)."""
-        self.keyed = wire.KeyedCore(self.local.get("core", lambda: build_core(self.settings)))
+        self.keyed = wire.KeyedCore(self.local.get("core", lambda: build_core(self.settings)),
+                                    compose=False)
         self.flow = flow(self.local)
         self.reporting = frozenset(self.flow.reporting)
-        self.states: StateCache = self.local.get("states", StateCache)
+        self.states: StateCache[tuple[CustomerState, bytes]] = self.local.get(
+            "states", _state_cache)
 
     def start_bundle(self) -> None:
         """Count items stepped, dropped, and customers whose state appeared or went."""
@@ -371,19 +374,14 @@ class PerCustomer(beam.DoFn):
             now = live.get(cid)
             if now is None:
                 raw, wake = table.get(cid, (None, None))
-                state = self.states.load(cid, raw)
+                state = _load(self.states, cid, raw)
                 now = live[cid] = [state, state, wake]
             state, outputs, counts, wakes = step(now[1], item, watermark)
             now[1] = state
-            # The earliest wake asked for since the state was last cleared.
-            if state is None:
-                now[2] = None
-            elif wakes:
-                earliest = min(min(wakes), _LAST_TIMER_MS)
-                if now[2] is None or earliest < now[2]:
-                    now[2] = earliest
+            now[2] = _timer(next_timer(now[2], state, wakes))
             routed.extend(outputs)
-            self._count(counts)
+            if counts:
+                add_counts(self.dropped, counts, DROPPED_PREFIX)
         return self._store(table, live, routed, customers, wake_at, timer, timer_fired=False)
 
     @on_timer(WAKE)
@@ -407,19 +405,13 @@ class PerCustomer(beam.DoFn):
         for cid, (raw, due) in table.items():
             if due is None or due > t:
                 continue
-            before = self.states.load(cid, raw)
+            before = _load(self.states, cid, raw)
             state, outputs, counts, wakes = wake(before, t)
-            # After a wake, the core's wakes are all it still waits for.
-            earliest = min(min(wakes), _LAST_TIMER_MS) if wakes and state is not None else None
-            live[cid] = [before, state, earliest]
+            live[cid] = [before, state, _timer(next_timer(due, state, wakes, woke=True))]
             routed.extend(outputs)
-            self._count(counts)
+            if counts:
+                add_counts(self.dropped, counts, DROPPED_PREFIX)
         return self._store(table, live, routed, customers, wake_at, timer, timer_fired=True)
-
-    def _count(self, counts: dict[str, int]) -> None:
-        for reason, n in counts.items():
-            name = DROPPED_PREFIX + reason
-            self.dropped[name] = self.dropped.get(name, 0) + n
 
     def _store(
         self, table: Table, live: dict[str, list[Any]], routed: wire.Routed,
@@ -435,7 +427,7 @@ class PerCustomer(beam.DoFn):
                     table.pop(cid, None)
                     self.active -= before is not None
                 else:
-                    table[cid] = (self.states.store(cid, state), earliest)
+                    table[cid] = (_save(self.states, cid, state), earliest)
                     self.active += before is None
             if table:
                 customers.write(table)
@@ -452,6 +444,23 @@ class PerCustomer(beam.DoFn):
                 wake_at.write(due)
         for sink, record in routed:
             yield TaggedOutput(sink, record)
+
+
+class Compose(beam.DoFn):
+    """PayloadRequest -> EmailPayload (Core.compose): the stateless half of a trigger,
+    recommendations, catalog and templates, in a stage after the keyed one (as on Flink)."""
+
+    def __init__(self, local: Local, settings: Settings) -> None:
+        self.local = local
+        self.settings = settings
+
+    def setup(self) -> None:
+        """The run's core (shared with PerCustomer)."""
+        self.compose = self.local.get("core", lambda: build_core(self.settings)).compose
+
+    def process(self, request: Any) -> Iterator[Any]:
+        """One payload request of PerCustomer."""
+        yield self.compose(request)
 
 
 # ------------------------------------------------------------------------------ sinks

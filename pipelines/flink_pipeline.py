@@ -97,6 +97,7 @@ from pipelines.flink_kafka import (
     sink_ddl,
     source_ddl,
 )
+from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
@@ -433,15 +434,17 @@ def _functions() -> dict[str, type]:
             # Counted here and added to Flink's counters at most every COUNTERS_EVERY ms: each
             # inc() is a call into Java (the GIL released and taken back).
             self.counts = dict.fromkeys(self.counters, 0)
+            self.dropped: dict[str, int] = {}          # by reason, for counters[DROPPED]
             self.counted_at = time.monotonic()
-            self.cache: dict[str, tuple[Any, int | None, int]] = {}
-            self.cache_size = max(0, self.settings.flink.state_cache)
-            self.ttl = self.settings.flink.state_ttl
+            ttl = self.settings.flink.state_ttl
+            # (state, timer, written at): used while younger than the state's TTL.
+            self.cache: StateCache[tuple[Any, int | None, int]] = StateCache(
+                self.settings.flink.state_cache, lambda entry, _: wall_ms() - entry[2] < ttl)
 
         def _held(self, cid: str) -> tuple[Any, int | None]:
             """(state, timer) of customer `cid` (the current key): the cache, else Flink."""
-            entry = self.cache.pop(cid, None)          # back in at the end when stored: LRU
-            if entry is not None and wall_ms() - entry[2] < self.ttl:
+            entry = self.cache.take(cid)               # back in at the end when stored: LRU
+            if entry is not None:
                 return entry[0], entry[1]
             held = self.state.value()
             return (None, None) if held is None else held
@@ -464,28 +467,22 @@ def _functions() -> dict[str, type]:
         def _store(self, cid: str, old: Any, timer: int | None, state: Any,
                    routed: wire.Routed, counts: dict[str, int], wake_at: list[int],
                    ctx: Any) -> Iterator[Any]:
-            """Keep the state and one timer (the earliest time the core asked for: after a wake
-            the core's wake_at covers all it still waits for), then route the outputs."""
-            timers = ctx.timer_service()
-            if state is None:
+            """Keep the state and one timer (keyed.next_timer; `timer` None after a wake: the
+            one set has fired), then route the outputs."""
+            new = next_timer(timer, state, wake_at)
+            if new != timer:
+                timers = ctx.timer_service()
                 if timer is not None:
                     timers.delete_event_time_timer(timer)
+                if new is not None:
+                    timers.register_event_time_timer(new)
+            if state is None:
                 if old is not None:
                     self.state.clear()
             else:
-                first = min(wake_at) if wake_at else None
-                if first is not None and (timer is None or first < timer):
-                    if timer is not None:
-                        timers.delete_event_time_timer(timer)
-                    timers.register_event_time_timer(first)
-                    timer = first
                 written_at = wall_ms()
-                self.state.update((state, timer))
-                if self.cache_size:
-                    cache = self.cache
-                    cache[cid] = (state, timer, written_at)
-                    if len(cache) > self.cache_size:
-                        del cache[next(iter(cache))]
+                self.state.update((state, new))
+                self.cache.put(cid, (state, new, written_at))
             tally = self.counts
             for sink, record in routed:
                 tally[sink] += 1
@@ -496,7 +493,7 @@ def _functions() -> dict[str, type]:
             if time.monotonic() - self.counted_at >= COUNTERS_EVERY / 1000:
                 self._count()
             if counts:
-                tally[DROPPED] += sum(counts.values())
+                add_counts(self.dropped, counts)
                 if self.emit_counts:
                     for reason, n in counts.items():
                         yield tags[DROPPED], (reason, n)
@@ -505,6 +502,8 @@ def _functions() -> dict[str, type]:
 
         def _count(self) -> None:
             """Add what was counted since the last time to Flink's counters."""
+            self.counts[DROPPED] += sum(self.dropped.values())
+            self.dropped.clear()
             for kind, n in self.counts.items():
                 if n:
                     self.counters[kind].inc(n)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.common import build_core
+from pipelines.keyed import next_timer
 from pipelines.outputs import OutputFiles
 from pipelines.wire import admit
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
@@ -55,8 +56,7 @@ class ReferenceRunner:
         # The compose stage inline (payload requests -> payloads), or requests out as they are.
         self.compose = core.compose if compose else None
         self.states: dict[str, CustomerState] = {}
-        # One timer per customer, the earliest the core asked for (after a wake, the core's
-        # wake_at covers all it still waits for): heap entries not in `next_wake` are stale.
+        # One timer per customer (keyed.next_timer): heap entries not in `next_wake` are stale.
         self.timers: list[tuple[int, str]] = []
         self.next_wake: dict[str, int] = {}
         self.event_clock = replay_clock(core.settings, clock())
@@ -110,10 +110,11 @@ class ReferenceRunner:
 
     def _fire(self, cid: str, watermark: int) -> None:
         """Customer `cid`'s timer (due at or before `watermark`) fires."""
-        del self.next_wake[cid]
         state = self.states.get(cid)
-        if state is not None:
-            self._store(cid, *self.core.wake(state, watermark))
+        if state is None:
+            del self.next_wake[cid]
+        else:
+            self._store(cid, *self.core.wake(state, watermark), woke=True)
 
     def finish(self) -> None:
         """End of a bounded input: the watermark goes to the end of time."""
@@ -121,7 +122,8 @@ class ReferenceRunner:
         self.advance(END_OF_TIME)
 
     def _store(
-        self, cid: str, state: CustomerState | None, outputs: list[Output], wake_at: list[int]
+        self, cid: str, state: CustomerState | None, outputs: list[Output], wake_at: list[int],
+        woke: bool = False,
     ) -> None:
         if state is None:
             self.states.pop(cid, None)
@@ -132,12 +134,14 @@ class ReferenceRunner:
             if compose is not None and out[0] == PAYLOAD:
                 out = (PAYLOAD, compose(out[1]))
             emit(out)
-        if wake_at:
-            t = min(wake_at)
-            held = self.next_wake.get(cid)
-            if held is None or t < held:
-                self.next_wake[cid] = t
-                heapq.heappush(self.timers, (t, cid))
+        held = self.next_wake.get(cid)
+        t = next_timer(held, state, wake_at, woke)
+        if t is None:
+            if held is not None:
+                del self.next_wake[cid]
+        elif woke or t != held:
+            self.next_wake[cid] = t
+            heapq.heappush(self.timers, (t, cid))
 
 
 def run_replay(

@@ -178,11 +178,11 @@ def test_a_cached_read_skips_the_value_state_and_a_new_instance_reads_it():
     _drive(op, runtime, [view(T0, cid="a"), view(T0 + SECOND, cid="a")],
            timers, T0)
     assert states["a"].reads == 1                           # only the first, empty read
-    cached = op.cache["a"][0]
+    cached = op.cache.entries["a"][0]
     assert _plain(cached) == _plain(pickle.loads(states["a"].raw)[0])
 
     restored, runtime2 = _operator(settings, states)        # a restore: a new instance
-    assert restored.cache == {}
+    assert len(restored.cache) == 0
     runtime2.key = "a"
     list(restored.process_element((T0, view(T0 + 2 * SECOND, cid="a")),
                                   FakeCtx(runtime2, timers, T0)))
@@ -195,8 +195,8 @@ def test_an_entry_past_the_state_ttl_is_not_used():
     op, runtime = _operator(settings, states)
     timers: dict[str, set[int]] = {}
     _drive(op, runtime, [view(T0, cid="a")], timers, T0 - HOUR)
-    state, timer, written_at = op.cache["a"]
-    op.cache["a"] = (state, timer, written_at - HOUR)       # written an hour ago (wall clock)
+    state, timer, written_at = op.cache.entries["a"]
+    op.cache.entries["a"] = (state, timer, written_at - HOUR)    # written an hour ago
     runtime.key = "a"
     list(op.process_element((T0, view(T0 + SECOND, cid="a")),
                             FakeCtx(runtime, timers, T0)))
