@@ -1,82 +1,34 @@
 """Kafka in and out of the Beam topology on the Python DirectRunner (kafka-python, no Java).
 
+    run_kafka_job(settings, options, feature_writer, ...) -> summary   the topology over Kafka
+                                            until the read ends (`personalize run --runner direct`)
     KafkaSource(settings, options, local)   a consumer behind a local TestStream service
       .read() -> ReadFromKafka              PBegin -> {EVENTS, PROFILES: PCollection of
                                             (KafkaRecord, watermark, now, batch)}
-    WriteToKafka(local, kafka, topic, encode, counter)   records -> topic (kafka: settings.kafka)
 
-Why a TestStream service, and what was tried
---------------------------------------------
-Streaming on the Python DirectRunner means the BundleBasedDirectRunner (the FnApiRunner, used
-for batch, does not stream). Its unbounded inputs are TestStream, PubSub and splittable DoFns:
-
-1. A splittable DoFn over kafka-python (OffsetRange restriction, ManualWatermarkEstimator set
-   to record time - max_out_of_orderness, defer_remainder between polls). It reads, but the
-   runner does not honour the estimator: in a probe (Beam 2.61, streaming) an event-time timer
-   set 100 000 s after an element the SDF had just emitted fired at once, while the SDF still
-   had its remainder to read. Downstream of it event time has already ended: every deadline
-   would fire as soon as it is set, before the events that cancel it arrive.
-2. The cross-language ReadFromKafka needs a Java expansion service and a portable runner
-   (Flink, Prism, or Docker for the Java SDK harness), none of which is this runner.
-3. Micro-batches (bounded pipelines one after another) lose Beam's keyed state and timers
-   between batches; state would have to live outside Beam.
-4. TestStream with an `endpoint`: the DirectRunner pulls TestStream events one at a time from
-   a gRPC TestStreamService (the mechanism Interactive Beam streams with) and makes each a
-   bundle; ElementEvents carry elements with their event timestamps, WatermarkEvents set the
-   watermark, and the end of the stream takes it to +inf. Served from a live consumer, that is
-   a continuous unbounded read whose watermark moves with the data. This is what is used: the
-   KafkaReader runs on the service's thread, the pipeline pulls batches from it.
-
-The clock is transforms/clock.py's (the rule of every runner), over the partitions of both
-topics, with `flink.idleness`: each poll becomes one ElementEvent per topic, each element
-being (KafkaRecord, the watermark of its own partition just before it, the wall clock when it
-was read), then a WatermarkEvent with the combined watermark. The topology judges lateness
-against the element's partition watermark, so it decides as the reference does. A partition
-with records left (end offsets, asked of the broker) holds the combined watermark past
-idleness, so a backlog fetched after another partition's is not overtaken by timers.
-An unbounded read with every partition idle lets the combined watermark follow the wall clock
-(the clock's follow_wall_clock), so a cart-abandonment deadline fires about when it is due
-rather than at the next event. Bounded reads (--max-events, --until-idle: replays, tests,
-benchmarks, often of old data) do not; their end takes the watermark to +inf and every pending
-deadline fires at its own time. An idle read sends a heartbeat (the same watermark) every
-second: the runner gives up on a service silent for 30 s.
-
-Back-pressure: a pass-through step (Acknowledge) right after the TestStream counts the records
-that entered the pipeline; the reader keeps at most `max_in_flight` records between itself and
-that step. Offsets: a sink error never commits input offsets past unwritten outputs. The Flow
-counts the records the topology hands to its sinks (`emit`) and those the sinks have written
-(`written`: a Kafka sink after its bundle's flush succeeded); at each instant when the two are
-equal, the offsets of the batches through the keyed step are safe, since every output they
-caused so far is on the broker. The reader commits the latest safe offsets every
-`commit_every` seconds, and the job commits them once more when the pipeline has finished
-(`KafkaReader.commit_final`: after the deadlines the end of the read fired are written too).
-A failed sink bundle leaves emit ahead of written until a retry succeeds (a retry skips what
-the failed attempt delivered, so nothing is written twice); if the retries fail, the job fails
-with nothing committed past it. Known limit: the DirectRunner
-keeps keyed state and timers in memory and never checkpoints them, so a restarted job resumes
-at the committed offsets but has lost what was buffered and the pending deadlines. A Ctrl-C
-therefore ends the read like a bounded one: everything read is processed and every pending
-deadline fires, at its own time, before the job exits. Exactly-once across restarts is the
-Flink runner's (checkpoints).
-
-Sinks share one producer per run and flush it at the end of every bundle, so a bundle's
-outputs are on the broker before the runner moves on; a failed send fails the bundle, which the
-runner retries (skipping what was delivered) and, after its last retry, fails the pipeline.
-Outputs are bounded below the broker's max.message.bytes by the core (transforms/sizes.py).
+The source is a TestStream served from a live consumer (the only unbounded input of the
+streaming DirectRunner that honours event time; what was tried: docs/beam-topology.md). Each
+poll becomes one ElementEvent per topic, each element (KafkaRecord, the watermark of its own
+partition just before it, the wall clock when read, batch), then a WatermarkEvent with the
+combined watermark of transforms/clock.py (with `flink.idleness`). Bounded reads
+(--max-events, --until-idle) end by taking the watermark to +inf: every pending deadline fires
+at its own time. At most `max_in_flight` records are between the reader and the pipeline.
+Offsets are committed only when every output they caused is on the broker (the run's Flow,
+pipelines/beam_local.py). Known limit: keyed state and timers are in memory, never
+checkpointed; a Ctrl-C ends the read like a bounded one. Sinks: pipelines/beam_sinks.py.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import logging
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import grpc
@@ -86,12 +38,20 @@ from apache_beam.portability.api import beam_runner_api_pb2_grpc as api_grpc
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
+from pipelines.beam_local import Flow, KafkaRecord, Local, tally, wall_ms
+from pipelines.beam_pipeline import DROPPED_PREFIX, build_pipeline, run_to_end, streaming_options
+from pipelines.beam_sinks import CountFeatures, FeatureWriter, kafka_sinks
 from pipelines.connections import kafka_client_config
 from pipelines.wire import EVENTS, PROFILES, event_time_of
 from transforms.clock import EventClock, receipt
+from transforms.core import Core
+from transforms.model import AUDIT, DEAD_LETTER, FEATURES, PAYLOAD
 from transforms.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+# create_topics(kafka settings, topic names, partitions)
+CreateTopics = Callable[[KafkaSettings, list[str], int], object]
 
 HEARTBEAT_S = 1.0
 END_OFFSETS_EVERY = 1.0     # seconds between end-offset queries of the partitions being read
@@ -100,90 +60,7 @@ POLL_MS = 200
 _MIN_MICROS = MIN_TIMESTAMP.micros
 
 
-class KafkaRecord(NamedTuple):
-    """One consumed record: where it came from, its value, and when it was read (epoch ms)."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    received_at: int
-
-
-# ------------------------------------------------------------------------------ process-local
-
-
-class Local:
-    """Objects one pipeline run shares between its DoFn copies, in this process, by run id.
-
-    The DirectRunner in streaming mode unpickles a fresh copy of each DoFn for every bundle and
-    tears it down after it, so a Kafka producer, the core (its Jinja environment does not
-    pickle) or an output collector cannot live in a DoFn: the DoFn holds this handle (an id) and
-    fetches them here. This ties the topology to in-process runners, which the DirectRunner is.
-    """
-
-    _objects: ClassVar[dict[str, dict[str, Any]]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self) -> None:
-        self.id = uuid.uuid4().hex
-
-    def get(self, name: str, make: Callable[[], Any] | None = None) -> Any:
-        """The object called `name` of this run, made by `make` on first use."""
-        with Local._lock:
-            objects = Local._objects.setdefault(self.id, {})
-            if name not in objects:
-                if make is None:
-                    raise KeyError(f"{name} was not registered for this pipeline run")
-                objects[name] = make()
-            return objects[name]
-
-    def put(self, name: str, obj: Any) -> None:
-        """Register `obj` under `name` for this run."""
-        with Local._lock:
-            Local._objects.setdefault(self.id, {})[name] = obj
-
-    def close(self) -> None:
-        """Forget this run's objects, closing those that can be closed."""
-        with Local._lock:
-            objects = Local._objects.pop(self.id, {})
-        for obj in objects.values():
-            close = getattr(obj, "close", None)
-            if callable(close):
-                close()
-
-
-class Tally:
-    """Thread-safe counters of one run (records per sink, dropped by reason, ...)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
-
-    def add(self, counts: dict[str, int]) -> None:
-        """Add a DoFn's bundle counts."""
-        with self._lock:
-            for name, n in counts.items():
-                self.counts[name] = self.counts.get(name, 0) + n
-
-    def snapshot(self) -> dict[str, int]:
-        """A copy of the counts."""
-        with self._lock:
-            return dict(self.counts)
-
-
-def tally(local: Local) -> Tally:
-    """The run's counters."""
-    t: Tally = local.get("tally", Tally)
-    return t
-
-
 # ------------------------------------------------------------------------------ the reader
-
-
-def wall_ms() -> int:
-    """The wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -212,134 +89,6 @@ class Batch:
 
     elements: dict[str, list[tuple[KafkaRecord, int | None, int, int, int | None]]]
     watermark: int | None
-
-
-@dataclass(slots=True)
-class Flow:
-    """Records in flight through a run (thread-safe).
-
-    The source hands records over in batches (`open_batch` / `close_batch`: how many, the
-    watermark it announces after them, the highest offset per partition in them); the topology
-    reports, per batch, how many it decoded, routed to the keyed step and stepped there (`add`).
-    From that, `safe_watermark` is the last announced watermark all of whose batches are through
-    the keyed step: no record that is not late can reach a customer's state at or before it any
-    more. The Acknowledge step counts what entered the pipeline (back-pressure).
-
-    Offsets to commit (`committable`): the topology counts the outputs it hands to sinks that
-    report writes (`emit`, before the `add` of the batches that caused them; `reporting`: the
-    kinds of those sinks, registered when they are built), those sinks count what they wrote
-    (`written`); whenever the two are equal, the offsets of the batches through the keyed step
-    are committable (the module docstring says why).
-    """
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    sent: int = 0
-    ended: bool = False
-    acked: int = 0
-    reporting: set[str] = field(default_factory=set)
-    emitted: int = 0
-    stored: int = 0
-    # Highest offset per partition of the batches through the keyed step, and of those when
-    # everything emitted was last written.
-    done: dict[tuple[str, int], int] = field(default_factory=dict)
-    committable: dict[tuple[str, int], int] = field(default_factory=dict)
-    # Per batch: [records, watermark after it, decoded, routed, stepped, offsets]; size -1 =
-    # still open.
-    batches: list[list[Any]] = field(default_factory=list)
-    _complete: int = 0                 # how many leading batches are through the keyed step
-    _safe: int | None = None
-
-    def open_batch(self) -> int:
-        """A new batch's number (the source's thread only)."""
-        with self.lock:
-            self.batches.append([-1, None, 0, 0, 0, None])
-            return len(self.batches) - 1
-
-    def close_batch(self, batch: int, size: int, watermark: int | None,
-                    offsets: dict[tuple[str, int], int] | None = None) -> None:
-        """Batch `batch` holds `size` records (highest offset per partition: `offsets`); the
-        source's watermark after it."""
-        with self.lock:
-            self.batches[batch][0] = size
-            self.batches[batch][1] = watermark
-            self.batches[batch][5] = offsets
-            self.sent += size
-
-    def add(self, batch: int, decoded: int = 0, routed: int = 0, stepped: int = 0) -> None:
-        """A bundle's progress in the topology with records of `batch`."""
-        with self.lock:
-            counts = self.batches[batch]
-            counts[2] += decoded
-            counts[3] += routed
-            counts[4] += stepped
-            self._settle()
-
-    def emit(self, n: int) -> None:
-        """A bundle handed n records to the sinks that report `written` (before its `add`)."""
-        with self.lock:
-            self.emitted += n
-
-    def written(self, n: int) -> None:
-        """A sink has n more records on the broker (or in the store)."""
-        with self.lock:
-            self.stored += n
-            self._settle()
-
-    def _settle(self) -> None:
-        """With the lock held: when every output emitted is written, the offsets of the batches
-        through the keyed step become committable."""
-        if self.stored == self.emitted:
-            self._advance()
-            if self.committable != self.done:
-                self.committable = dict(self.done)
-
-    def _advance(self) -> None:
-        """With the lock held: count the leading batches now through the keyed step."""
-        batches = self.batches
-        while self._complete < len(batches):
-            size, watermark, decoded, routed, stepped, offsets = batches[self._complete]
-            if size < 0 or decoded < size or stepped < routed:
-                break
-            self._complete += 1
-            if watermark is not None and (self._safe is None or watermark > self._safe):
-                self._safe = watermark
-            for tp, offset in (offsets or {}).items():
-                if offset > self.done.get(tp, -1):
-                    self.done[tp] = offset
-
-    def settled(self) -> bool:
-        """Whether every batch is through the keyed step and every output written."""
-        with self.lock:
-            self._settle()
-            return self._complete == len(self.batches) and self.stored == self.emitted
-
-    def end(self) -> None:
-        """The source will send nothing more."""
-        with self.lock:
-            self.ended = True
-
-    def safe_watermark(self) -> int | None:
-        """The latest watermark the keyed step may treat as passed (see the class docstring)."""
-        with self.lock:
-            self._advance()
-            return self._safe
-
-    def drained(self) -> bool:
-        """Whether the input has ended and every record of it has been through the keyed step
-        (or dead-lettered before it): nothing can reach the keyed state any more."""
-        self.safe_watermark()
-        with self.lock:
-            return self.ended and self._complete == len(self.batches)
-
-    def ack(self, n: int) -> None:
-        """A bundle of n records entered the pipeline."""
-        with self.lock:
-            self.acked += n
-
-    def in_flight(self) -> int:
-        """Records sent but not acknowledged."""
-        with self.lock:
-            return self.sent - self.acked
 
 
 class KafkaReader:
@@ -654,126 +403,107 @@ class _Acknowledge(beam.DoFn):
             flow.ack(self.n)
 
 
-# ------------------------------------------------------------------------------ the sink
-
-
-Encoded = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
-
-
-class WriteToKafka(beam.PTransform):
-    """PCollection of records -> `topic`, each encoded by `encode` to (key, value[, headers]);
-    `counter`: the output kind, which it reports written to the run's Flow."""
-
-    def __init__(self, local: Local, kafka: KafkaSettings, topic: str,
-                 encode: Callable[[Any], Encoded], counter: str) -> None:
-        super().__init__()
-        local.get("flow", Flow).reporting.add(counter)
-        self.fn = _Produce(local, kafka, topic, encode, counter)
-
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        """One ParDo producing to the topic."""
-        return records | "Produce" >> beam.ParDo(self.fn)
-
-
-Record = tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]
-
-
-class Producer:
-    """A kafka-python producer shared by the sinks of a run.
-
-    It remembers the records a failed bundle did deliver (`delivered`), so that the runner's
-    retry of that bundle skips them (`already_sent`): a retry writes nothing twice.
-    """
-
-    def __init__(self, kafka: KafkaSettings) -> None:
-        from runners.kafka_io import open_producer
-
-        self.producer = open_producer(kafka)
-        self.lock = threading.Lock()
-        self.delivered: dict[Record, int] = {}
-
-    def send(self, record: Record) -> Any:
-        """Queue one record (topic, key, value, headers); its future."""
-        topic, key, value, headers = record
-        return self.producer.send(topic, value=value, key=key, headers=list(headers) or None)
-
-    def already_sent(self, record: Record) -> bool:
-        """Whether `record` was delivered by a failed attempt of the bundle now retried (then it
-        is taken off the list)."""
-        if not self.delivered:
-            return False
-        with self.lock:
-            n = self.delivered.get(record, 0)
-            if not n:
-                return False
-            if n == 1:
-                del self.delivered[record]
-            else:
-                self.delivered[record] = n - 1
-            return True
-
-    def flush(self, sent: list[tuple[Record, Any]]) -> None:
-        """Wait until everything queued is on the broker; if some of `sent` ((record, its
-        future, or None: delivered by an earlier attempt)) failed, remember the others as
-        delivered and raise (the runner retries the bundle)."""
-        from kafka.errors import KafkaError
-
-        with contextlib.suppress(KafkaError):
-            self.producer.flush()
-        # kafka-python's flush can return (or give up) before the records of a batch it split
-        # are done: wait for each (a future ends within the producer's delivery_timeout_ms).
-        for _, future in sent:
-            if future is not None and not future.is_done:
-                with contextlib.suppress(KafkaError):
-                    future.get()
-        failed = [f.exception for _, f in sent if f is not None and not f.succeeded()]
-        if failed:
-            with self.lock:
-                for record, future in sent:
-                    if future is None or future.succeeded():
-                        self.delivered[record] = self.delivered.get(record, 0) + 1
-            raise RuntimeError(f"{len(failed)} Kafka sends failed, first: {failed[0]!r}")
-
-    def close(self) -> None:
-        """Flush and close."""
-        self.producer.flush()
-        self.producer.close()
-
-
-class _Produce(beam.DoFn):
-    def __init__(self, local: Local, kafka: KafkaSettings, topic: str,
-                 encode: Callable[[Any], Encoded], counter: str) -> None:
-        self.local = local
-        self.kafka = kafka
-        self.topic = topic
-        self.encode = encode
-        self.counter = counter
-
-    def setup(self) -> None:
-        self.producer: Producer = self.local.get(f"producer:{self.kafka.bootstrap}",
-                                                 lambda: Producer(self.kafka))
-
-    def start_bundle(self) -> None:
-        self.n = 0
-        self.sent: list[tuple[Record, Any]] = []
-
-    def process(self, record: Any) -> Iterator[Any]:
-        encoded = self.encode(record)
-        headers = tuple(encoded[2]) if len(encoded) > 2 else ()
-        out: Record = (self.topic, encoded[0], encoded[1], headers)
-        self.n += 1
-        delivered = self.producer.already_sent(out)
-        self.sent.append((out, None if delivered else self.producer.send(out)))
-        return iter(())
-
-    def finish_bundle(self) -> None:
-        if self.n:
-            self.producer.flush(self.sent)
-            self.local.get("flow", Flow).written(self.n)
-            tally(self.local).add({self.counter: self.n})
-
-
 def print_progress(stats: dict[str, Any]) -> None:
     """A progress line on stderr (the reader's report callback of `personalize run`)."""
     sys.stderr.write("\rdirect: " + " ".join(f"{k}={v}" for k, v in stats.items()) + "   ")
     sys.stderr.flush()
+
+
+# ------------------------------------------------------------------------------ the job
+
+
+def read_options(options: argparse.Namespace | None) -> ReadOptions:
+    """The bounds of `personalize run` (--max-events, --until-idle, --from-beginning)."""
+    return ReadOptions(max_events=getattr(options, "max_events", None),
+                       until_idle=getattr(options, "until_idle", None),
+                       from_beginning=bool(getattr(options, "from_beginning", False)))
+
+
+def run_kafka_job(
+    settings: Settings, options: argparse.Namespace | ReadOptions | None = None,
+    feature_writer: FeatureWriter | None = None, progress: bool = False,
+    topics: dict[str, str] | None = None, group_id: str | None = None,
+    sinks: Mapping[str, beam.PTransform] | None = None, local: Local | None = None,
+    core: Core | None = None, create_topics: CreateTopics | None = None,
+) -> dict[str, Any]:
+    """Run the topology over Kafka until the read ends; the counts per sink.
+
+    `topics` ({EVENTS: name, PROFILES: name}), `group_id` and `sinks` override the settings'
+    input topics, consumer group and Kafka sinks (tests, the benchmark). `create_topics(kafka,
+    names, partitions)`, if given, creates the topics the job reads and writes first (the
+    runner's Kafka admin: runners.services.ensure_topics)."""
+    read = options if isinstance(options, ReadOptions) else read_options(options)
+    if progress:
+        read.progress_every = 1.0
+    k = settings.kafka
+    local = local or Local()
+    writer = feature_writer or CountFeatures()
+    local.put("features", (writer, threading.Lock()))
+    names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
+    if create_topics is not None:
+        create_topics(k, [*names.values(), k.payloads_topic, k.audit_topic,
+                          k.dead_letters_topic], k.partitions)
+    read.stop = read.stop or threading.Event()
+    started = time.monotonic()
+    try:
+        report = print_progress if progress else None
+        with KafkaSource(settings, read, local, names, group_id, report) as source:
+            p = beam.Pipeline(options=streaming_options())
+            inputs = p | "ReadKafka" >> source.read()
+            build_pipeline(p, inputs[EVENTS], inputs[PROFILES],
+                           sinks or kafka_sinks(local, settings), settings, core, local)
+            _run_interruptibly(p, read.stop)
+            source.raise_error()
+            source.reader.commit_final()
+            stats = source.reader.stats()
+            first = source.reader.first_record_at
+        counts = tally(local).snapshot()
+    finally:
+        local.close()
+    if progress:
+        print(file=sys.stderr)
+    seconds = time.monotonic() - started
+    return {
+        "read": stats["read"],
+        "seconds": round(seconds, 3),
+        # Consumer group join and the first fetch: the benchmark measures from here on.
+        "first_record_after_s": None if first is None else round(first - started, 3),
+        "events_per_s": round(stats["read"] / seconds, 1) if seconds else None,
+        "watermark": stats["watermark"],
+        "payloads": counts.get(PAYLOAD, 0),
+        "audit": counts.get(AUDIT, 0),
+        "dead_letters": counts.get(DEAD_LETTER, 0),
+        "features": counts.get(FEATURES, 0),
+        "dropped": {k[len(DROPPED_PREFIX):]: v for k, v in counts.items()
+                    if k.startswith(DROPPED_PREFIX)},
+        "active_customers": counts.get("active_customers", 0),
+        **({"feature_writes": dict(writer.counts)} if isinstance(writer, CountFeatures) else {}),
+    }
+
+
+def _run_interruptibly(p: beam.Pipeline, stop: threading.Event) -> None:
+    """Run `p`; on Ctrl-C (in the main thread) end the read as a bounded one would end.
+
+    What was read is processed, every pending deadline fires at its own time and the
+    acknowledged offsets are committed; a second Ctrl-C leaves at once.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_to_end(p)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(exc)
+
+    job = threading.Thread(target=run, name="beam-direct", daemon=True)
+    job.start()
+    try:
+        while job.is_alive():
+            job.join(0.5)
+    except KeyboardInterrupt:
+        print("\ndirect: interrupted; finishing what was read (Ctrl-C again to quit now)",
+              file=sys.stderr)
+        stop.set()
+        job.join()
+    if failure:
+        raise failure[0]

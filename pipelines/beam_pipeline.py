@@ -6,7 +6,7 @@
                         from Kafka) or an item read from a file (Item | DeadLetter); watermark:
                         that of the record's own partition when the source read it, and now:
                         the wall clock then (transforms/clock.py); batch:
-                        the source's batch number (beam_kafka.Flow), or None
+                        the source's batch number (beam_local.Flow), or None
     | "DecodeEvents" / "DecodeProfiles"   -> (shard, [(Item, watermark, batch), ...]): a
                                              bundle's items grouped by their customer's shard,
                                              keyed; dead letters to their own output
@@ -17,65 +17,28 @@
     | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES]
 
 Items the core drops (duplicates, events of erased customers) are counted, not output: the
-run's Tally ("dropped:<reason>"), which run_replay and run_kafka report.
+run's Tally ("dropped:<reason>"). `run_replay(items, settings, out_dir)` (`personalize replay
+--runner direct`) writes the reference runner's files (pipelines/outputs.py); the Kafka job is
+pipelines/beam_kafka.py, the sinks pipelines/beam_sinks.py.
 
-Entry points: `run_kafka(settings, options)` (`personalize run --runner direct`) and
-`run_replay(items, settings, out_dir)` (`personalize replay --runner direct`), which writes the
-same files as the reference runner (pipelines/outputs.py). Kafka I/O is pipelines/beam_kafka.py.
-
-PerCustomer keeps each customer's CustomerState (pickled) in Beam's keyed state, and wakes the
-core with event-time timers: the core asks to be woken at times (`wake_at`), and the earliest
-outstanding one is remembered beside the state. When a timer fires at t, the core is woken at
-t, or later when that is known to be safe, and returns the next time it needs (after a wake,
-the core's wake_at covers everything it still waits for).
-
-Beam's key is not the customer but one of SHARDS shards of the customers, each holding a table
-of its customers' states and one timer, set to the earliest wake any of them asked for; when it
-fires, every customer of the shard due by then is woken. Decode groups a bundle's items by
-shard, so PerCustomer reads and writes a shard's table once per bundle. The DirectRunner pays
-per key and bundle (a deep copy of the key's state and timers) and after every bundle (a scan
-of every key's timers): per customer, that was most of the topology's time. What a customer
-sees is unchanged: its items are stepped in arrival order, each against its own watermark, and
-it is woken at a time its own timer could have fired (below). Unpickling is skipped when the
-state was written by this process (StateCache); pickling on every write is what keeps a bundle
-the runner retries after a failure from seeing a state the failed attempt changed in place.
-
-Later, because waking only at t costs the DirectRunner dearly: a customer with n buffered
-events at different times needs n timer rounds to catch up with one watermark step, each round
-a scan of every key's timers, so a backlog (a replay, a consumer catching up) goes quadratic.
-The source numbers its batches and announces a watermark after each (beam_kafka.Flow), and
-Decode and PerCustomer count what they did of each batch; the last announced watermark whose
-batches have all been through PerCustomer is safe: every record that is not late and has an
-event time at or before it is already in its customer's state. A timer firing wakes the core
-at max(t, that watermark), which is what the reference runner does (it wakes with the
-watermark). Once the input has ended and every batch is through, that is END_OF_TIME, as in the
-reference runner's finish(). Outputs are the same either way (every deadline still fires at
-its own time inside wake): tests/pipelines/test_parity_beam.py. Sources that do not number their
-batches (the TestStream tests) get wakes at the timers' own times.
-
-Lateness: Beam Python gives a DoFn no watermark in process(), so each record carries the
-watermark of its own partition when the source read it (transforms/clock.py, the rule of
-every runner), and the core judges lateness against that and its own processed-up-to time,
-which is never ahead of it: a wake time is a timer's time, which the runner's watermark (the
-source's combined one, the minimum over partitions) passes only after the records before it,
-or a combined watermark the source announced before any later record. Same input, same dead
-letters, payloads and audit as the reference (tests/pipelines/test_parity_beam.py).
+PerCustomer's Beam key is one of SHARDS shards of the customers: a table of their pickled
+states and earliest wakes, one timer at the earliest of them (pipelines/keyed.py). A timer
+firing at t wakes the shard's due customers at t, or at the source's safe watermark when it is
+later (END_OF_TIME once the input has ended). Each item is judged late against the watermark
+of its own partition it came with. Why shards, why the safe watermark, and why the outputs are
+those of the reference runner: docs/beam-topology.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import logging
 import pickle
-import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import apache_beam as beam
 from apache_beam import typehints
@@ -90,17 +53,8 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines import wire
-from pipelines.beam_kafka import (
-    Flow,
-    KafkaRecord,
-    KafkaSource,
-    Local,
-    ReadOptions,
-    WriteToKafka,
-    print_progress,
-    tally,
-    wall_ms,
-)
+from pipelines.beam_local import Flow, KafkaRecord, Local, flow, tally, wall_ms
+from pipelines.beam_sinks import SINKS, file_sinks
 from pipelines.common import build_core
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.outputs import OutputFiles
@@ -124,7 +78,6 @@ from transforms.state import CustomerState
 # Our DoFns' annotations are strings (PEP 563): Beam logs one INFO line per hint it reads.
 logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
 
-SINKS = (PAYLOAD, AUDIT, DEAD_LETTER, FEATURES)
 # Replays hand the runner this many items per TestStream event (then the watermark): the
 # watermark may lag the reference's between events without changing any output (see above).
 REPLAY_BATCH = 1000
@@ -390,7 +343,7 @@ class PerCustomer(beam.DoFn):
         customers: Any = _CUSTOMERS, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
     ) -> Iterator[TaggedOutput]:
         """Event time reached the timer: wake every customer of the shard due by then, at the
-        timer's time, or later when that is known to be safe (see the module docstring)."""
+        timer's time, or later when that is known to be safe (docs/beam-topology.md)."""
         t = fired.micros // 1000
         if self.flow.drained():
             t = END_OF_TIME
@@ -463,123 +416,6 @@ class Compose(beam.DoFn):
         yield self.compose(request)
 
 
-# ------------------------------------------------------------------------------ sinks
-
-
-class FeatureWriter(Protocol):
-    """Where FEATURES records go: ("features", FeatureSnapshot) or ("erase", customer_id)."""
-
-    def write(self, record: tuple[str, Any]) -> None:
-        """Apply one record (a snapshot upsert or a customer's erasure)."""
-
-
-class CountFeatures:
-    """The default feature writer: counts what a feature store would get."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def write(self, record: tuple[str, Any]) -> None:
-        """Count one record by kind."""
-        self.counts[record[0]] = self.counts.get(record[0], 0) + 1
-
-
-class WriteFeatures(beam.PTransform):
-    """FEATURES records -> the run's feature writer (flushed at the end of every bundle)."""
-
-    def __init__(self, local: Local) -> None:
-        super().__init__()
-        self.local = local
-        flow(local).reporting.add(FEATURES)
-
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        """One ParDo applying the writer."""
-        return records | "Apply" >> beam.ParDo(_ApplyFeatures(self.local))
-
-
-class _ApplyFeatures(beam.DoFn):
-    def __init__(self, local: Local) -> None:
-        self.local = local
-
-    def setup(self) -> None:
-        self.writer, self.lock = self.local.get(
-            "features", lambda: (CountFeatures(), threading.Lock()))
-
-    def start_bundle(self) -> None:
-        self.batch: list[tuple[str, Any]] = []
-
-    def process(self, record: tuple[str, Any]) -> Iterable[Any]:
-        self.batch.append(record)
-        return ()
-
-    def finish_bundle(self) -> None:
-        if self.batch:
-            with self.lock:
-                for record in self.batch:
-                    self.writer.write(record)
-                flush = getattr(self.writer, "flush", None)
-                if callable(flush):
-                    flush()
-            flow(self.local).written(len(self.batch))
-            tally(self.local).add({FEATURES: len(self.batch)})
-
-
-class CollectOutputs(beam.PTransform):
-    """Records of one kind -> the run's OutputFiles (offline runs, in this process)."""
-
-    def __init__(self, local: Local, kind: str) -> None:
-        super().__init__()
-        self.local = local
-        self.kind = kind
-
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        """One ParDo handing records to the collector."""
-        return records | "Collect" >> beam.ParDo(_Collect(self.local, self.kind))
-
-
-class _Collect(beam.DoFn):
-    def __init__(self, local: Local, kind: str) -> None:
-        self.local = local
-        self.kind = kind
-
-    def start_bundle(self) -> None:
-        self.batch: list[Any] = []
-
-    def process(self, record: Any) -> Iterable[Any]:
-        self.batch.append(record)
-        return ()
-
-    def finish_bundle(self) -> None:
-        out, lock = self.local.get("files")
-        with lock:
-            for record in self.batch:
-                # FEATURES records are already (kind, record): snapshots, erasures, consents.
-                out.write(record if self.kind == FEATURES else (self.kind, record))
-
-
-def file_sinks(local: Local) -> dict[str, beam.PTransform]:
-    """Sinks collecting every output kind into the run's OutputFiles."""
-    return {kind: CollectOutputs(local, kind) for kind in SINKS}
-
-
-def kafka_sinks(local: Local, settings: Settings) -> dict[str, beam.PTransform]:
-    """Payloads, audit and dead letters to their topics; features to the run's writer."""
-    k = settings.kafka
-    return {
-        PAYLOAD: WriteToKafka(local, k, k.payloads_topic, wire.payload_record, PAYLOAD),
-        AUDIT: WriteToKafka(local, k, k.audit_topic, wire.audit_record, AUDIT),
-        DEAD_LETTER: WriteToKafka(local, k, k.dead_letters_topic, wire.dead_letter_record,
-                                  DEAD_LETTER),
-        FEATURES: WriteFeatures(local),
-    }
-
-
-def flow(local: Local) -> Flow:
-    """The run's Flow (beam_kafka): records through the source and the topology."""
-    f: Flow = local.get("flow", Flow)
-    return f
-
-
 def streaming_options() -> PipelineOptions:
     """DirectRunner in streaming mode (the BundleBasedDirectRunner: timers, TestStream)."""
     options = PipelineOptions(runner="DirectRunner")
@@ -605,34 +441,6 @@ def run_to_end(p: beam.Pipeline) -> None:
         gc.unfreeze()
 
 
-def _run_interruptibly(p: beam.Pipeline, stop: threading.Event) -> None:
-    """Run `p`; on Ctrl-C (in the main thread) end the read as a bounded one would end.
-
-    What was read is processed, every pending deadline fires at its own time and the
-    acknowledged offsets are committed; a second Ctrl-C leaves at once.
-    """
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_to_end(p)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            failure.append(exc)
-
-    job = threading.Thread(target=run, name="beam-direct", daemon=True)
-    job.start()
-    try:
-        while job.is_alive():
-            job.join(0.5)
-    except KeyboardInterrupt:
-        print("\ndirect: interrupted; finishing what was read (Ctrl-C again to quit now)",
-              file=sys.stderr)
-        stop.set()
-        job.join()
-    if failure:
-        raise failure[0]
-
-
 # ------------------------------------------------------------------------------ replay
 
 
@@ -646,7 +454,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
     its event time; the clock is the reference runner's (transforms/clock.py). Every `batch`
     items make a batch of `flow`, followed by the combined watermark reached by then: between
     batches the runner's watermark lags the reference's, which changes when timers fire but no
-    output (see the module docstring).
+    output (docs/beam-topology.md).
     """
     clock = replay_clock(settings, wall_clock())
     stream = TestStream(output_tags=[EVENTS, PROFILES])
@@ -721,83 +529,3 @@ def run_replay(
         local.close()
 
 
-# ------------------------------------------------------------------------------ Kafka
-
-
-def read_options(options: argparse.Namespace | None) -> ReadOptions:
-    """The bounds of `personalize run` (--max-events, --until-idle, --from-beginning)."""
-    return ReadOptions(max_events=getattr(options, "max_events", None),
-                       until_idle=getattr(options, "until_idle", None),
-                       from_beginning=bool(getattr(options, "from_beginning", False)))
-
-
-def run_kafka(settings: Settings, options: argparse.Namespace | ReadOptions | None = None,
-              feature_writer: FeatureWriter | None = None) -> int:
-    """`personalize run --runner direct`: Kafka in, payloads / audit / dead letters out.
-
-    Unbounded unless --max-events / --until-idle; prints progress and a summary. FEATURES go to
-    `feature_writer` (default: counted only)."""
-    summary = run_kafka_job(settings, options, feature_writer, progress=True)
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
-def run_kafka_job(
-    settings: Settings, options: argparse.Namespace | ReadOptions | None = None,
-    feature_writer: FeatureWriter | None = None, progress: bool = False,
-    topics: dict[str, str] | None = None, group_id: str | None = None,
-    sinks: Mapping[str, beam.PTransform] | None = None, local: Local | None = None,
-    core: Core | None = None,
-) -> dict[str, Any]:
-    """Run the topology over Kafka until the read ends; the counts per sink.
-
-    `topics` ({EVENTS: name, PROFILES: name}), `group_id` and `sinks` override the settings'
-    input topics, consumer group and Kafka sinks (tests, the benchmark)."""
-    from runners._kafka import ensure_topics
-
-    read = options if isinstance(options, ReadOptions) else read_options(options)
-    if progress:
-        read.progress_every = 1.0
-    k = settings.kafka
-    local = local or Local()
-    writer = feature_writer or CountFeatures()
-    local.put("features", (writer, threading.Lock()))
-    names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
-    ensure_topics(k, [*names.values(), k.payloads_topic, k.audit_topic, k.dead_letters_topic],
-                  k.partitions)
-    read.stop = read.stop or threading.Event()
-    started = time.monotonic()
-    try:
-        report = print_progress if progress else None
-        with KafkaSource(settings, read, local, names, group_id, report) as source:
-            p = beam.Pipeline(options=streaming_options())
-            inputs = p | "ReadKafka" >> source.read()
-            build_pipeline(p, inputs[EVENTS], inputs[PROFILES],
-                           sinks or kafka_sinks(local, settings), settings, core, local)
-            _run_interruptibly(p, read.stop)
-            source.raise_error()
-            source.reader.commit_final()
-            stats = source.reader.stats()
-            first = source.reader.first_record_at
-        counts = tally(local).snapshot()
-    finally:
-        local.close()
-    if progress:
-        print(file=sys.stderr)
-    seconds = time.monotonic() - started
-    return {
-        "read": stats["read"],
-        "seconds": round(seconds, 3),
-        # Consumer group join and the first fetch: the benchmark measures from here on.
-        "first_record_after_s": None if first is None else round(first - started, 3),
-        "events_per_s": round(stats["read"] / seconds, 1) if seconds else None,
-        "watermark": stats["watermark"],
-        "payloads": counts.get(PAYLOAD, 0),
-        "audit": counts.get(AUDIT, 0),
-        "dead_letters": counts.get(DEAD_LETTER, 0),
-        "features": counts.get(FEATURES, 0),
-        "dropped": {k[len(DROPPED_PREFIX):]: v for k, v in counts.items()
-                    if k.startswith(DROPPED_PREFIX)},
-        "active_customers": counts.get("active_customers", 0),
-        **({"feature_writes": dict(writer.counts)} if isinstance(writer, CountFeatures) else {}),
-    }

@@ -2,6 +2,7 @@
 
     secret(name, env_name, path) -> str | None         a secret named by *_env / *_file
     kafka_client_config(kafka) -> {kwarg: value}         kafka-python Producer/Consumer/Admin
+    open_producer(kafka) -> KafkaProducer                bulk sends, keys and values bytes
     kafka_java_properties(kafka) -> {property: value}    Java clients (the Flink connector)
     flink_kafka_options(kafka) -> "'properties.x' = 'v', ..."   Flink Kafka table options
     redis_client(redis, **kw) -> redis.Redis             AUTH (credential provider) and TLS
@@ -30,6 +31,7 @@ from transforms.settings import DeliverSettings, KafkaSettings, RedisSettings, S
 
 if TYPE_CHECKING:
     import redis
+    from kafka import KafkaProducer
     from redis.credentials import CredentialProvider
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -154,6 +156,16 @@ def kafka_client_config(
         config["sasl_plain_username"] = k.sasl_username
         config["sasl_plain_password"] = _kafka_password(k, environ)
     return config
+
+
+def open_producer(kafka: KafkaSettings | str) -> KafkaProducer:
+    """A producer tuned for bulk sends: acks from the leader, batches of up to 256 KiB."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        **kafka_client_config(kafka), acks=1, linger_ms=20, batch_size=256 * 1024,
+        max_request_size=8 * 1024 * 1024, client_id="personalize-producer",
+    )
 
 
 def jaas_quoted(value: str) -> str:

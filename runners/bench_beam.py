@@ -23,8 +23,10 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.beam_kafka import KafkaSource, Local, ReadOptions, WriteToKafka, tally
-from pipelines.beam_pipeline import run_kafka_job, run_to_end, streaming_options
+from pipelines.beam_kafka import KafkaSource, ReadOptions, run_kafka_job
+from pipelines.beam_local import Local, tally
+from pipelines.beam_pipeline import run_to_end, streaming_options
+from pipelines.beam_sinks import WriteToKafka
 from pipelines.wire import EVENTS, PROFILES
 from runners import SHIPPED_DATA as DATA
 from transforms.codec import encode_event, encode_profile
@@ -37,8 +39,8 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
                profile: str | None = None) -> dict[str, Any]:
     """Produce `n_events` records to fresh topics, run the pass-through, then the topology
     (under cProfile, every thread, when `profile` names a file for the stats)."""
+    from pipelines.connections import open_producer
     from runners._kafka import ensure_topics
-    from runners.kafka_io import open_producer
 
     k = settings.kafka
     run = uuid.uuid4().hex[:10]
@@ -75,7 +77,8 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
         passthrough = run_passthrough(bench, topics, output, sent)
         topology = _timed(
             lambda read: _profiled(profile, lambda: run_kafka_job(
-                bench, read, topics=topics, group_id=f"bench-beam-topology-{run}"
+                bench, read, topics=topics, group_id=f"bench-beam-topology-{run}",
+                create_topics=ensure_topics,
             )),
             sent,
         )

@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runners.kafka_io import open_producer, quiet_client_logs, write_record
+from pipelines.connections import open_producer
+from runners.kafka_io import quiet_client_logs, write_record
 from runners.progress import Pacer, Progress
 from runners.traffic import (
     DEFAULT_START,

@@ -1,6 +1,6 @@
-"""Kafka producer / consumer helpers shared by the runners (kafka-python), and the record log.
+"""Kafka consumer helpers shared by the runners (kafka-python), and the record log (producers:
+pipelines/connections.open_producer).
 
-    open_producer(kafka) -> KafkaProducer          keys and values are bytes
     quiet_client_logs()                            kafka-python's INFO chatter off
     topic_sizes(kafka, topics) -> {topic: records} end minus beginning offsets
     consume(kafka, topic, count, timeout_s) -> [ConsumerRecord]
@@ -27,7 +27,6 @@ from pipelines.connections import kafka_client_config
 from transforms.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from kafka import KafkaProducer
     from kafka.consumer.fetcher import ConsumerRecord
 
 _LEN = struct.Struct(">I")
@@ -36,16 +35,6 @@ _LEN = struct.Struct(">I")
 def quiet_client_logs() -> None:
     """Keep kafka-python to warnings: it logs every connection at INFO (the CLI's -v keeps it)."""
     logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def open_producer(kafka: KafkaSettings | str) -> KafkaProducer:
-    """A producer tuned for bulk sends: acks from the leader, batches of up to 256 KiB."""
-    from kafka import KafkaProducer
-
-    return KafkaProducer(
-        **kafka_client_config(kafka), acks=1, linger_ms=20, batch_size=256 * 1024,
-        max_request_size=8 * 1024 * 1024, client_id="personalize-producer",
-    )
 
 
 def topic_sizes(kafka: KafkaSettings | str, topics: Iterable[str]) -> dict[str, int]:

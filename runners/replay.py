@@ -27,7 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from runners.kafka_io import open_producer, quiet_client_logs, read_records
+from pipelines.connections import open_producer
+from runners.kafka_io import quiet_client_logs, read_records
 from runners.progress import Pacer, Progress
 from transforms.codec import (
     SCHEMA_ID_OF,

@@ -86,8 +86,10 @@ def run_engine(settings: Settings, options: argparse.Namespace) -> dict[str, Any
     Kafka runs are online: the core reads the Redis catalog (unless paths.catalog names a
     file) and feature snapshots, erasures and consent changes go to the Redis feature store.
     """
-    from pipelines.beam_pipeline import run_kafka_job
+    from pipelines.beam_kafka import run_kafka_job
     from pipelines.feature_store import redis_writer
+    from runners.services import ensure_topics
 
     settings = online(settings)
-    return run_kafka_job(settings, options, feature_writer=redis_writer(settings), progress=True)
+    return run_kafka_job(settings, options, feature_writer=redis_writer(settings), progress=True,
+                         create_topics=ensure_topics)

@@ -11,11 +11,12 @@ from collections.abc import Callable
 import pytest
 
 from pipelines import reference
-from pipelines.beam_kafka import ReadOptions
-from pipelines.beam_pipeline import run_kafka_job
+from pipelines.beam_kafka import ReadOptions, run_kafka_job
+from pipelines.connections import open_producer
 from pipelines.wire import EVENTS, MESSAGE_ID_HEADER, PROFILES
 from runners import SHIPPED_DATA as DATA
-from runners.kafka_io import consume, open_producer, topic_sizes
+from runners.kafka_io import consume, topic_sizes
+from runners.services import ensure_topics
 from tests.conftest import unique_name
 from transforms.codec import decode_dead_letter, decode_payload, encode_event, encode_profile
 from transforms.model import R_DECODE, BehaviourEvent, CustomerProfile, Product
@@ -81,7 +82,8 @@ def test_bounded_run_reads_avro_and_writes_the_reference_payloads(kafka, new_top
     items = list(itertools.islice(read_rees46(DATA), ITEMS))
     n = produce(kafka, topics, items, garbage=b"\x02not avro")
 
-    summary = run_kafka_job(settings, ReadOptions(max_events=n, from_beginning=True))
+    summary = run_kafka_job(settings, ReadOptions(max_events=n, from_beginning=True),
+                            create_topics=ensure_topics)
 
     expected = reference.run_replay(items, Settings(), tmp_path / "reference")
     assert summary["read"] == n
@@ -109,7 +111,7 @@ def test_bounded_run_reads_avro_and_writes_the_reference_payloads(kafka, new_top
     # Offsets were committed: everything read, so a second run from the group reads nothing.
     offsets = committed(kafka, settings.kafka.group_id)
     assert sum(offsets.values()) == n
-    again = run_kafka_job(settings, ReadOptions(until_idle=3.0))
+    again = run_kafka_job(settings, ReadOptions(until_idle=3.0), create_topics=ensure_topics)
     assert again["read"] == 0
 
 
@@ -120,7 +122,8 @@ def test_unbounded_run_fires_a_deadline_while_the_input_is_idle(kafka, new_topic
     stop = threading.Event()
     read = ReadOptions(from_beginning=True, stop=stop)     # fresh topics: no race with the join
     result: list[dict] = []
-    job = threading.Thread(target=lambda: result.append(run_kafka_job(settings, read)))
+    job = threading.Thread(target=lambda: result.append(
+        run_kafka_job(settings, read, create_topics=ensure_topics)))
     job.start()
     try:
         now = int(time.time() * 1000)

@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipelines.beam_kafka import ReadOptions
-from pipelines.beam_pipeline import run_kafka_job
+from pipelines.beam_kafka import ReadOptions, run_kafka_job
+from pipelines.connections import open_producer
 from pipelines.wire import EVENTS, PROFILES
 from runners import services
-from runners.kafka_io import consume, open_producer, topic_sizes
+from runners.kafka_io import consume, topic_sizes
+from runners.services import ensure_topics
 from tests.builders import CART_DELAY, T0, add, profile
 from tests.conftest import unique_name
 from tests.integration.test_beam_kafka import committed
@@ -87,7 +88,8 @@ def test_hostile_sizes_fit_small_topics_and_the_job_runs_on(kafka, limited_topic
                 (topics[EVENTS], b"c2", encode_event(add(T0 + 10 * CART_DELAY, cid="c2")))]
     send(kafka, records)
 
-    summary = run_kafka_job(settings, ReadOptions(max_events=len(records), from_beginning=True))
+    summary = run_kafka_job(settings, ReadOptions(max_events=len(records), from_beginning=True),
+                            create_topics=ensure_topics)
 
     assert summary["read"] == len(records)
     (record,) = consume(kafka, topics["payloads"], 1, timeout_s=20)
@@ -126,7 +128,8 @@ def test_a_sink_error_commits_no_offset_past_an_unwritten_output_and_writes_noth
     send(kafka, records)
 
     with pytest.raises(Exception, match="Kafka sends failed|MessageSizeTooLarge|RecordTooLarge"):
-        run_kafka_job(settings, ReadOptions(max_events=len(records), from_beginning=True))
+        run_kafka_job(settings, ReadOptions(max_events=len(records), from_beginning=True),
+                      create_topics=ensure_topics)
 
     offsets = committed(kafka, settings.kafka.group_id)
     assert offsets.get((topics[EVENTS], 0), 0) <= 2     # never past the unwritten dead letter

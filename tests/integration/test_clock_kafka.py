@@ -15,9 +15,9 @@ from collections import Counter
 
 import pytest
 
-from pipelines import beam_pipeline, flink_pipeline, reference
+from pipelines import beam_kafka, flink_pipeline, reference
 from pipelines.beam_kafka import ReadOptions
-from runners.services import kafka_connector_jar
+from runners.services import ensure_topics, kafka_connector_jar
 from tests.builders import MINUTE, SECOND, T0, add, profile, view
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys
@@ -62,7 +62,8 @@ def test_a_partition_minutes_behind_in_a_backlog_is_not_late(kafka, tmp_path, en
 
 def run(engine: str, s, n: int) -> None:
     if engine == "beam":
-        beam_pipeline.run_kafka_job(s, ReadOptions(max_events=n, from_beginning=True))
+        beam_kafka.run_kafka_job(s, ReadOptions(max_events=n, from_beginning=True),
+                                 create_topics=ensure_topics)
     else:
         options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
                                      from_beginning=True, savepoint=None, detached=False)

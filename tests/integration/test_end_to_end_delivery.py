@@ -16,6 +16,7 @@ from pipelines.feature_store import LAST_TRIGGER, FeatureStoreWriter, RedisFeatu
 from pipelines.redis_catalog import load_catalog, open_catalog
 from pipelines.wire import EVENTS, PROFILES
 from runners.kafka_io import consume, topic_sizes
+from runners.services import ensure_topics
 from tests.builders import HOUR, MINUTE, SECOND, T0, add, consent, erasure, profile, view
 from tests.conftest import unique_name
 from tests.integration.test_deliver import deliver, smtp  # noqa: F401 (fixture)
@@ -78,7 +79,7 @@ def test_events_to_delivered_emails(
     producer.flush()
     producer.close()
 
-    from pipelines.beam_pipeline import run_kafka_job
+    from pipelines.beam_kafka import run_kafka_job
 
     store = RedisFeatureStore.from_settings(settings)
     writer = FeatureStoreWriter(store)
@@ -88,6 +89,7 @@ def test_events_to_delivered_emails(
         feature_writer=writer,
         topics={EVENTS: topics["events"], PROFILES: topics["profiles"]},
         core=build_core(settings, catalog=open_catalog(settings)),
+        create_topics=ensure_topics,
     )
     writer.close()
     assert summary["read"] == len(journeys()), summary
@@ -160,7 +162,7 @@ def test_a_payload_held_for_quiet_hours_is_not_sent_after_an_unsubscribe(
     d = "e2e-d"
     from kafka import KafkaProducer
 
-    from pipelines.beam_pipeline import run_kafka_job
+    from pipelines.beam_kafka import run_kafka_job
 
     def job(*items: Item) -> dict:
         """Produce the items, run the job over what is new until idle; its summary. (Beam's
@@ -179,6 +181,7 @@ def test_a_payload_held_for_quiet_hours_is_not_sent_after_an_unsubscribe(
             ReadOptions(until_idle=3.0, from_beginning=True),
             feature_writer=writer,
             topics={EVENTS: topics["events"], PROFILES: topics["profiles"]},
+            create_topics=ensure_topics,
         )
         writer.close()
         return summary

@@ -19,6 +19,7 @@ from pipelines import wire
 from pipelines.common import build_core
 from pipelines.outputs import OutputFiles
 from pipelines.reference import ReferenceRunner
+from runners.services import ensure_topics
 from tests.conftest import unique_name
 from tests.hostile import EVENTS, Record, hostile_stream
 from transforms.codec import decode_dead_letter, decode_payload
@@ -155,14 +156,14 @@ def now_ms() -> int:
 
 
 def test_hostile_stream_on_beam_matches_the_reference(kafka, tmp_path, now_ms):
-    from pipelines.beam_kafka import ReadOptions
-    from pipelines.beam_pipeline import run_kafka_job
+    from pipelines.beam_kafka import ReadOptions, run_kafka_job
 
     settings = settings_for(kafka)
     produced = Produced(settings, hostile_stream(now_ms))
     assert len(produced.records) >= 10_000
     summary = run_kafka_job(settings, ReadOptions(max_events=len(produced.records),
-                                                  from_beginning=True))
+                                                  from_beginning=True),
+                            create_topics=ensure_topics)
     assert summary["read"] == len(produced.records)
     reference_outputs(produced, settings, tmp_path / "ref")
     check_against_reference(settings, produced, tmp_path / "ref")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from kafka.errors import KafkaError
 
-from pipelines.connections import jaas_quoted, kafka_client_config
+from pipelines.connections import jaas_quoted, kafka_client_config, open_producer
 from runners._kafka import Kafka, ensure_topics
 from runners._proc import ServiceError
-from runners.kafka_io import consume, open_producer, topic_sizes
+from runners.kafka_io import consume, topic_sizes
 from tests.integration.test_deliver import free_port
 from tests.integration.test_secure_connections import self_signed
 from transforms.settings import KafkaSettings, Settings, load_settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.beam_kafka import Flow
+from pipelines.beam_local import Flow
 
 TP = ("events", 0)
 

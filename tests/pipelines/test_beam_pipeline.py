@@ -19,7 +19,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.beam_kafka import KafkaRecord, Local, tally
+from pipelines.beam_local import KafkaRecord, Local, tally
 from pipelines.beam_pipeline import build_pipeline, run_to_end, streaming_options
 from pipelines.wire import EVENTS, PROFILES, event_time_of
 from tests.builders import CART_DELAY, MINUTE, SECOND, T0, add, profile, view
