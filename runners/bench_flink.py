@@ -173,7 +173,8 @@ def _keyed_floor_job(env: Any, settings: Settings, read: Any) -> None:
     from pyflink.table.expressions import col
 
     from pipelines.flink_kafka import row_type, sink_ddl, source_ddl
-    from pipelines.flink_pipeline import by_customer, state_ttl
+    from pipelines.flink_operators import state_ttl
+    from pipelines.flink_pipeline import by_customer
 
     ttl = state_ttl(settings)
 
@@ -227,12 +228,18 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
 
     from pipelines import wire
     from pipelines.flink_kafka import row_type, sink_ddl, source_ddl
-    from pipelines.flink_pipeline import _functions, _tags, by_customer, discard, wall_ms
+    from pipelines.flink_operators import (
+        compose_fn,
+        kafka_row_fn,
+        per_customer_fn,
+        side_outputs,
+        wall_ms,
+    )
+    from pipelines.flink_pipeline import by_customer, discard
     from transforms.model import AUDIT, DEAD_LETTER, PAYLOAD, DeadLetter
 
-    fn = _functions()
-    tags = _tags()
-    per_customer: Any = fn["PerCustomer"]
+    tags = side_outputs()
+    per_customer: Any = type(per_customer_fn(settings, False, False))
     core_settings = settings.core
 
     class DecodingPerCustomer(per_customer):  # type: ignore[misc]
@@ -261,8 +268,8 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
         discard(per_customer.get_side_output(tags[sink]), f"fused-{sink}", f"Fused-{sink}")
     payloads = (
         per_customer
-        .map(fn["Compose"](settings), output_type=Types.PICKLED_BYTE_ARRAY()).name("Compose")
-        .map(fn["KafkaRow"](PAYLOAD), output_type=row_type(True)).name("EncodePayload")
+        .map(compose_fn(settings), output_type=Types.PICKLED_BYTE_ARRAY()).name("Compose")
+        .map(kafka_row_fn(PAYLOAD), output_type=row_type(True)).name("EncodePayload")
     )
     statements.add_insert("fused_out", t_env.from_data_stream(payloads))
     statements.attach_as_datastream()

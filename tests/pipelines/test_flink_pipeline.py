@@ -11,10 +11,8 @@ import pytest
 
 from pipelines import wire
 from pipelines.flink_kafka import KafkaRead, stopping_offsets
-from pipelines.flink_pipeline import (
-    run_kafka,
-    split_owner,
-)
+from pipelines.flink_operators import split_owner
+from pipelines.flink_pipeline import run_kafka
 from runners.services import kafka_connector_jar
 from tests.conftest import unique_name
 from transforms.codec import decode_payload

@@ -1,4 +1,4 @@
-"""PerCustomer's cache of live CustomerState objects (pipelines/flink_pipeline.py), driven
+"""PerCustomer's cache of live CustomerState objects (pipelines/flink_operators.py), driven
 without Flink: a fake ValueState that keeps pickled bytes as Flink's does, fake timers.
 
 The cache must never change what the operator emits or what Flink's state holds: every write
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from pipelines.flink_pipeline import _functions
+from pipelines.flink_operators import per_customer_fn
 from tests.builders import HOUR, MINUTE, SECOND, T0, add, profile, view
 from transforms.settings import Settings
 
@@ -110,7 +110,7 @@ def _plain(obj: Any) -> Any:
 
 def _operator(settings: Settings, states: dict[str, FakeValueState]) -> tuple[Any, FakeRuntime]:
     runtime = FakeRuntime(states)
-    op = _functions()["PerCustomer"](settings, True, True)
+    op = per_customer_fn(settings, True, True)
     op.open(runtime)
     return op, runtime
 

@@ -1,0 +1,450 @@
+"""The Python operators of the Flink topology, one factory per operator, and their helpers.
+
+    decode_fn(source, settings, read)     Kafka rows (or a replay file's lines) ->
+                                          (Row(customer_id, (watermark, Item)), stamp);
+                                          dead letters to side_outputs()[DEAD_LETTER]
+    per_customer_fn(settings, emit_features, emit_counts)
+                                          Row(customer_id, (watermark, Item)) -> payload
+                                          requests; audit, dead letters (late), features and
+                                          counts on side outputs
+    compose_fn(settings)                  PayloadRequest -> EmailPayload (stateless)
+    kafka_row_fn(sink)                    sink record -> Row(k, v[, headers]) of its table
+    write_features_fn(writer)             FEATURES records -> the feature writer
+    tag_fn(kind)                          record -> (kind, record) (a replay's collection)
+
+Each factory defines its class inside it, so that pyflink is only imported when a job is
+built and cloudpickle ships the class with each job by value: in thread mode a TaskManager
+keeps the modules it imported for its whole life, and classes pickled by reference to this
+module would run the first job's version of them. The keyed mechanics (one timer at the
+earliest wake, the state cache, dropped counts) are pipelines/keyed.py's; the clock is
+transforms/clock.py's. Why the stamps and watermarks are what they are: docs/flink-topology.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import pickle
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pipelines import wire
+from pipelines.common import build_core
+from pipelines.flink_kafka import KafkaRead, offsets_consumer, partition_offsets
+from pipelines.keyed import StateCache, add_counts, next_timer
+from pipelines.wire import PROFILES
+from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
+from transforms.model import AUDIT, DEAD_LETTER, DROPPED, FEATURES, PAYLOAD, DeadLetter, event_time
+from transforms.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Replay bookkeeping: +1 / -1 as a customer's state comes and goes.
+ACTIVE = "active_customers"
+LONG_MIN = -(1 << 63)
+# Flink timestamp of the profiles read from Kafka: no information, so that only behaviour
+# events move the watermark (docs/flink-topology.md).
+NO_STAMP = LONG_MIN + (1 << 40)
+
+# The decoders ask the broker for offsets at most every END_OFFSETS_EVERY ms.
+END_OFFSETS_EVERY = 1_000
+# PerCustomer adds its counts to Flink's metrics at most this often (ms).
+COUNTERS_EVERY = 1_000
+
+
+def keyed_type() -> Any:
+    """What the decoders emit and PerCustomer is keyed on: Row(customer_id, (watermark, Item))."""
+    from pyflink.common import Types
+
+    return Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def task_info(runtime_context: Any) -> tuple[int, int] | None:
+    """(index, parallelism) of an operator's subtask, or None if PyFlink cannot tell.
+
+    In thread mode PyFlink 2's RuntimeContext calls RuntimeContext methods that Flink 2 removed
+    (getIndexOfThisSubtask); the same numbers are on the Java context's TaskInfo.
+    """
+    try:
+        return (runtime_context.get_index_of_this_subtask(),
+                runtime_context.get_number_of_parallel_subtasks())
+    except Exception:  # noqa: BLE001, S110 - pemja raises its own kinds
+        pass
+    try:
+        info = runtime_context._runtime_context.getTaskInfo()
+        return int(info.getIndexOfThisSubtask()), int(info.getNumberOfParallelSubtasks())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _tp(partition: Any) -> tuple[str, int]:
+    """A Kafka source's clock partition: (topic, partition)."""
+    topic, number = partition
+    return topic, number
+
+
+def split_owner(topic: str, partition: int, parallelism: int) -> int:
+    """The source subtask the Kafka connector assigns a partition to (its default
+    KafkaSourceEnumerator.getSplitOwner: round robin from a topic-specific start)."""
+    h = 0
+    raw = topic.encode("utf-16-be")
+    for (unit,) in struct.iter_unpack(">H", raw):                # Java's String.hashCode
+        h = (31 * h + unit) & 0xFFFFFFFF
+    start = (h * 31 & 0x7FFFFFFF) % parallelism
+    return (start + partition) % parallelism
+
+
+def side_outputs() -> dict[str, Any]:
+    """The side outputs of the operators, by kind (DROPPED: counts)."""
+    from pyflink.common import Types
+    from pyflink.datastream import OutputTag
+
+    pickled = Types.PICKLED_BYTE_ARRAY()
+    return {
+        DEAD_LETTER: OutputTag("dead-letters", pickled),
+        AUDIT: OutputTag("audit", pickled),
+        FEATURES: OutputTag("features", pickled),
+        DROPPED: OutputTag("counts", pickled),
+    }
+
+
+def state_ttl(settings: Settings) -> Any:
+    """The TTL of the per-customer state (a backstop: the core clears a state itself once all
+    of it has expired). Cleanup is configured explicitly: PyFlink's default adds RocksDB's
+    compaction filter through a py4j Duration, and a TaskManager's embedded Python has no py4j
+    gateway. Expired entries go on read, incrementally, and in full snapshots."""
+    from pyflink.common.time import Time
+    from pyflink.datastream.state import StateTtlConfig
+
+    return (
+        StateTtlConfig.new_builder(Time.milliseconds(settings.flink.state_ttl))
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+        .disable_cleanup_in_background()
+        .cleanup_incrementally(10, False)
+        .cleanup_full_snapshot()
+        .build()
+    )
+
+
+def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = None) -> Any:
+    """The decoder of `source` (EVENTS, PROFILES; None: a replay file's pickled items)."""
+    from pyflink.common import Row
+    from pyflink.datastream.functions import ProcessFunction
+
+    tags = side_outputs()
+
+    class Decode(ProcessFunction):
+        """Raw Kafka rows (or a replay file's lines) ->
+        (Row(customer_id, (watermark, Item)), stamp).
+
+        Items go to the main output, dead letters to DEAD_LETTER. `watermark` is the watermark
+        of the item's own partition before it (what PerCustomer judges its lateness against);
+        `stamp` is the Flink timestamp that makes Flink's watermark follow this subtask's
+        overall clock (profiles from Kafka: NO_STAMP; docs/flink-topology.md).
+        """
+
+        def __init__(self, source: str | None, settings: Settings,
+                     read: KafkaRead | None = None) -> None:
+            self.source = source          # EVENTS, PROFILES, or None: pickled items (replay)
+            self.settings = settings
+            self.read = read
+
+        def open(self, runtime_context: Any) -> None:
+            settings = self.settings
+            self.offsets: Any = None
+            if self.source is None:       # one file, read in order: the reference's clock
+                self.clock = replay_clock(settings.core, wall_ms())
+                return
+            self.clock = EventClock(settings.core, settings.flink.idleness)
+            self.topic = topic = (settings.kafka.profiles_topic if self.source == PROFILES
+                                  else settings.kafka.events_topic)
+            read = self.read or KafkaRead()
+            try:
+                consumer = offsets_consumer(settings, read)
+            except Exception as exc:  # noqa: BLE001 - no broker: the clock uses idleness alone
+                log.warning("cannot ask Kafka for offsets: %s", exc)
+                consumer = None
+            parts, start, end = ([], {}, {}) if consumer is None else \
+                partition_offsets(settings, topic, read, consumer)
+            task = task_info(runtime_context)
+            if task is not None:          # the partitions this subtask's source reads
+                parts = [p for p in parts if split_owner(topic, p, task[1]) == task[0]]
+            bounded = isinstance(read.stop, dict)
+            if isinstance(read.stop, dict):
+                end = {p: o for (t, p), o in read.stop.items() if t == topic}
+                parts = [p for p in parts if start.get(p, -1) < end.get(p, 1 << 62)]
+            self.clock.expect([(topic, p) for p in parts], wall_ms(),
+                              start={(topic, p): o for p, o in start.items()},
+                              end={(topic, p): o for p, o in end.items()}, bounded=bounded)
+            if consumer is not None:
+                self.offsets, self.asked_at = consumer, wall_ms()
+
+        def close(self) -> None:
+            if self.offsets is not None:
+                self.offsets.close()
+                self.offsets = None
+
+        def _ask_offsets(self, now: int) -> None:
+            """Once in a while: the end offsets of the partitions read (unbounded reads), and
+            where the partitions that delivered nothing yet stand."""
+            from kafka import TopicPartition
+
+            clock, consumer = self.clock, self.offsets
+            self.asked_at = now
+            try:
+                if not clock.bounded:
+                    ends = consumer.end_offsets([TopicPartition(*_tp(p)) for p in clock.last_read])
+                    clock.set_ends({(tp.topic, tp.partition): o for tp, o in ends.items()})
+                committed = {p: consumer.committed(TopicPartition(*_tp(p)))
+                             for p in clock.waiting()}
+            except Exception as exc:  # noqa: BLE001 - try again later; idleness still applies
+                log.warning("cannot read the offsets of %s: %s", self.topic, exc)
+                self.asked_at = now + BACKLOG_HOLD
+                return
+            clock.set_starts({p: o for p, o in committed.items() if o is not None})
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            clock, core = self.clock, self.settings.core
+            now = wall_ms()                   # idleness; receipt when a record has no timestamp
+            if self.source is None:
+                item = pickle.loads(base64.b64decode(value))
+                if isinstance(item, DeadLetter):
+                    yield tags[DEAD_LETTER], item
+                    return
+                partition = source_partition(item.origin, item.customer_id,
+                                             core.replay_partitions)
+                offset, received = None, now
+            else:
+                if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:
+                    self._ask_offsets(now)
+                partition, offset = (value[1], value[2]), value[3]
+                received = receipt(value[4], now)
+                item = wire.decode(self.source, value[0], value[1], value[2], offset,
+                                   core, received)
+            if not isinstance(item, DeadLetter):
+                item = wire.admit(item, core, received)
+            if isinstance(item, DeadLetter):
+                clock.observe(partition, None, now, offset)
+                yield tags[DEAD_LETTER], item
+                return
+            wm = clock.partition_watermark(partition)
+            clock.observe(partition, event_time(item), now, offset, received)
+            if self.source == PROFILES:
+                stamp = NO_STAMP
+            else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
+                combined = clock.watermark
+                stamp = (LONG_MIN if combined is None else combined) + core.max_out_of_orderness + 1
+            yield Row(item.customer_id, (wm, item)), stamp
+
+    return Decode(source, settings, read)
+
+
+def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) -> Any:
+    """The keyed operator over the core (features and counts on side outputs if asked)."""
+    from pyflink.common import Types
+    from pyflink.datastream.functions import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    tags = side_outputs()
+
+    class PerCustomer(KeyedProcessFunction):
+        """The core per customer: Row(customer_id, (watermark, Item)) -> payload requests (for
+        Compose), with audit, dead letters (late), features and counts on side outputs.
+
+        Flink's ValueState holds (CustomerState, timer), pickled and TTL'd: it is the source
+        of truth, written (or cleared) on every change before anything is emitted, so every
+        checkpoint has the state of exactly the records before its barrier. `cache` keeps the
+        live objects this instance last wrote for up to `flink.state_cache` customers (least
+        recently used out), so that reading them back costs neither a call into Java nor
+        unpickling 1-2 KB. An entry is always what the ValueState holds: every write goes to
+        both, nothing else writes the ValueState, an instance starts empty (a restore,
+        failover or rescale builds new instances, and open() empties it), and an entry is not
+        used past the state's TTL, counted from before its write (Flink's clock starts later),
+        so it never outlives what Flink would still return.
+        """
+
+        def __init__(self, settings: Settings, emit_features: bool, emit_counts: bool) -> None:
+            self.settings = settings
+            self.emit_features = emit_features
+            self.emit_counts = emit_counts
+
+        def open(self, runtime_context: Any) -> None:
+            # Payloads leave as the core's PayloadRequests: Compose renders them downstream.
+            self.core = wire.KeyedCore(build_core(self.settings), compose=False)
+            descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
+            descriptor.enable_time_to_live(state_ttl(self.settings))
+            self.state = runtime_context.get_state(descriptor)
+            metrics = runtime_context.get_metrics_group()
+            self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
+            # Counted here and added to Flink's counters at most every COUNTERS_EVERY ms: each
+            # inc() is a call into Java (the GIL released and taken back).
+            self.counts = dict.fromkeys(self.counters, 0)
+            self.dropped: dict[str, int] = {}          # by reason, for counters[DROPPED]
+            self.counted_at = time.monotonic()
+            ttl = self.settings.flink.state_ttl
+            # (state, timer, written at): used while younger than the state's TTL.
+            self.cache: StateCache[tuple[Any, int | None, int]] = StateCache(
+                self.settings.flink.state_cache, lambda entry, _: wall_ms() - entry[2] < ttl)
+
+        def _held(self, cid: str) -> tuple[Any, int | None]:
+            """(state, timer) of customer `cid` (the current key): the cache, else Flink."""
+            entry = self.cache.take(cid)               # back in at the end when stored: LRU
+            if entry is not None:
+                return entry[0], entry[1]
+            held = self.state.value()
+            return (None, None) if held is None else held
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            carried, item = value
+            cid = item.customer_id
+            old, timer = self._held(cid)
+            yield from self._store(cid, old, timer, *self.core.step(old, item, carried), ctx)
+
+        def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+            cid = ctx.get_current_key()
+            cid = cid if isinstance(cid, str) else cid[0]
+            state, _ = self._held(cid)
+            if state is None:
+                return
+            watermark = ctx.timer_service().current_watermark()
+            yield from self._store(cid, state, None, *self.core.wake(state, watermark), ctx)
+
+        def _store(self, cid: str, old: Any, timer: int | None, state: Any,
+                   routed: wire.Routed, counts: dict[str, int], wake_at: list[int],
+                   ctx: Any) -> Iterator[Any]:
+            """Keep the state and one timer (keyed.next_timer; `timer` None after a wake: the
+            one set has fired), then route the outputs."""
+            new = next_timer(timer, state, wake_at)
+            if new != timer:
+                timers = ctx.timer_service()
+                if timer is not None:
+                    timers.delete_event_time_timer(timer)
+                if new is not None:
+                    timers.register_event_time_timer(new)
+            if state is None:
+                if old is not None:
+                    self.state.clear()
+            else:
+                written_at = wall_ms()
+                self.state.update((state, new))
+                self.cache.put(cid, (state, new, written_at))
+            tally = self.counts
+            for sink, record in routed:
+                tally[sink] += 1
+                if sink == PAYLOAD:
+                    yield record
+                elif sink != FEATURES or self.emit_features:
+                    yield tags[sink], record
+            if time.monotonic() - self.counted_at >= COUNTERS_EVERY / 1000:
+                self._count()
+            if counts:
+                add_counts(self.dropped, counts)
+                if self.emit_counts:
+                    for reason, n in counts.items():
+                        yield tags[DROPPED], (reason, n)
+            if self.emit_counts and (old is None) != (state is None):
+                yield tags[DROPPED], (ACTIVE, 1 if old is None else -1)
+
+        def _count(self) -> None:
+            """Add what was counted since the last time to Flink's counters."""
+            self.counts[DROPPED] += sum(self.dropped.values())
+            self.dropped.clear()
+            for kind, n in self.counts.items():
+                if n:
+                    self.counters[kind].inc(n)
+                    self.counts[kind] = 0
+            self.counted_at = time.monotonic()
+
+        def close(self) -> None:
+            self._count()
+
+    return PerCustomer(settings, emit_features, emit_counts)
+
+
+def compose_fn(settings: Settings) -> Any:
+    """The stateless compose stage after PerCustomer."""
+    from pyflink.datastream.functions import MapFunction
+
+    class Compose(MapFunction):
+        """A payload request of PerCustomer -> its EmailPayload (transforms/compose.py): the
+        stateless half of a trigger, recommendations, catalog and templates, in an operator
+        of its own (the keyed one does no template work)."""
+
+        def __init__(self, settings: Settings) -> None:
+            self.settings = settings
+
+        def open(self, runtime_context: Any) -> None:
+            self.compose = build_core(self.settings).compose
+
+        def map(self, request: Any) -> Any:
+            return self.compose(request)
+
+    return Compose(settings)
+
+
+def kafka_row_fn(sink: str) -> Any:
+    """The encoder of `sink`'s records to its Kafka table's rows."""
+    from pyflink.common import Row
+    from pyflink.datastream.functions import MapFunction
+
+    class KafkaRow(MapFunction):
+        """A sink record -> Row(k, v[, headers]) of its Kafka table (pipelines.wire encoders)."""
+
+        def __init__(self, sink: str) -> None:
+            self.sink = sink
+
+        def map(self, record: Any) -> Any:
+            if self.sink == PAYLOAD:
+                key, value, headers = wire.payload_record(record)
+                return Row(key, value, dict(headers))
+            if self.sink == AUDIT:
+                return Row(*wire.audit_record(record))
+            return Row(*wire.dead_letter_record(record))
+
+    return KafkaRow(sink)
+
+
+def write_features_fn(writer: Any) -> Any:
+    """FEATURES records to `writer`."""
+    from pyflink.datastream.functions import ProcessFunction
+
+    class WriteFeatures(ProcessFunction):
+        """FEATURES records -> the feature writer (pipelines.feature_store); emits nothing."""
+
+        def __init__(self, writer: Any) -> None:
+            self.writer = writer
+
+        def process_element(self, record: Any, ctx: Any) -> Iterator[Any]:
+            self.writer.write(record)
+            return iter(())
+
+        def close(self) -> None:
+            close = getattr(self.writer, "close", None) or getattr(self.writer, "flush", None)
+            if callable(close):
+                close()
+
+    return WriteFeatures(writer)
+
+
+def tag_fn(kind: str) -> Any:
+    """record -> (kind, record)."""
+    from pyflink.datastream.functions import MapFunction
+
+    class Tag(MapFunction):
+        """record -> (kind, record), for collecting a replay's outputs on one stream."""
+
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def map(self, record: Any) -> Any:
+            return self.kind, record
+
+    return Tag(kind)
