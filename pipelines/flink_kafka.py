@@ -41,7 +41,7 @@ def source_ddl(table: str, topic: str, settings: Settings, read: KafkaRead,
                keyed: bool = False) -> str:
     """A Kafka table of raw record values with their origin (topic, partition, offset).
 
-    `keyed` (the benchmarks' keyed floor, runners/bench_flink.py): a table of (record key as
+    `keyed` (the benchmarks' keyed floor, runners/bench/flink.py): a table of (record key as
     a string, value) instead, with Kafka's record timestamps as its rowtime and watermarks of
     bounded out-of-orderness, so that keyBy and event-time timers need no Python operator.
     """

@@ -33,10 +33,10 @@ from typing import Any
 
 from pipelines.connections import kafka_client_config, open_producer
 from pipelines.outputs import OutputFiles
-from runners._flink import Flink
-from runners._kafka import ensure_topics
-from runners._proc import PROJECT_ROOT
 from runners.services import kafka_connector_jar
+from runners.services._flink import Flink
+from runners.services._kafka import ensure_topics
+from runners.services._proc import PROJECT_ROOT
 from transforms.codec import decode_dead_letter, decode_payload, encode_event, encode_profile
 from transforms.jsonl import audit_from_json
 from transforms.model import (

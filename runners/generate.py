@@ -159,7 +159,7 @@ def send_to_kafka(
     confluent: bool,
 ) -> dict[str, int]:
     """Produce `items` to the events and profiles topics, keyed by customer_id."""
-    from runners._kafka import ensure_topics
+    from runners.services._kafka import ensure_topics
 
     k = settings.kafka
     topics = {EVENTS: k.events_topic, PROFILES: k.profiles_topic}

@@ -155,7 +155,7 @@ def counted(
 
 def produce(items: Items, settings: Settings, progress: Progress) -> dict[str, Any]:
     """Produce items to the input topics (dead letters to the dead-letter topic); the counts."""
-    from runners._kafka import ensure_topics
+    from runners.services._kafka import ensure_topics
 
     k = settings.kafka
     topics = {"events": k.events_topic, "profiles": k.profiles_topic,

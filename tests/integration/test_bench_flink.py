@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from runners import bench_flink
+from runners.bench import flink as bench_flink
 from tests.pipelines.test_flink_pipeline import consume
 from transforms.settings import load_settings
 

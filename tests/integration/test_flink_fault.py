@@ -16,9 +16,9 @@ import time
 import pytest
 
 from pipelines import reference
-from runners._flink import flink_home
-from runners._proc import cmdline
 from runners.flink_cluster import submit_to_cluster
+from runners.services._flink import flink_home
+from runners.services._proc import cmdline
 from tests.builders import HOUR, SECOND, T0, add, profile, view
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from transforms.codec import decode_payload

@@ -23,9 +23,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pipelines.connections import redis_client
 from pipelines.feature_store import RedisFeatureStore
 from pipelines.redis_catalog import RedisCatalog, load_catalog
-from runners._proc import port_open
-from runners._redis import Redis
 from runners.cli import main
+from runners.services._proc import port_open
+from runners.services._redis import Redis
 from tests.builders import T0
 from tests.conftest import unique_name
 from tests.integration.test_deliver import committed, deliver, free_port, make_payload, produce
@@ -71,8 +71,8 @@ def secured(settings: Settings, *pairs: str) -> Settings:
 
 @pytest.fixture(params=["requirepass", "acl-user"])
 def auth_redis(request, tmp_path, monkeypatch) -> Iterator[Settings]:
-    """The project's own redis service (runners/_redis.py) on a free port, with the password
-    of settings.redis (and an ACL user): its health check must AUTH to see it up."""
+    """The project's own redis service (runners/services/_redis.py) on a free port, with the
+    password of settings.redis (and an ACL user): its health check must AUTH to see it up."""
     monkeypatch.setenv(PW_ENV, PASSWORD)
     pairs = [f"redis.port={free_port()}", f"paths.state_dir={tmp_path / 'state'}",
              f"redis.password_env={PW_ENV}", "redis.key_prefix=secure:"]

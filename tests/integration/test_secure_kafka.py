@@ -14,9 +14,9 @@ import pytest
 from kafka.errors import KafkaError
 
 from pipelines.connections import jaas_quoted, kafka_client_config, open_producer
-from runners._kafka import Kafka, ensure_topics
-from runners._proc import ServiceError
 from runners.kafka_io import consume, topic_sizes
+from runners.services._kafka import Kafka, ensure_topics
+from runners.services._proc import ServiceError
 from tests.integration.test_deliver import free_port
 from tests.integration.test_secure_connections import self_signed
 from transforms.settings import KafkaSettings, Settings, load_settings
@@ -30,8 +30,9 @@ USER = "personalize"
 
 
 class SaslBroker(Kafka):
-    """The project's local broker (runners/_kafka.py) plus two listeners: SASL_PLAINTEXT, and
-    SASL_SSL that also wants a client certificate (the key and certificate in `tls`)."""
+    """The project's local broker (runners/services/_kafka.py) plus two listeners:
+    SASL_PLAINTEXT, and SASL_SSL that also wants a client certificate (the key and certificate
+    in `tls`)."""
 
     def __init__(self, settings: Settings, sasl_port: int, tls_port: int, tls: Path) -> None:
         super().__init__(settings)

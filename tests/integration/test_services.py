@@ -211,7 +211,7 @@ def test_services_status_command_reports_running(kafka, redis_client, flink_clus
 
 
 def test_terminate_kills_the_process_group_that_ignores_sigterm(tmp_path: Path):
-    from runners._proc import alive, spawn, terminate
+    from runners.services._proc import alive, spawn, terminate
 
     script = 'trap "" TERM; sleep 60 & echo $! > child.pid; wait'
     proc = spawn(["bash", "-c", script], tmp_path / "out.log", cwd=tmp_path)

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from pipelines.common import build_core
-from runners.bench_core import run_once, shipped_records
-from runners.bench_core_bound import bound_run, comparable, comparable_bound
+from runners.bench.core import run_once, shipped_records
+from runners.bench.core_bound import bound_run, comparable, comparable_bound
 from transforms.model import AUDIT, EMAIL_OPEN, FEATURES, PAYLOAD, BehaviourEvent, event_time
 from transforms.settings import Settings
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServiceError(RuntimeError):
@@ -102,15 +102,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def read_pid(path: Path) -> int | None:
-    """The pid in a pid file, or None if there is none."""
-    try:
-        text = path.read_text().strip().splitlines()
-    except OSError:
-        return None
-    return int(text[-1]) if text and text[-1].strip().isdigit() else None
 
 
 def pids_with(marker: str) -> list[int]:

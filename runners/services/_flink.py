@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runners._proc import PROJECT_ROOT, ServiceError, log_tail, port_open
-from runners._service import LocalService
+from runners.services._proc import PROJECT_ROOT, ServiceError, log_tail, port_open
+from runners.services._service import LocalService
 from transforms.settings import Settings
 
 _JOB_ID = re.compile(r"JobID\s+([0-9a-f]{32})")

@@ -34,7 +34,7 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         s with 200-300 samples), watermark interval 50 ms, idleness 1 s. These are what a user
         who wants low latency would run with; docs/flink-deploy.md has the trade-offs.
 
-    python -m runners.bench_flink [--events N] [--seconds S] [--set section.key=value ...]
+    python -m runners.bench.flink [--events N] [--seconds S] [--set section.key=value ...]
 """
 
 from __future__ import annotations
@@ -567,7 +567,7 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
 
 def main(argv: list[str] | None = None) -> int:
     """Throughput, then latency at half the topology's throughput; prints both."""
-    p = argparse.ArgumentParser(prog="python -m runners.bench_flink", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m runners.bench.flink", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=20_000, help="topology records")
     p.add_argument("--passthrough-events", type=int, default=200_000)

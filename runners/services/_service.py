@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners._proc import (
+from runners.services._proc import (
     ServiceError,
     alive,
     describe_port_owner,
@@ -86,7 +86,7 @@ class LocalService:
 
     @property
     def marker(self) -> str:
-        """Found on the command line of each of our processes (see runners/_proc.py)."""
+        """Found on the command line of each of our processes (see runners/services/_proc.py)."""
         return str(self.home) + "/"
 
     def pids(self) -> list[int]:

@@ -1,6 +1,6 @@
 """Bytes of state per active customer, as the engines store it: a pickled CustomerState.
 
-    state_scenario(settings, Sizes, Context) -> Outcome   (runners/bench.py runs it)
+    state_scenario(settings, Sizes, Context) -> Outcome   (runners/bench/__init__.py runs it)
 
 Per population (10k and 100k customers): generated traffic, `state_events_per_customer` events
 per customer over two hours of event time, streamed through the core by the reference runner

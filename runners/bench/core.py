@@ -1,6 +1,6 @@
 """Core throughput: the rules through the ReferenceRunner beside a decode-only loop, same run.
 
-    core_scenario(settings, Sizes, Context) -> Outcome   (runners/bench.py runs it)
+    core_scenario(settings, Sizes, Context) -> Outcome   (runners/bench/__init__.py runs it)
     profile_core(core, items, out_dir) -> top functions  (`personalize bench --profile`)
 
 Inputs: the shipped rees46 data (real traffic, a profile synthesized before each customer's
@@ -46,8 +46,7 @@ from typing import Any
 from pipelines.common import build_core
 from pipelines.reference import FIRE_EVERY, ReferenceRunner
 from runners import SHIPPED_DATA as SHIPPED
-from runners import bench_core_bound as core_bound
-from runners.bench import Context, Outcome, Row, Sizes, Target
+from runners.bench import Context, Outcome, Row, Sizes, Target, core_bound
 from runners.traffic import Traffic, TrafficConfig
 from transforms.codec import decode_event, decode_profile, encode_event, encode_profile
 from transforms.core import Core
@@ -65,7 +64,7 @@ from transforms.model import (
 from transforms.readers import read_rees46
 from transforms.settings import HOUR, CoreSettings, Settings
 
-_ROOT = f"{Path(__file__).resolve().parents[1]}/"
+_ROOT = f"{Path(__file__).resolve().parents[2]}/"
 CORE_TARGET = 100_000  # records/s, DESIGN.md section 7
 WARMUP_ITEMS = 3000
 Record = BehaviourEvent | CustomerProfile
@@ -94,7 +93,7 @@ def core_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
     m = measure(core, timers, real, settings.core, sizes.core_rounds, ctx.say, fire_every=1)
     outcome.details[label] = m
     outcome.rows += _rows(label, m, sizes.core_rounds)[:1]
-    ctx.say(f"the bound (bench_core_bound.py): {len(real)} records, {sizes.core_rounds} rounds")
+    ctx.say(f"the bound (bench/core_bound.py): {len(real)} records, {sizes.core_rounds} rounds")
     bound = measure_bound(core, real, settings.core, sizes.core_rounds, ctx.say)
     outcome.details["bound"] = bound
     outcome.rows.append(_bound_row(bound))
@@ -425,7 +424,7 @@ def _bound_row(m: dict[str, Any]) -> Row:
         "records/CPU-s",
         m["core_per_cpu_s"],
         "keyed core, same rounds",
-        note="runners/bench_core_bound.py: what any pure-Python shape of these rules can do here",
+        note="runners/bench/core_bound.py: what any pure-Python shape of these rules can do here",
         target=Target("value", ">=", CORE_TARGET, ">= 100 000/s"),
     )
 

@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runners._flink import Flink
-from runners._kafka import Kafka, ensure_topics
-from runners._proc import ServiceError, alive, file_lock, project_path
-from runners._redis import Redis
-from runners._service import LocalService, ServiceStatus
+from runners.services._flink import Flink
+from runners.services._kafka import Kafka, ensure_topics
+from runners.services._proc import ServiceError, alive, file_lock, project_path
+from runners.services._redis import Redis
+from runners.services._service import LocalService, ServiceStatus
 from transforms.settings import Settings
 
 __all__ = [

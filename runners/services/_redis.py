@@ -13,8 +13,8 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from pipelines.connections import redis_client, secret
-from runners._proc import ServiceError, port_open, spawn
-from runners._service import LocalService
+from runners.services._proc import ServiceError, port_open, spawn
+from runners.services._service import LocalService
 from transforms.settings import Settings
 
 if TYPE_CHECKING:

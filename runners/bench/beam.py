@@ -40,7 +40,7 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
     """Produce `n_events` records to fresh topics, run the pass-through, then the topology
     (under cProfile, every thread, when `profile` names a file for the stats)."""
     from pipelines.connections import open_producer
-    from runners._kafka import ensure_topics
+    from runners.services._kafka import ensure_topics
 
     k = settings.kafka
     run = uuid.uuid4().hex[:10]
@@ -100,7 +100,7 @@ def run_passthrough(
     settings: Settings, topics: dict[str, str], output: str, n: int
 ) -> dict[str, Any]:
     """The empty topology: the same source and Kafka sink, the records written back unchanged."""
-    from runners._kafka import ensure_topics
+    from runners.services._kafka import ensure_topics
 
     ensure_topics(settings.kafka, [output], settings.kafka.partitions)
 
@@ -210,7 +210,7 @@ def _timed(job: Any, n: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m runners.bench_beam [N] [--config FILE] [--set K=V] [--profile FILE]`: print
+    """`python -m runners.bench.beam [N] [--config FILE] [--set K=V] [--profile FILE]`: print
     both rates and the ratio. Settings as for `personalize` (file, environment, --set)."""
     import argparse
     import json
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transforms.settings import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m runners.bench_beam",
+    parser = argparse.ArgumentParser(prog="python -m runners.bench.beam",
                                      description=main.__doc__)
     parser.add_argument("n", nargs="?", type=int, default=5000, help="records (default 5000)")
     parser.add_argument("--config", help="settings file (TOML)")

@@ -8,14 +8,14 @@ Scenarios, in the order they run (the cheap, in-process ones first, the engines 
     core    the core through the ReferenceRunner (shipped rees46 data, generated traffic)
             beside a loop that only decodes the same records' Avro bytes; where the time goes
             (payload building and rendering, feature snapshots); the bound: the same rules
-            inlined in one loop (bench_core_bound.py)                        runners/bench_core.py
-    decode  codec.decode_event beside a bare fastavro loop              runners/bench_decode.py
+            inlined in one loop (core_bound.py)                              runners/bench/core.py
+    decode  codec.decode_event beside a bare fastavro loop              runners/bench/decode.py
     state   pickled CustomerState bytes per active customer at 10k / 100k (/ 1M) customers
-            beside the bytes of their raw input records; process RSS      runners/bench_state.py
-    beam    the Beam topology beside an empty Beam pass-through over Kafka runners/bench_beam.py
+            beside the bytes of their raw input records; process RSS      runners/bench/state.py
+    beam    the Beam topology beside an empty Beam pass-through over Kafka runners/bench/beam.py
     flink   the PyFlink topology beside an empty pass-through (local mini-cluster), then
             latency p50 / p99 at half its throughput; RSS of the JVM running the Python
-            functions                                                   runners/bench_flink.py
+            functions                                                   runners/bench/flink.py
 
 Each scenario runs in its own Python process (`python -m runners.bench --child ...`), so that
 its peak RSS (getrusage) is its own, a crash or hang cannot take the harness down, and one
@@ -54,9 +54,9 @@ from transforms.settings import Settings, load_settings
 
 # name -> (module, function); a function takes (settings, Sizes, Context) and returns Outcome.
 SCENARIOS: dict[str, tuple[str, str]] = {
-    "core": ("runners.bench_core", "core_scenario"),
+    "core": ("runners.bench.core", "core_scenario"),
     "decode": ("runners.bench", "decode_scenario"),
-    "state": ("runners.bench_state", "state_scenario"),
+    "state": ("runners.bench.state", "state_scenario"),
     "beam": ("runners.bench", "beam_scenario"),
     "flink": ("runners.bench", "flink_scenario"),
 }
@@ -492,7 +492,7 @@ def _row_json(row: Row) -> dict[str, Any]:
 
 def decode_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
     """codec.decode_event beside bare fastavro loops over the same records (bench_decode)."""
-    from runners.bench_decode import bench_decode
+    from runners.bench.decode import bench_decode
 
     ctx.say(f"{sizes.decode_records} generated events, best of {sizes.decode_rounds} rounds")
     r = bench_decode(sizes.decode_records, sizes.decode_rounds)
@@ -514,7 +514,7 @@ def decode_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
 
 def beam_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
     """The Beam topology beside an empty Beam pass-through over the same Kafka topics."""
-    from runners.bench_beam import bench_beam
+    from runners.bench.beam import bench_beam
 
     lease = _need_services(settings, ["kafka"], ctx)
     try:
@@ -531,7 +531,7 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
     """The PyFlink topology beside an empty pass-through (local mini-cluster), then latency
     percentiles at half the topology's throughput; peak RSS of the JVM that runs the Python
     functions (thread mode) or of the Python workers (process mode), sampled from /proc."""
-    from runners import bench_flink
+    from runners.bench import flink as bench_flink
 
     outcome = Outcome()
     lease = _need_services(settings, ["kafka"], ctx)
@@ -640,7 +640,7 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
 def _need_services(settings: Settings, names: list[str], ctx: Context) -> Any:
     """Hold a lease on the services (started if down; stopped afterwards only if we did).
 
-    The lease is the test sessions' (runners/services.py): services someone started by hand
+    The lease is the test sessions' (runners/services/__init__.py): services someone started by hand
     are never stopped, and concurrent holders never lose theirs.
     """
     from runners import services
@@ -928,7 +928,7 @@ def _host() -> dict[str, Any]:
 
 def _source_version() -> str:
     """The commit measured, and whether the code under measure had uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -959,6 +959,3 @@ def _source_version() -> str:
         return "unknown (no git)"
     return f"{head} + uncommitted changes" if dirty else head
 
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pipelines.connections import kafka_client_config
-from runners._proc import ServiceError, host_port, port_open, project_path, spawn
-from runners._service import LocalService
+from runners.services._proc import ServiceError, host_port, port_open, project_path, spawn
+from runners.services._service import LocalService
 from transforms.settings import KafkaSettings, Settings
 
 if TYPE_CHECKING:
