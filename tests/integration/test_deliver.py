@@ -21,15 +21,8 @@ from aiosmtpd.controller import Controller
 from pipelines.feature_store import FeatureStoreWriter, RedisFeatureStore
 from pipelines.wire import payload_record, route
 from runners.cli import main
-from runners.deliver import (
-    Deliverer,
-    Ledger,
-    OffsetTracker,
-    SmtpSender,
-    Unsendable,
-    build_message,
-    wall_ms,
-)
+from runners.deliver.connector import Deliverer, Ledger, OffsetTracker, wall_ms
+from runners.deliver.smtp import SmtpSender, Unsendable, build_message
 from tests.builders import HOUR, MINUTE, SECOND, T0, consent, erasure, profile
 from tests.conftest import unique_name
 from transforms.core import Core

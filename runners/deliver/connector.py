@@ -1,76 +1,43 @@
-"""`personalize deliver`: the reference ESP connector downstream of the output topic.
+"""The connector loop of `personalize deliver`: consume, decide, send, record, commit.
 
-    personalize deliver [--until-idle 10] [--max-messages N] [--now-ms T] [--audit FILE]
+    Deliverer(consumer, sender, ledger, cfg, clock, audit).run(max_messages, until_idle)
+    Ledger          the Redis ledger of message_ids (claimed, then sent)
+    OffsetTracker   the commit point per partition: the lowest offset not yet handled
 
-Consumes kafka.payloads_topic in the consumer group deliver.group_id (read_committed, so a
-transactional job's aborted output is never sent) and, per payload, in this order:
-
-    erased       the customer was erased (feature-store tombstone): dropped, audited
-    duplicate    the Redis ledger already holds its message_id: dropped, audited
-    suppressed:no_consent
-                 the customer's email consent, as the job last wrote it to the feature store
-                 (<prefix>customer:<id>:consent), is revoked: dropped, audited
-    expired      expires_at has passed: dropped, audited
-    deferred     send_after is still ahead: held in memory until then (not committed)
-    delivered    sent as multipart/alternative MIME over SMTP, then recorded in the ledger
-    rejected     the SMTP server refused it for good (5xx): dropped, audited
-    invalid      undecodable bytes or unusable headers: dropped, audited
-
-Erasure and consent are looked up again each time a message is considered, so a message held
-for its send_after is dropped if the customer unsubscribed or was erased meanwhile.
-
-At-least-once. Offsets are committed only up to the lowest offset not yet handled in each
-partition, so a held or failing message keeps its partition's commit point while later ones
-go on; after a restart they are read again and the ledger drops the ones already sent.
-The ledger (<prefix>delivered:<message_id>) is claimed with SET NX before sending (value
-`pending`, deliver.claim_ttl) and confirmed after (`sent`, deliver.dedup_ttl): a repeat read
-meanwhile is retried later, not dropped, and a crashed sender's claim lapses. A crash between
-the SMTP answer and the confirmation can send twice; nothing can be lost.
-
-Time: `now` is the wall clock, or --now-ms (time as data: tests hold it fixed, so a message
-held in one run is sent by a later run with a later --now-ms).
-
-No personal data in logs or the audit file: message_id, customer_id, campaign, offsets and
-times only; never addresses, names or content.
+The order of the checks and the delivery guarantee: runners/deliver/__init__.py.
 """
+
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import json
 import logging
-import re
-import smtplib
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, parseaddr
-from pathlib import Path
+from email.utils import parseaddr
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from pipelines.connections import kafka_client_config, redis_client, smtp_connect, smtp_password
 from pipelines.feature_store import key_id, parse_consent
 from pipelines.wire import MESSAGE_ID_HEADER
+from runners.deliver.smtp import (
+    PermanentSmtpError,
+    SmtpSender,
+    TransientSmtpError,
+    Unsendable,
+    build_message,
+)
 from runners.progress import Progress
 from transforms.codec import decode_payload
 from transforms.model import ConsentState, EmailPayload
-from transforms.settings import DeliverSettings, Settings, SettingsError
+from transforms.settings import DeliverSettings
 
 if TYPE_CHECKING:
     import redis
     from kafka import KafkaConsumer
 
 log = logging.getLogger(__name__)
-
-# Headers may run to RFC 5322's 998 characters: a long List-Unsubscribe URL has no space to
-# fold at, and the default 78 makes the email package encode it (RFC 2047), which breaks it.
-_POLICY = SMTP.clone(max_line_length=998)
 
 DELIVERED = "delivered"
 DUPLICATE = "duplicate"
@@ -83,256 +50,15 @@ OUTCOMES = (DELIVERED, DUPLICATE, EXPIRED, ERASED, NO_CONSENT, REJECTED, INVALID
 
 _SENT = b"sent"
 _PENDING = b"pending"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Errors decode_payload raises on bytes that are not one of our payloads.
 _UNDECODABLE = (ValueError, EOFError, IndexError, KeyError, TypeError, OverflowError)
 _MAX_BACKOFF_S = 60.0
 JOIN_WAIT_S = 30.0
 
 
-def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """Add `deliver` to the CLI."""
-    p = sub.add_parser(
-        "deliver",
-        parents=parents,
-        help="reference ESP connector: output topic -> SMTP",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--max-messages",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop after reading N records (then handle what is due and commit)",
-    )
-    p.add_argument(
-        "--until-idle",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="stop when nothing arrived or was sent for SECONDS",
-    )
-    p.add_argument(
-        "--now-ms",
-        type=int,
-        default=None,
-        metavar="EPOCH_MS",
-        help="the time send_after and expires_at are judged against (default: the wall clock)",
-    )
-    p.add_argument(
-        "--audit",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="append every decision as JSONL (default: deliver.audit_file)",
-    )
-    p.add_argument("--topic", default=None, help="default: kafka.payloads_topic")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Consume, deliver, commit; print the summary as JSON."""
-    from kafka.errors import KafkaError
-
-    try:
-        summary = deliver_once(
-            settings,
-            now_ms=args.now_ms,
-            max_messages=args.max_messages,
-            until_idle=args.until_idle,
-            audit=args.audit,
-            topic=args.topic,
-        )
-    except KafkaError as exc:
-        print(
-            f"deliver: Kafka at {settings.kafka.bootstrap}: {exc} "
-            "(start it with `personalize services up --only kafka,redis`)",
-            file=sys.stderr,
-        )
-        return 1
-    except SettingsError as exc:
-        print(f"deliver: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=1, sort_keys=True))
-    return 0
-
-
-def deliver_once(
-    settings: Settings,
-    now_ms: int | None = None,
-    max_messages: int | None = None,
-    until_idle: float | None = None,
-    audit: Path | None = None,
-    topic: str | None = None,
-) -> dict[str, Any]:
-    """One connector run over the output topic (see the module docstring); its summary."""
-    from kafka import KafkaConsumer
-
-    cfg = settings.deliver
-    if now_ms is not None:
-        fixed = int(now_ms)
-        clock: Callable[[], int] = lambda: fixed  # noqa: E731
-    else:
-        clock = wall_ms
-    sender = SmtpSender(cfg)
-    consumer = KafkaConsumer(
-        **kafka_client_config(settings.kafka),
-        group_id=cfg.group_id,
-        client_id="personalize-deliver",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    r = settings.redis
-    client = redis_client(r)
-    audit_path = audit or (Path(cfg.audit_file) if cfg.audit_file else None)
-    audit_fh = audit_path.open("a", encoding="utf-8") if audit_path else None
-    deliverer = Deliverer(consumer, sender, Ledger(client, r.key_prefix, cfg), cfg, clock, audit_fh)
-    try:
-        deliverer.subscribe(topic or settings.kafka.payloads_topic)
-        summary = deliverer.run(max_messages, until_idle)
-    except KeyboardInterrupt:
-        summary = deliverer.summary()
-        summary["interrupted"] = True
-    finally:
-        deliverer.close()
-        client.close()
-        if audit_fh:
-            audit_fh.close()
-    return summary
-
-
 def wall_ms() -> int:
     """The wall clock in epoch milliseconds."""
     return int(time.time() * 1000)
-
-
-# ---------------------------------------------------------------------- the email
-
-
-class Unsendable(ValueError):
-    """The payload cannot become an email (bad id, address or header value)."""
-
-
-def build_message(payload: EmailPayload, cfg: DeliverSettings, date_ms: int) -> EmailMessage:
-    """The payload as a multipart/alternative email (text, then HTML).
-
-    Message-ID is <message_id@deliver.message_id_domain>: stable across redeliveries, so a
-    receiving system can drop repeats too. List-Unsubscribe carries the unsubscribe URL and
-    List-Unsubscribe-Post marks it one-click (RFC 8058). Raises Unsendable.
-    """
-    mid = payload.message_id
-    if not _SAFE_ID.match(mid):
-        raise Unsendable("message_id is not a plain token")
-    msg = EmailMessage(policy=_POLICY)
-    part = "To"
-    try:
-        to = Address(display_name=payload.recipient_name or "", addr_spec=payload.recipient_email)
-        headers = (
-            ("Subject", payload.subject),
-            ("From", cfg.sender),
-            ("To", to),
-            ("Date", formatdate(date_ms / 1000.0, usegmt=True)),
-            ("Message-ID", f"<{mid}@{cfg.message_id_domain}>"),
-            ("List-Unsubscribe", f"<{unsubscribe_url(payload, cfg)}>"),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("X-Personalize-Campaign", payload.campaign),
-            ("X-Personalize-Variant", payload.variant),
-        )
-        for part, value in headers:
-            msg[part] = value
-        part = "body"
-        msg.set_content(payload.text)
-        msg.add_alternative(payload.html, subtype="html")
-    except (ValueError, TypeError, IndexError) as exc:  # email's header errors are ValueErrors
-        # The exception's text may quote the value (an address): name the part only.
-        raise Unsendable(f"unusable {part} ({type(exc).__name__})") from exc
-    return msg
-
-
-def unsubscribe_url(payload: EmailPayload, cfg: DeliverSettings) -> str:
-    """deliver.unsubscribe_url_template with the payload's ids URL-quoted."""
-    return cfg.unsubscribe_url_template.format(
-        customer_id=quote(payload.customer_id, safe=""),
-        message_id=quote(payload.message_id, safe=""),
-        campaign=quote(payload.campaign, safe=""),
-    )
-
-
-class TransientSmtpError(Exception):
-    """The server or the connection failed in a way worth retrying later."""
-
-
-class PermanentSmtpError(Exception):
-    """The server refused the message for good (5xx)."""
-
-
-class SmtpSender:
-    """One SMTP connection, opened on first use (TLS and AUTH as deliver.smtp_* say) and
-    reopened after a failure."""
-
-    def __init__(self, cfg: DeliverSettings) -> None:
-        smtp_password(cfg)  # a bad security setting fails here, before anything is read
-        self.cfg = cfg
-        self._smtp: smtplib.SMTP | None = None
-
-    def send(self, msg: EmailMessage, sender: str, recipient: str) -> None:
-        """Send, reconnecting once if the kept connection went away; raises
-        TransientSmtpError or PermanentSmtpError."""
-        for attempt in (1, 2):
-            try:
-                if self._smtp is None:
-                    self._smtp = smtp_connect(self.cfg, self.cfg.smtp_timeout / 1000.0)
-                self._smtp.send_message(msg, from_addr=sender, to_addrs=[recipient])
-                return
-            except smtplib.SMTPServerDisconnected as exc:
-                self._drop()
-                if attempt == 2:
-                    raise TransientSmtpError("disconnected") from exc
-            except smtplib.SMTPRecipientsRefused as exc:
-                codes = [code for code, _ in exc.recipients.values()]
-                _raise_for(min(codes) if codes else 0, "recipient refused", exc)
-            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-                _raise_for(exc.smtp_code, type(exc).__name__, exc)
-            except smtplib.SMTPNotSupportedError as exc:
-                raise PermanentSmtpError("not supported by the server (SMTPUTF8?)") from exc
-            except (smtplib.SMTPException, OSError) as exc:
-                # Server replies may quote the address: keep the code, not the text.
-                self._drop()
-                code = getattr(exc, "smtp_code", None) or getattr(exc, "errno", None)
-                raise TransientSmtpError(f"{type(exc).__name__} {code or ''}".strip()) from exc
-
-    def close(self) -> None:
-        """QUIT, ignoring a connection that is already gone."""
-        if self._smtp is not None:
-            try:
-                self._smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-            self._smtp = None
-
-    def _drop(self) -> None:
-        if self._smtp is not None:
-            try:
-                self._smtp.close()
-            except OSError:
-                pass
-            self._smtp = None
-
-
-# Refusals of the session, not of the message (RFC 4954 / 3207: authentication required,
-# authentication failed, encryption required): a settings problem, so retried, never dropped.
-_SESSION_REFUSALS = {530, 535, 538}
-
-
-def _raise_for(code: int, what: str, exc: Exception) -> None:
-    if code in _SESSION_REFUSALS:
-        raise TransientSmtpError(f"{what}: {code} (check the deliver.smtp_* security settings)"
-                                 ) from exc
-    if code >= 500:
-        raise PermanentSmtpError(f"{what}: {code}") from exc
-    raise TransientSmtpError(f"{what}: {code}") from exc
 
 
 # ---------------------------------------------------------------------- Redis ledger
