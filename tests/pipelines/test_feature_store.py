@@ -11,7 +11,6 @@ from pipelines.feature_store import (
     ENGAGEMENT_SCORE,
     LAST_TRIGGER,
     FeatureStoreWriter,
-    InMemoryFeatureStore,
     RedisFeatureStore,
     key_id,
     snapshot_fields,
@@ -29,6 +28,7 @@ from tests.builders import (
     profile,
     view,
 )
+from tests.feature_stores import InMemoryFeatureStore
 from tests.transforms.drive import drive
 from transforms.core import Core
 from transforms.model import CONSENT, ERASE, FEATURES, ConsentState, FeatureSnapshot
