@@ -88,7 +88,8 @@ def test_a_secret_once_read_is_masked_in_every_log_record(caplog):
     logger = logging.getLogger("kafka.admin.client")
     value = "rotated-" + SECRET
     config = kafka_client_config(sasl(), {"KAFKA_PW": value})
-    with caplog.at_level(logging.DEBUG):
+    # The logger's own level too: the Kafka clients' loggers are quieted by other tests.
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
         logger.debug("Starting KafkaAdminClient with configuration: %s", config)  # as it does
         try:
             raise ValueError(f"bad password {value}")
