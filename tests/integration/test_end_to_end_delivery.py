@@ -8,6 +8,8 @@ fires every deadline at its own time, whatever the arrival order across the two 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pipelines.beam_kafka import ReadOptions
@@ -43,16 +45,10 @@ def journeys() -> list:
     return items
 
 
-def test_events_to_delivered_emails(
-    kafka,
-    new_topic,
-    service_settings,
-    redis_client,
-    prefix,
-    smtp,  # noqa: F811 (the fixture imported above)
-    capsys,
-):
-    inbox, port = smtp
+
+def job_topics(new_topic, service_settings, prefix: str) -> tuple[dict[str, str], Any]:
+    """This test's own topics (events, profiles, payloads, audit, dead) and the job's settings
+    writing to them and to Redis keys under `prefix`."""
     topics = {name: new_topic(name) for name in ("events", "profiles", "payloads", "audit", "dead")}
     settings = service_settings.with_overrides(
         [
@@ -64,6 +60,19 @@ def test_events_to_delivered_emails(
             f"redis.key_prefix={prefix}",
         ]
     )
+    return topics, settings
+
+def test_events_to_delivered_emails(
+    kafka,
+    new_topic,
+    service_settings,
+    redis_client,
+    prefix,
+    smtp,  # noqa: F811 (the fixture imported above)
+    capsys,
+):
+    inbox, port = smtp
+    topics, settings = job_topics(new_topic, service_settings, prefix)
     load_catalog(redis_client, CATALOG, prefix)
 
     from kafka import KafkaProducer
@@ -148,17 +157,7 @@ def test_a_payload_held_for_quiet_hours_is_not_sent_after_an_unsubscribe(
     D unsubscribes at T0 + 90 min, after it was emitted: the job writes the revocation to the
     feature store at once, and deliver drops the held payload (suppressed:no_consent)."""
     inbox, port = smtp
-    topics = {name: new_topic(name) for name in ("events", "profiles", "payloads", "audit", "dead")}
-    settings = service_settings.with_overrides(
-        [
-            f"kafka.payloads_topic={topics['payloads']}",
-            f"kafka.audit_topic={topics['audit']}",
-            f"kafka.dead_letters_topic={topics['dead']}",
-            f"kafka.group_id={unique_name('job')}",
-            "kafka.partitions=1",
-            f"redis.key_prefix={prefix}",
-        ]
-    )
+    topics, settings = job_topics(new_topic, service_settings, prefix)
     d = "e2e-d"
     from kafka import KafkaProducer
 

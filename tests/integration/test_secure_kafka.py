@@ -166,10 +166,10 @@ def test_the_flink_job_reads_and_writes_through_sasl_ssl(sasl_broker, monkeypatc
 
     from pipelines.flink_pipeline import run_kafka
     from runners.services import kafka_connector_jar
-    from tests.pipelines.test_flink_pipeline import kafka_settings
+    from tests.pipelines.test_flink_pipeline import kafka_settings, produce
     from tests.pipelines.test_parity_flink import journeys
-    from transforms.codec import decode_payload, encode_event, encode_profile
-    from transforms.model import CustomerProfile, DeadLetter
+    from transforms.codec import decode_payload
+    from transforms.model import DeadLetter
 
     monkeypatch.setenv(PW_ENV, PASSWORD)
     secure = tls_settings(sasl_broker, "SCRAM-SHA-512")
@@ -178,18 +178,8 @@ def test_the_flink_job_reads_and_writes_through_sasl_ssl(sasl_broker, monkeypatc
             "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_env",
             "ssl_cafile", "ssl_certfile", "ssl_keyfile")})
     k = s.kafka
-    ensure_topics(k, [k.events_topic, k.payloads_topic, k.audit_topic, k.dead_letters_topic], 2)
-    ensure_topics(k, [k.profiles_topic], 1)
     items = [i for i in journeys(k.group_id) if not isinstance(i, DeadLetter)]
-    producer = open_producer(k)
-    for item in items:
-        if isinstance(item, CustomerProfile):
-            producer.send(k.profiles_topic, key=item.customer_id.encode(),
-                          value=encode_profile(item))
-        else:
-            producer.send(k.events_topic, key=item.customer_id.encode(), value=encode_event(item))
-    producer.flush()
-    producer.close()
+    produce(s, items)
     # A bound above the input: every record there is (the bound is split over partitions).
     options = argparse.Namespace(runner="flink", max_events=10 * len(items), until_idle=None,
                                  from_beginning=True, savepoint=None, detached=False)

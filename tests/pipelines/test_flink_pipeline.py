@@ -45,17 +45,16 @@ def kafka_settings(bootstrap: str, **extra: str) -> Settings:
 
 def produce(settings: Settings, items: list, partitions: int = 2) -> int:
     """Create the job's topics and write `items` (Avro; dead letters as garbage bytes)."""
-    from kafka import KafkaProducer
-
+    from pipelines.connections import open_producer
     from runners.services import ensure_topics
     from transforms.codec import encode_event, encode_profile
     from transforms.model import CustomerProfile, DeadLetter
 
-    k = settings.kafka
-    ensure_topics(k.bootstrap, [k.events_topic, k.payloads_topic, k.audit_topic,
-                                k.dead_letters_topic], partitions)
-    ensure_topics(k.bootstrap, [k.profiles_topic], 1)
-    producer = KafkaProducer(bootstrap_servers=k.bootstrap, linger_ms=5)
+    k = settings.kafka   # its security settings too (tests/integration/test_secure_kafka.py)
+    ensure_topics(k, [k.events_topic, k.payloads_topic, k.audit_topic, k.dead_letters_topic],
+                  partitions)
+    ensure_topics(k, [k.profiles_topic], 1)
+    producer = open_producer(k)
     for item in items:
         if isinstance(item, DeadLetter):
             producer.send(k.events_topic, b"\x02\x03truncated")
