@@ -14,11 +14,12 @@ import pytest
 from pipelines import reference, wire
 from runners.cli import main
 from runners.flink_cluster import submit_to_cluster
-from runners.traffic import Traffic, TrafficConfig, jsonl_line
+from runners.traffic import DEFAULT_START, Traffic, TrafficConfig, jsonl_line
 from tests.builders import MINUTE, T0
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys
 from transforms.codec import decode_dead_letter, decode_payload, encode_event
+from transforms.settings import DAY
 
 pytestmark = pytest.mark.integration
 
@@ -65,19 +66,28 @@ def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cl
     assert dead["late"].raw == encode_event(late) and late.occurred_at == T0 + 2 * MINUTE
 
 
+@pytest.mark.parametrize("partitions, days", [(1, 0), (4, 2)],
+                         ids=["1-partition", "4-partitions-2-days"])
 def test_a_replay_through_the_cluster_writes_the_reference_files(
-        kafka, flink_cluster, tmp_path, capsys):
+        kafka, flink_cluster, tmp_path, capsys, partitions, days):
     """`personalize replay --runner flink-cluster` on generated traffic (duplicates, malformed
-    lines, arrivals out of order, so late dead letters) writes byte-identical payloads, audit
-    and dead letters to `--runner reference`, and deletes the topics it created."""
+    lines, arrivals out of order, so late dead letters; with `days`, a second burst that many
+    days later) writes byte-identical payloads, audit and dead letters to `--runner
+    reference` with the customers over the same partitions, and deletes the topics it
+    created."""
     from kafka.admin import KafkaAdminClient
 
-    cfg = TrafficConfig(events=300, customers=40, rate=2.0, seed=7, duplicate_ratio=0.03,
-                        out_of_order_ms=12_000, malformed_ratio=0.03)
+    lines = []
+    starts = [DEFAULT_START] + ([DEFAULT_START + days * DAY] if days else [])
+    for burst, start in enumerate(starts):
+        cfg = TrafficConfig(events=300, customers=40, rate=2.0, seed=7 + burst, start=start,
+                            duplicate_ratio=0.03, out_of_order_ms=12_000, malformed_ratio=0.03)
+        lines += [jsonl_line(g) + "\n" for g in Traffic(cfg)]
     path = tmp_path / "traffic.jsonl"
-    path.write_text("".join(jsonl_line(g) + "\n" for g in Traffic(cfg)))
+    path.write_text("".join(lines))
     replay = ["replay", "--input", str(path), "--format", "events-jsonl", "--set",
-              "flink.checkpoint_interval=1s", "--set", "kafka.partitions=1", "--runner"]
+              "flink.checkpoint_interval=1s", "--set", f"kafka.partitions={partitions}",
+              "--set", f"core.replay_partitions={partitions}", "--runner"]
     assert main([*replay, "reference", "--out", str(tmp_path / "ref")]) == 0
     want = json.loads(capsys.readouterr().out)
     assert main([*replay, "flink-cluster", "--out", str(tmp_path / "cluster")]) == 0
