@@ -62,6 +62,7 @@ def job_topics(new_topic, service_settings, prefix: str) -> tuple[dict[str, str]
     )
     return topics, settings
 
+
 def test_events_to_delivered_emails(
     kafka,
     new_topic,

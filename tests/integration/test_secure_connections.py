@@ -92,12 +92,17 @@ def snapshot() -> FeatureSnapshot:
     return FeatureSnapshot("c1", T0, {"views_1h": 3}, 42.0, "browse_intensity")
 
 
-def test_feature_store_and_catalog_work_with_the_password(auth_redis):
-    store = RedisFeatureStore.from_settings(auth_redis)
+def store_round_trip(settings) -> None:
+    """A snapshot written through the feature store of `settings` reads back."""
+    store = RedisFeatureStore.from_settings(settings)
     store.write(snapshot())
     store.flush()
     assert store.read("c1")["views_1h"] == 3
     store.close()
+
+
+def test_feature_store_and_catalog_work_with_the_password(auth_redis):
+    store_round_trip(auth_redis)
     client = redis_client(auth_redis.redis)
     assert load_catalog(client, [SHOE], auth_redis.redis.key_prefix) == 1
     client.close()
@@ -161,11 +166,7 @@ def tls_redis(certificate, tmp_path, monkeypatch) -> Iterator[Settings]:
 
 
 def test_feature_store_over_tls_with_auth(tls_redis):
-    store = RedisFeatureStore.from_settings(tls_redis)
-    store.write(snapshot())
-    store.flush()
-    assert store.read("c1")["views_1h"] == 3
-    store.close()
+    store_round_trip(tls_redis)
     with pytest.raises(redis.ConnectionError):                 # plain text to a TLS port
         RedisCatalog.from_settings(secured(tls_redis, "redis.ssl=false")).get("p1")
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
