@@ -72,7 +72,8 @@ class Composer:
         lookup = self._lookup([*shown, *(pid for pid, _ in ranked)], req.known)
         recommendations = [_recommendation(pid, score, lookup.get(pid)) for pid, score in ranked]
         items = [lookup.get(pid) for pid in shown]
-        variant = choose_variant(req.customer_id, fired.type, self.renderer.variants(fired.type))
+        variant = req.variant if req.variant is not None else self.variant(
+            req.customer_id, fired.type)
         rendered = self.renderer.render(
             dataclasses.replace(fired, evidence=shown) if len(shown) < len(fired.evidence)
             else fired,
@@ -103,6 +104,11 @@ class Composer:
         if _upper_bound(payload) <= self.max_bytes:
             return payload
         return self._within_limit(payload)
+
+    def variant(self, customer_id: str, trigger_type: str) -> str:
+        """The customer's subject variant for a trigger type when the request carries none
+        (render.choose_variant over the templates' variants)."""
+        return choose_variant(customer_id, trigger_type, self.renderer.variants(trigger_type))
 
     def _within_limit(self, payload: EmailPayload) -> EmailPayload:
         """`payload`, or the smaller forms of it described in the module docstring, whichever

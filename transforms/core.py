@@ -27,7 +27,7 @@ consent_change) and, when it changes the consent held, written to the feature st
 
 from __future__ import annotations
 
-from transforms import policy
+from transforms import attribution, policy
 from transforms.bounds import (
     EVICTED_CART,
     EVICTED_DEDUP,
@@ -52,6 +52,7 @@ from transforms.model import (
     EMAIL_OPEN,
     ERASE,
     FEATURES,
+    OUTCOME,
     PAYLOAD,
     PRODUCT_VIEW,
     PURCHASE,
@@ -353,6 +354,8 @@ class Core:
             if product is not None and product.price is not None:
                 revenue = product.price * (ev.quantity or 1)
             windows.add_purchase(ts, revenue or 0.0)
+            if state.messages:
+                self._attribute(state, ev, revenue or 0.0, outputs)
             if product is not None:
                 purchased = state.purchased
                 purchased.pop(product.product_id, None)  # insertion order = purchase order
@@ -363,6 +366,8 @@ class Core:
             state.cart_changed_at = ts
         elif etype == EMAIL_OPEN or etype == EMAIL_CLICK:
             windows.add_email(ts, etype == EMAIL_CLICK)
+            if state.messages:
+                self._attribute(state, ev, 0.0, outputs)
         elif etype == CONSENT_CHANGE:
             self._apply_consent_event(state, ev, outputs)
         for trig in self.triggers:
@@ -379,6 +384,29 @@ class Core:
         if state.features_due is None:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.
             state.features_due = ts + self.settings.feature_write_interval
+
+    def _attribute(
+        self, state: CustomerState, ev: BehaviourEvent, revenue: float, outputs: list[Output]
+    ) -> None:
+        """An open, click or purchase as the outcome of a remembered send, if it is one."""
+        outcome = attribution.attribute(
+            state.messages, ev, revenue, self.settings.attribution_window
+        )
+        if outcome is not None:
+            outputs.append((OUTCOME, outcome))
+
+    def _remember_send(
+        self, state: CustomerState, fired: FiredTrigger, mid: str, holdout: bool,
+        variant: str | None, outputs: list[Output],
+    ) -> None:
+        """A send (or a held-out would-be send): it counts for the caps, and is remembered
+        for attribution."""
+        t = fired.fired_at
+        state.sent.append((t, fired.type))
+        sent = (t, mid, fired.type, holdout, variant)
+        evicted = attribution.remember(state.messages, sent, self.settings.max_attributed_messages)
+        if evicted:
+            outputs += [(DROPPED, attribution.EVICTED_MESSAGES)] * evicted
 
     def _erase(self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]) -> None:
         """GDPR erasure: forget everything but the dedup ids and the tombstone."""
@@ -399,13 +427,21 @@ class Core:
         scored = None if state.erased_at is not None else self._score(state, t)
         for fired, reason in policy.decide(state, fires, t, self.settings, self.priorities):
             state.last_trigger = fired.type
+            if reason == policy.HOLDOUT:
+                # The would-be message: audited with its id, remembered, no payload.
+                mid = message_id(cid, fired.type, fired.key, t)
+                self._remember_send(state, fired, mid, True, None, outputs)
+                audit = AuditRecord(cid, fired.type, fired.key, t, f"suppressed:{reason}", mid)
+                outputs.append((AUDIT, audit))
+                continue
             if reason is not None:
                 audit = AuditRecord(cid, fired.type, fired.key, t, f"suppressed:{reason}")
                 outputs.append((AUDIT, audit))
                 continue
             assert scored is not None  # policy.decide suppresses everything for the erased
             request = self._request(state, fired, scored[1])
-            state.sent.append((t, fired.type))
+            request.variant = self.composer.variant(cid, fired.type)
+            self._remember_send(state, fired, request.message_id, False, request.variant, outputs)
             outputs.append((PAYLOAD, request))
             outputs.append(
                 (
@@ -556,6 +592,8 @@ class Core:
             }
         if state.sent:
             state.sent = [(at, kind) for at, kind in state.sent if at > now - s.cap_window]
+        if state.messages:
+            state.messages = attribution.purge(state.messages, now, s.attribution_window)
         for trig in self.triggers:
             trig.purge(state, now)
         if state.erased_at is not None and state.erased_at <= now - s.erasure_ttl:
@@ -596,6 +634,9 @@ class Core:
             ends.append(max(state.purchased.values()) + PURCHASED_TTL)
         if state.sent:
             ends.append(max(at for at, _ in state.sent) + s.cap_window)
+        end = attribution.expires_at(state.messages, s.attribution_window)
+        if end is not None:
+            ends.append(end)
         for trig in self.triggers:
             e = trig.expires_at(state)
             if e is not None:

@@ -31,6 +31,7 @@ from transforms.model import (
     EmailPayload,
     FeatureSnapshot,
     Origin,
+    Outcome,
     Product,
 )
 
@@ -111,6 +112,16 @@ def features_to_json(f: FeatureSnapshot) -> dict[str, Any]:
     }
 
 
+def outcome_to_json(o: Outcome) -> dict[str, Any]:
+    """An attributed outcome as a JSON-able dict (exactly the Outcome fields)."""
+    return {
+        "message_id": o.message_id, "customer_id": o.customer_id,
+        "trigger_type": o.trigger_type, "variant": o.variant, "kind": o.kind,
+        "value": o.value, "occurred_at": o.occurred_at, "fired_at": o.fired_at,
+        "holdout": o.holdout, "event_id": o.event_id,
+    }
+
+
 _TO_JSON: dict[type, Any] = {
     BehaviourEvent: event_to_json,
     CustomerProfile: profile_to_json,
@@ -118,6 +129,7 @@ _TO_JSON: dict[type, Any] = {
     AuditRecord: audit_to_json,
     DeadLetter: dead_letter_to_json,
     FeatureSnapshot: features_to_json,
+    Outcome: outcome_to_json,
 }
 
 
@@ -292,6 +304,11 @@ def payload_from_json(d: dict[str, Any]) -> EmailPayload:
 def audit_from_json(d: dict[str, Any]) -> AuditRecord:
     """An audit record from audit_to_json's form."""
     return AuditRecord(**d)
+
+
+def outcome_from_json(d: dict[str, Any]) -> Outcome:
+    """An outcome from outcome_to_json's form."""
+    return Outcome(**d)
 
 
 def dead_letter_from_json(d: dict[str, Any]) -> DeadLetter:

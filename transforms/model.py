@@ -35,6 +35,7 @@ FEATURES: Final = "features"        # FeatureSnapshot -> Redis feature store
 DROPPED: Final = "dropped"          # str reason (e.g. "duplicate") -> counted only
 ERASE: Final = "erase"              # customer_id -> delete the customer's feature-store keys
 CONSENT: Final = "consent"          # ConsentState -> the feature store, at once (deliver reads it)
+OUTCOME: Final = "outcome"          # Outcome -> outcomes topic (transforms/attribution.py)
 
 # Dead-letter reasons (machine readable).
 R_DECODE: Final = "decode_error"            # not Avro / truncated / corrupt
@@ -187,6 +188,27 @@ class PayloadRequest:
     time_zone: str
     send_after: int | None
     expires_at: int
+    # The subject variant the message goes out with (transforms/attribution.py); None: the
+    # compose stage picks it (render.choose_variant).
+    variant: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """An email event or purchase attributed to a message (Avro `Outcome`, DESIGN.md section
+    9): kind open, click or purchase; value the purchase's revenue (0 for opens and clicks);
+    holdout: the message was a control-group customer's would-be message (variant None)."""
+
+    message_id: str
+    customer_id: str
+    trigger_type: str
+    variant: str | None
+    kind: str
+    value: float
+    occurred_at: int
+    fired_at: int
+    holdout: bool
+    event_id: str
 
 
 @dataclass(slots=True)

@@ -8,9 +8,12 @@ Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<rea
     no_address     consent, but no email address on file
     priority       several fired at this instant: only the first (priority, key) goes on
     frequency_cap  max_per_day payloads in (t - cap_window, t], or one of this type already
+    holdout        the customer is in the global control group (transforms/attribution.py):
+                   applied last, so it holds back exactly what would have been sent
     (quiet hours)  not a suppression: send_after = next quiet_end_hour local time
 
-A suppressed trigger does not count against the caps.
+A suppressed trigger does not count against the caps, except a holdout one: it counts as the
+send it stands for, so the control group's later fires mirror the treatment group's.
 
 Consent changes are audit decisions too (type consent_change, see transforms/core.py):
 `consent:granted`, `consent:revoked`, or `consent:superseded` for a consent event that lost
@@ -23,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from transforms.attribution import in_holdout
 from transforms.model import FiredTrigger
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
@@ -33,6 +37,7 @@ NO_CONSENT = "no_consent"
 NO_ADDRESS = "no_address"
 PRIORITY = "priority"
 FREQUENCY_CAP = "frequency_cap"
+HOLDOUT = "holdout"
 CONSENT_GRANTED = "consent:granted"
 CONSENT_REVOKED = "consent:revoked"
 CONSENT_SUPERSEDED = "consent:superseded"
@@ -55,9 +60,12 @@ def decide(
     if profile is None or not profile.email:
         return [(f, NO_ADDRESS) for f in fires]
     first, rest = fires[0], fires[1:]
-    decisions: list[tuple[FiredTrigger, str | None]] = [
-        (first, FREQUENCY_CAP if capped(state.sent, first.type, t, settings) else None)
-    ]
+    reason: str | None = None
+    if capped(state.sent, first.type, t, settings):
+        reason = FREQUENCY_CAP
+    elif in_holdout(state.customer_id, settings.holdout_share, settings.holdout_salt):
+        reason = HOLDOUT
+    decisions: list[tuple[FiredTrigger, str | None]] = [(first, reason)]
     decisions += [(f, PRIORITY) for f in rest]
     return decisions
 

@@ -114,6 +114,15 @@ class CoreSettings:
     max_category_views: int = 50  # browse-intensity views held per category
     max_cart_lines: int = 500
     max_purchased: int = 1_000
+    # Learning loop (DESIGN.md section 9; transforms/attribution.py): opens, clicks and
+    # purchases within attribution_window after a send are outcomes of that message; each
+    # customer remembers at most max_attributed_messages sends (oldest evicted first).
+    attribution_window: int = duration(72 * HOUR)
+    max_attributed_messages: int = 50
+    # The global control group: this share of customers (by SHA-256 of salt + customer id)
+    # is audited suppressed:holdout instead of emailed; 0 disables it.
+    holdout_share: float = 0.05
+    holdout_salt: str = "holdout-v1"
 
 
 @dataclass(slots=True)
@@ -126,6 +135,7 @@ class KafkaSettings:
     payloads_topic: str = "email-payloads"
     dead_letters_topic: str = "dead-letters"
     audit_topic: str = "policy-audit"
+    outcomes_topic: str = "email-outcomes"
     partitions: int = 4
     group_id: str = "personalize"
     # The local broker of `personalize services` (KRaft controller listener and JVM heap).

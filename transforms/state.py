@@ -11,6 +11,9 @@ Every part has a time limit (STYLE.md rule 7):
     purchased        bought products (never re-recommended)   30 d
     triggers         each trigger's own slot                  the trigger's expires_at
     sent             emitted payloads (fired_at, type)        cap_window
+                     (and held-out would-be ones, policy.py)
+    messages         sends for attribution (fired_at, id,     attribution_window after fired_at
+                     type, holdout, variant)
     profile, consent the CRM profile and email consent        profile_ttl after last touch
     erased_at        erasure tombstone                        erasure_ttl
     features_due     the next feature-store write              written at that time
@@ -34,6 +37,8 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
     browse adds,     max_categories       least recent            the add or the cooldown no
       cooldowns                                                   longer blocks a fire
     recent_views     recent_items         least recently viewed   -
+    messages         max_attributed_      oldest send             its later opens, clicks and
+                     messages                                     purchases are not attributed
     (window buckets, sent and the other parts are bounded by their time limit and granularity)
 
 The state is picklable (engines keep it in their state backends) and `None` once all of it
@@ -71,6 +76,7 @@ class CustomerState:
         "last_trigger",
         "processed_until",
         "next_purge",
+        "messages",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -92,6 +98,8 @@ class CustomerState:
         self.last_trigger: str | None = None
         self.processed_until: int | None = None
         self.next_purge: int | None = None
+        # Sends remembered for attribution (transforms/attribution.py Sent), oldest first.
+        self.messages: list[tuple[int, str, str, bool, str | None]] = []
 
     def __getstate__(self) -> tuple[Any, ...]:
         # A tuple in slot order: engines pickle the state on every write, and the slot names
@@ -101,8 +109,12 @@ class CustomerState:
     def __setstate__(self, values: tuple[Any, ...] | dict[str, Any]) -> None:
         if isinstance(values, dict):  # the form of states pickled before (savepoints)
             values = tuple(values.get(name) for name in self.__slots__)
+        elif len(values) < len(self.__slots__):  # pickled before the last slots were added
+            values = tuple(values) + (None,) * (len(self.__slots__) - len(values))
         for name, value in zip(self.__slots__, values, strict=True):
             setattr(self, name, value)
+        if self.messages is None:
+            self.messages = []
         # Recent views held (ts, Product) before; a state is all in one form or the other, so
         # one entry tells (this runs on every unpickle).
         consent = self.consent
