@@ -45,7 +45,7 @@ from pipelines.connections import kafka_client_config
 from pipelines.wire import EVENTS, PROFILES, event_time_of
 from transforms.clock import EventClock, receipt
 from transforms.core import Core
-from transforms.model import AUDIT, DEAD_LETTER, FEATURES, PAYLOAD
+from transforms.model import AUDIT, DEAD_LETTER, FEATURES, OUTCOME, PAYLOAD
 from transforms.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -442,7 +442,7 @@ def run_kafka_job(
     names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
     if create_topics is not None:
         create_topics(k, [*names.values(), k.payloads_topic, k.audit_topic,
-                          k.dead_letters_topic], k.partitions)
+                          k.dead_letters_topic, k.outcomes_topic], k.partitions)
     read.stop = read.stop or threading.Event()
     started = time.monotonic()
     try:
@@ -472,6 +472,7 @@ def run_kafka_job(
         "watermark": stats["watermark"],
         "payloads": counts.get(PAYLOAD, 0),
         "audit": counts.get(AUDIT, 0),
+        "outcomes": counts.get(OUTCOME, 0),
         "dead_letters": counts.get(DEAD_LETTER, 0),
         "features": counts.get(FEATURES, 0),
         "dropped": {k[len(DROPPED_PREFIX):]: v for k, v in counts.items()

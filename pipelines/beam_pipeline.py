@@ -14,7 +14,8 @@
     | "PerCustomer"                       stateful DoFn over wire.KeyedCore, routed by tag;
                                           payload requests out (not yet composed)
     | "Compose"                           stateless: PayloadRequest -> EmailPayload
-    | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES]
+    | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES |
+                                          OUTCOME]
 
 Items the core drops (duplicates, events of erased customers) are counted, not output: the
 run's Tally ("dropped:<reason>"). `run_replay(items, settings, out_dir)` (`personalize replay
@@ -66,6 +67,7 @@ from transforms.model import (
     DEAD_LETTER,
     DROPPED,
     FEATURES,
+    OUTCOME,
     PAYLOAD,
     CustomerProfile,
     DeadLetter,
@@ -87,7 +89,8 @@ _GLOBAL_WINDOWS = (GlobalWindow(),)
 # (shard, [(Item, watermark, batch), ...]): typed so the keyed state gets a deterministic key
 # coder.
 Keyed = typehints.Tuple[int, typehints.Any]
-_STEP = {PAYLOAD: "Payloads", AUDIT: "Audit", DEAD_LETTER: "DeadLetters", FEATURES: "Features"}
+_STEP = {PAYLOAD: "Payloads", AUDIT: "Audit", DEAD_LETTER: "DeadLetters", FEATURES: "Features",
+         OUTCOME: "Outcomes"}
 DROPPED_PREFIX = f"{DROPPED}:"
 # Unpickled customer states PerCustomer keeps beside Beam's state (StateCache): about 7 KB each
 # in memory; a customer past the limit is unpickled when next read.
@@ -111,7 +114,7 @@ def build_pipeline(
     local: Local | None = None,
 ) -> dict[str, beam.PCollection]:
     """Wire the topology from the two input PCollections to `sinks` (PTransforms by output
-    kind: PAYLOAD, AUDIT, DEAD_LETTER, FEATURES); returns the routed PCollections by kind.
+    kind: PAYLOAD, AUDIT, DEAD_LETTER, FEATURES, OUTCOME); returns the routed PCollections by kind.
     `core` defaults to build_core(settings); `local` holds the run's shared objects
     (beam_kafka.Local) when the sinks use some too."""
     local = local or Local()
@@ -129,7 +132,7 @@ def build_pipeline(
         | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings)).with_outputs(
             *SINKS, main="unused")
     )
-    outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES)}
+    outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES, OUTCOME)}
     outputs[PAYLOAD] = routed[PAYLOAD] | "Compose" >> beam.ParDo(Compose(local, settings))
     outputs[DEAD_LETTER] = (
         (decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER], routed[DEAD_LETTER])

@@ -1,7 +1,8 @@
 """The Beam topology's sinks: Kafka topics, the feature writer, a replay's output files.
 
-    kafka_sinks(local, settings) -> {kind: PTransform}   payloads / audit / dead letters to
-                                                          their topics, features to the writer
+    kafka_sinks(local, settings) -> {kind: PTransform}   payloads / audit / dead letters /
+                                                          outcomes to their topics, features
+                                                          to the writer
     file_sinks(local) -> {kind: PTransform}              every kind into the run's OutputFiles
     WriteToKafka(local, kafka, topic, encode, counter)   records -> topic
 
@@ -25,7 +26,7 @@ from pipelines import wire
 from pipelines.beam_local import Local, flow, tally
 from pipelines.connections import open_producer
 from pipelines.wire import SINKS
-from transforms.model import AUDIT, DEAD_LETTER, FEATURES, PAYLOAD
+from transforms.model import AUDIT, DEAD_LETTER, FEATURES, OUTCOME, PAYLOAD
 from transforms.settings import KafkaSettings, Settings
 
 Encoded = tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]
@@ -247,4 +248,5 @@ def kafka_sinks(local: Local, settings: Settings) -> dict[str, beam.PTransform]:
         DEAD_LETTER: WriteToKafka(local, k, k.dead_letters_topic, wire.dead_letter_record,
                                   DEAD_LETTER),
         FEATURES: WriteFeatures(local),
+        OUTCOME: WriteToKafka(local, k, k.outcomes_topic, wire.outcome_record, OUTCOME),
     }

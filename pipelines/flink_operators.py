@@ -36,7 +36,16 @@ from pipelines.flink_kafka import KafkaRead, offsets_consumer, partition_offsets
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.wire import PROFILES
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
-from transforms.model import AUDIT, DEAD_LETTER, DROPPED, FEATURES, PAYLOAD, DeadLetter, event_time
+from transforms.model import (
+    AUDIT,
+    DEAD_LETTER,
+    DROPPED,
+    FEATURES,
+    OUTCOME,
+    PAYLOAD,
+    DeadLetter,
+    event_time,
+)
 from transforms.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,6 +121,7 @@ def side_outputs() -> dict[str, Any]:
         AUDIT: OutputTag("audit", pickled),
         FEATURES: OutputTag("features", pickled),
         DROPPED: OutputTag("counts", pickled),
+        OUTCOME: OutputTag("outcomes", pickled),
     }
 
 
@@ -407,6 +417,8 @@ def kafka_row_fn(sink: str) -> Any:
                 return Row(key, value, dict(headers))
             if self.sink == AUDIT:
                 return Row(*wire.audit_record(record))
+            if self.sink == OUTCOME:
+                return Row(*wire.outcome_record(record))
             return Row(*wire.dead_letter_record(record))
 
     return KafkaRow(sink)

@@ -13,7 +13,8 @@
                                              ValueState, one event-time timer
                                              (pipelines/keyed.py); payload requests out
     | "Compose"                              stateless map: request -> EmailPayload
-    -> payloads (main output), audit / dead letters / features (side outputs of PerCustomer)
+    -> payloads (main output), audit / dead letters / features / outcomes (side outputs of
+       PerCustomer)
 
 Entry points: `run_kafka(settings, jars, options)` (`personalize run --runner flink`; a
 cluster's submission is runners/flink_cluster.py) and `run_replay(items, settings, out_dir)`
@@ -69,6 +70,7 @@ from transforms.model import (
     DEAD_LETTER,
     DROPPED,
     FEATURES,
+    OUTCOME,
     PAYLOAD,
     DeadLetter,
     Item,
@@ -164,6 +166,7 @@ class Outputs:
     dead_letters: Any          # from the decoders and the core (late), one stream
     features: Any | None       # only when a feature writer or a collector asked for them
     counts: Any | None         # (reason, n) of dropped items, and ACTIVE deltas (replays)
+    outcomes: Any = None       # attributed outcomes (transforms/attribution.py)
 
 
 def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
@@ -251,6 +254,7 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         dead_letters=dead[0].union(*dead[1:]),
         features=per_customer.get_side_output(tags[FEATURES]) if emit_features else None,
         counts=per_customer.get_side_output(tags[DROPPED]) if emit_counts else None,
+        outcomes=per_customer.get_side_output(tags[OUTCOME]),
     )
 
 
@@ -288,6 +292,7 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
         (PAYLOAD, out.payloads, k.payloads_topic),
         (AUDIT, out.audit, k.audit_topic),
         (DEAD_LETTER, out.dead_letters, k.dead_letters_topic),
+        (OUTCOME, out.outcomes, k.outcomes_topic),
     ):
         table = f"{sink}_out"
         headers = sink == PAYLOAD
@@ -358,7 +363,7 @@ def build_replay(env: Any, path: Path, settings: Settings) -> Any:
         stream.map(tag_fn(kind), output_type=pickled).uid(f"tag-{kind}").name(f"Tag-{kind}")
         for kind, stream in ((PAYLOAD, out.payloads), (AUDIT, out.audit),
                              (DEAD_LETTER, out.dead_letters), (FEATURES, out.features),
-                             (DROPPED, out.counts))
+                             (DROPPED, out.counts), (OUTCOME, out.outcomes))
     ]
     # Compose -> Tag would be fused into one Python operator, and PyFlink's chaining of the
     # collected union then keeps the unfused pair as well (two operators with uid "compose").

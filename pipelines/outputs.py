@@ -4,10 +4,12 @@
     DIR/audit.jsonl         one policy decision per fired trigger, consent change, erasure
     DIR/dead_letters.jsonl  one DeadLetter per line (raw bytes base64)
     DIR/features.jsonl      feature-store snapshots (what would go to Redis)
+    DIR/outcomes.jsonl      one attributed Outcome per line (transforms/attribution.py)
     DIR/summary.json        counts (erasures and consent writes of the feature store too)
     DIR/timeline.json       (wall seconds, inputs, payloads) samples: throughput over time
 
-Lines are written sorted (payloads by message_id, audit by customer/time/type/key) so that
+Lines are written sorted (payloads by message_id, audit by customer/time/type/key, outcomes
+by message/time/event) so that
 runs of different engines compare byte for byte.
 """
 
@@ -27,6 +29,7 @@ from transforms.model import (
     DROPPED,
     ERASE,
     FEATURES,
+    OUTCOME,
     PAYLOAD,
     BehaviourEvent,
     CustomerProfile,
@@ -49,6 +52,7 @@ class OutputFiles:
             AUDIT: [],
             DEAD_LETTER: [],
             FEATURES: [],
+            OUTCOME: [],
         }
         self.summary: dict[str, Any] = {
             "input_events": 0,
@@ -60,6 +64,7 @@ class OutputFiles:
             "dead_letters": {},
             "erasures": 0,
             "consent_writes": 0,
+            "outcomes": {},
         }
         self.started = time.perf_counter()
         self.inputs = 0
@@ -104,6 +109,8 @@ class OutputFiles:
             s["decisions"][key] = s["decisions"].get(key, 0) + 1
         elif kind == DEAD_LETTER:
             s["dead_letters"][row["reason"]] = s["dead_letters"].get(row["reason"], 0) + 1
+        elif kind == OUTCOME:
+            s["outcomes"][row["kind"]] = s["outcomes"].get(row["kind"], 0) + 1
 
     def close(self) -> None:
         """Write every file, sorted, and the summary."""
@@ -118,12 +125,14 @@ class OutputFiles:
                 r["reason"],
             ),
             FEATURES: lambda r: (r["customer_id"], r["as_of"]),
+            OUTCOME: lambda r: (r["message_id"], r["occurred_at"], r["event_id"]),
         }
         names = {
             PAYLOAD: "payloads",
             AUDIT: "audit",
             DEAD_LETTER: "dead_letters",
             FEATURES: "features",
+            OUTCOME: "outcomes",
         }
         for kind, rows in self.rows.items():
             rows.sort(key=orders[kind])

@@ -20,6 +20,7 @@ from transforms.codec import (
     decode_profile,
     encode_dead_letter,
     encode_event,
+    encode_outcome,
     encode_payload,
     encode_profile,
 )
@@ -32,6 +33,7 @@ from transforms.model import (
     DROPPED,
     ERASE,
     FEATURES,
+    OUTCOME,
     PAYLOAD,
     R_FUTURE,
     AuditRecord,
@@ -40,6 +42,7 @@ from transforms.model import (
     EmailPayload,
     Item,
     Origin,
+    Outcome,
     Output,
     PayloadRequest,
     event_time,
@@ -53,7 +56,7 @@ PROFILES = "profiles"
 
 # Sinks of the topology; FEATURES carries snapshots, erasures and consent changes for the
 # feature store.
-SINKS = (PAYLOAD, AUDIT, DEAD_LETTER, FEATURES)
+SINKS = (PAYLOAD, AUDIT, DEAD_LETTER, FEATURES, OUTCOME)
 MESSAGE_ID_HEADER = "message_id"
 
 Routed = list[tuple[str, Any]]
@@ -209,3 +212,9 @@ def audit_record(audit: AuditRecord) -> tuple[bytes, bytes]:
 def dead_letter_record(dead: DeadLetter) -> tuple[bytes | None, bytes]:
     """Kafka (key, value) of a dead letter: Avro, keyed by its origin topic."""
     return dead.origin.topic.encode(), encode_dead_letter(dead)
+
+
+def outcome_record(outcome: Outcome) -> tuple[bytes, bytes]:
+    """Kafka (key, value) of an attributed outcome: Avro (avro_schemas/outcome.avsc), keyed by
+    customer."""
+    return outcome.customer_id.encode(), encode_outcome(outcome)

@@ -133,6 +133,7 @@ def _demo_settings(settings: Settings, run_id: str, out: Path) -> Settings:
         payloads_topic=f"{run_id}-payloads",
         dead_letters_topic=f"{run_id}-dead-letters",
         audit_topic=f"{run_id}-audit",
+        outcomes_topic=f"{run_id}-outcomes",
         group_id=f"{run_id}-job",
     )
     # Its own Redis keys too: the delivery ledger remembers message ids (a replay of the same

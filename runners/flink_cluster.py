@@ -37,11 +37,18 @@ from runners.services import kafka_connector_jar
 from runners.services._flink import Flink
 from runners.services._kafka import ensure_topics
 from runners.services._proc import PROJECT_ROOT
-from transforms.codec import decode_dead_letter, decode_payload, encode_event, encode_profile
+from transforms.codec import (
+    decode_dead_letter,
+    decode_outcome,
+    decode_payload,
+    encode_event,
+    encode_profile,
+)
 from transforms.jsonl import audit_from_json
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
+    OUTCOME,
     PAYLOAD,
     BehaviourEvent,
     DeadLetter,
@@ -130,7 +137,7 @@ def run_replay(items: Iterable[Item | DeadLetter], settings: Settings,
     settings = replay_settings(settings, tag)
     k = settings.kafka
     topics = [k.events_topic, k.profiles_topic, k.payloads_topic, k.audit_topic,
-              k.dead_letters_topic]
+              k.dead_letters_topic, k.outcomes_topic]
     out = OutputFiles(Path(out_dir))
     try:
         ensure_topics(k, topics, k.partitions)
@@ -155,7 +162,7 @@ def replay_settings(settings: Settings, tag: str) -> Settings:
     """`settings` with topics, consumer group and transactional ids of this replay only."""
     pairs = [f"kafka.group_id={tag}", f"flink.transactional_id_prefix={tag}"]
     pairs += [f"kafka.{name}_topic={tag}-{name}"
-              for name in ("events", "profiles", "payloads", "audit", "dead_letters")]
+              for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes")]
     return settings.with_overrides(pairs)
 
 
@@ -197,6 +204,8 @@ def collect(settings: Settings, origins: Origins, out: OutputFiles) -> None:
         out.write((PAYLOAD, decode_payload(record.value)))
     for record in read_all(settings, k.audit_topic):
         out.write((AUDIT, audit_from_json(json.loads(record.value))))
+    for record in read_all(settings, k.outcomes_topic):
+        out.write((OUTCOME, decode_outcome(record.value)))
     for record in read_all(settings, k.dead_letters_topic):
         dead = decode_dead_letter(record.value)
         o = dead.origin

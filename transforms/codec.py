@@ -2,8 +2,8 @@
 
     decode_event(bytes, Origin, watermark, CoreSettings, received_at) -> BehaviourEvent | DeadLetter
     decode_profile(bytes, Origin, CoreSettings, received_at) -> CustomerProfile | DeadLetter
-    encode_event / encode_profile / encode_payload / encode_dead_letter (record -> bytes)
-    decode_payload / decode_dead_letter (our own outputs: these raise on bad bytes)
+    encode_event / encode_profile / encode_payload / encode_dead_letter / encode_outcome
+    decode_payload / decode_dead_letter / decode_outcome (our own outputs: raise on bad bytes)
 
 Two framings are accepted on input: schemaless Avro binary, and the Confluent wire format
 (byte 0, a 4-byte big-endian schema id, then the Avro body). They cannot be confused: an event
@@ -44,6 +44,7 @@ from transforms.model import (
     EmailPayload,
     FiredTrigger,
     Origin,
+    Outcome,
     Product,
     Recommendation,
 )
@@ -55,9 +56,12 @@ EVENT: Final = "behaviour_event"
 PROFILE: Final = "customer_profile"
 PAYLOAD: Final = "personalized_email"
 DEAD_LETTER_SCHEMA: Final = "dead_letter"
+OUTCOME_SCHEMA: Final = "outcome"
 
 # Confluent schema ids of our own contracts (what a producer puts after the magic byte).
-SCHEMA_IDS: Final[dict[int, str]] = {1: EVENT, 2: PROFILE, 3: PAYLOAD, 4: DEAD_LETTER_SCHEMA}
+SCHEMA_IDS: Final[dict[int, str]] = {
+    1: EVENT, 2: PROFILE, 3: PAYLOAD, 4: DEAD_LETTER_SCHEMA, 5: OUTCOME_SCHEMA,
+}
 SCHEMA_ID_OF: Final[dict[str, int]] = {name: sid for sid, name in SCHEMA_IDS.items()}
 
 # Exceptions fastavro raises on truncated or corrupt input (found by tests/transforms/
@@ -103,6 +107,7 @@ _EVENT_SCHEMA: Final = _PARSED[EVENT]
 _PROFILE_SCHEMA: Final = _PARSED[PROFILE]
 _PAYLOAD_SCHEMA: Final = _PARSED[PAYLOAD]
 _DEAD_LETTER_SCHEMA: Final = _PARSED[DEAD_LETTER_SCHEMA]
+_OUTCOME_SCHEMA: Final = _PARSED[OUTCOME_SCHEMA]
 # The dead-letter contract before raw_length and raw_sha256 (to read what it wrote).
 _DEAD_LETTER_ADDED: Final = ("raw_length", "raw_sha256")
 _DEAD_LETTER_V1: Final = parse_schema({
@@ -391,3 +396,25 @@ def decode_dead_letter(raw: bytes) -> DeadLetter:
         raw_length=r["raw_length"],
         raw_sha256=r["raw_sha256"],
     )
+
+
+def encode_outcome(o: Outcome) -> bytes:
+    """An attributed outcome -> schemaless Avro (the outcomes topic's value)."""
+    return _write(_OUTCOME_SCHEMA, {
+        "message_id": o.message_id,
+        "customer_id": o.customer_id,
+        "trigger_type": o.trigger_type,
+        "variant": o.variant,
+        "kind": o.kind,
+        "value": o.value,
+        "occurred_at": o.occurred_at,
+        "fired_at": o.fired_at,
+        "holdout": o.holdout,
+        "event_id": o.event_id,
+    })
+
+
+def decode_outcome(raw: bytes) -> Outcome:
+    """Bytes written by encode_outcome -> the outcome; raises on bad bytes."""
+    r: Any = schemaless_reader(_body(raw, OUTCOME_SCHEMA), _OUTCOME_SCHEMA, None)
+    return Outcome(**r)

@@ -50,6 +50,7 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
             f"kafka.payloads_topic=bench-beam-payloads-{run}",
             f"kafka.audit_topic=bench-beam-audit-{run}",
             f"kafka.dead_letters_topic=bench-beam-dead-letters-{run}",
+            f"kafka.outcomes_topic=bench-beam-outcomes-{run}",
         ]
     )
     ensure_topics(k, topics.values(), k.partitions)
@@ -85,7 +86,7 @@ def bench_beam(settings: Settings, n_events: int, data: Path | None = None,
     finally:
         b = bench.kafka
         _delete_topics(k, [*topics.values(), output, b.payloads_topic, b.audit_topic,
-                                     b.dead_letters_topic])
+                                     b.dead_letters_topic, b.outcomes_topic])
     ratio = topology["per_s"] / passthrough["per_s"] if passthrough["per_s"] else None
     return {
         "records": sent,

@@ -83,7 +83,7 @@ def bench_settings(base: Settings, extra: Iterable[str] = ()) -> Settings:
     """`base` with fresh topics, consumer group and transactional ids (one bench run)."""
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     pairs = [f"kafka.group_id={tag}", f"flink.transactional_id_prefix={tag}"]
-    for name in ("events", "profiles", "payloads", "audit", "dead_letters"):
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes"):
         pairs.append(f"kafka.{name}_topic={tag}-{name}")
     return base.with_overrides([*pairs, *extra])
 
@@ -112,7 +112,7 @@ def produce_items(settings: Settings, items: Iterable[Any]) -> int:
     from transforms.model import CustomerProfile, DeadLetter, event_time
 
     k = settings.kafka
-    ensure_topics(k, [k.payloads_topic, k.audit_topic, k.dead_letters_topic,
+    ensure_topics(k, [k.payloads_topic, k.audit_topic, k.dead_letters_topic, k.outcomes_topic,
                       f"{k.payloads_topic}-passthrough"], k.partitions)
     ensure_topics(k, [k.events_topic], k.partitions, configs=KEEP_ALL)
     ensure_topics(k, [k.profiles_topic], 1, configs=KEEP_ALL)

@@ -37,7 +37,7 @@ def kafka_settings(bootstrap: str, **extra: str) -> Settings:
     tag = unique_name("ft")
     pairs = [f"kafka.bootstrap={bootstrap}", f"kafka.group_id={tag}",
              f"flink.transactional_id_prefix={tag}", "flink.checkpoint_interval=1s"]
-    for name in ("events", "profiles", "payloads", "audit", "dead_letters"):
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes"):
         pairs.append(f"kafka.{name}_topic={tag}-{name}")
     pairs += [f"{k}={v}" for k, v in extra.items()]
     return load_settings(None, os.environ).with_overrides(pairs)
@@ -51,8 +51,8 @@ def produce(settings: Settings, items: list, partitions: int = 2) -> int:
     from transforms.model import CustomerProfile, DeadLetter
 
     k = settings.kafka   # its security settings too (tests/integration/test_secure_kafka.py)
-    ensure_topics(k, [k.events_topic, k.payloads_topic, k.audit_topic, k.dead_letters_topic],
-                  partitions)
+    ensure_topics(k, [k.events_topic, k.payloads_topic, k.audit_topic, k.dead_letters_topic,
+                      k.outcomes_topic], partitions)
     ensure_topics(k, [k.profiles_topic], 1)
     producer = open_producer(k)
     for item in items:

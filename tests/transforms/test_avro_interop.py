@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from datetime import UTC, datetime
@@ -16,15 +17,18 @@ from tests.transforms.test_codec import full_event, payload
 from transforms.codec import (
     decode_dead_letter,
     decode_event,
+    decode_outcome,
     decode_payload,
     decode_profile,
     encode_dead_letter,
     encode_event,
+    encode_outcome,
     encode_payload,
     encode_profile,
     schema_dir,
 )
-from transforms.model import DeadLetter, Origin
+from transforms.jsonl import to_json
+from transforms.model import DeadLetter, Origin, Outcome
 from transforms.settings import CoreSettings
 
 CORE = CoreSettings()
@@ -130,3 +134,17 @@ def test_dead_letters_both_ways(raw: bytes) -> None:
         "raw_length": len(raw), "raw_sha256": sha,
     }
     assert decode_dead_letter(reference_write("dead_letter", datum)) == d
+
+
+@pytest.mark.parametrize("variant,holdout", [("a", False), (None, True)])
+def test_outcomes_both_ways(variant: str | None, holdout: bool) -> None:
+    o = Outcome("m1", "c1", "cart_abandonment", variant, "purchase", 49.5, T0 + 1, T0, holdout,
+                "e1")
+    datum = reference_read("outcome", encode_outcome(o))
+    assert millis(datum) == {
+        "message_id": "m1", "customer_id": "c1", "trigger_type": "cart_abandonment",
+        "variant": variant, "kind": "purchase", "value": 49.5, "occurred_at": T0 + 1,
+        "fired_at": T0, "holdout": holdout, "event_id": "e1",
+    }
+    assert decode_outcome(reference_write("outcome", datum)) == o
+    assert to_json(o) == dataclasses.asdict(o)  # outcomes.jsonl: exactly the record's fields
