@@ -12,7 +12,10 @@
                                              keyed; dead letters to their own output
     | "MergeInputs"                       Flatten: both reach the same keyed DoFn
     | "PerCustomer"                       stateful DoFn over wire.KeyedCore, routed by tag;
-                                          payload requests out (not yet composed)
+                                          payload requests and outcomes out
+    | "KeyByTrigger", "PerTrigger"        the arms stage (transforms/bandit.py), keyed by
+                                          trigger type: each request's variant, each
+                                          outcome's (pipelines/arms.py)
     | "Compose"                           stateless: PayloadRequest -> EmailPayload
     | "Write<Sink>"                       sinks[PAYLOAD | AUDIT | DEAD_LETTER | FEATURES |
                                           OUTCOME]
@@ -43,7 +46,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam import typehints
-from apache_beam.coders import Coder, VarIntCoder
+from apache_beam.coders import Coder, PickleCoder, VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing.test_stream import TestStream
@@ -54,12 +57,14 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines import wire
+from pipelines.arms import is_arm_item
 from pipelines.beam_local import Flow, KafkaRecord, Local, flow, tally, wall_ms
 from pipelines.beam_sinks import SINKS, file_sinks
 from pipelines.common import build_core
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.outputs import OutputFiles
 from pipelines.wire import EVENTS, PROFILES
+from transforms.bandit import Arms
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
 from transforms.model import (
@@ -132,8 +137,16 @@ def build_pipeline(
         | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings)).with_outputs(
             *SINKS, main="unused")
     )
-    outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES, OUTCOME)}
-    outputs[PAYLOAD] = routed[PAYLOAD] | "Compose" >> beam.ParDo(Compose(local, settings))
+    outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES)}
+    arms = (
+        (routed[PAYLOAD], routed[OUTCOME])
+        | "MergeArmItems" >> beam.Flatten()
+        | "KeyByTrigger" >> beam.Map(_by_trigger).with_output_types(ArmKeyed)
+        | "PerTrigger" >> beam.ParDo(PerTrigger(local, settings)).with_outputs(
+            PAYLOAD, OUTCOME, main="unused")
+    )
+    outputs[OUTCOME] = arms[OUTCOME]
+    outputs[PAYLOAD] = arms[PAYLOAD] | "Compose" >> beam.ParDo(Compose(local, settings))
     outputs[DEAD_LETTER] = (
         (decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER], routed[DEAD_LETTER])
         | "MergeDeadLetters" >> beam.Flatten()
@@ -400,6 +413,72 @@ class PerCustomer(beam.DoFn):
                 wake_at.write(due)
         for sink, record in routed:
             yield TaggedOutput(sink, record)
+
+
+ArmKeyed = typehints.Tuple[str, typehints.Any]
+ARMS = ReadModifyWriteStateSpec("arms", PickleCoder())
+ARMS_WAKE_AT = ReadModifyWriteStateSpec("arms_wake_at", VarIntCoder())
+ARMS_WAKE = TimerSpec("arms_wake", TimeDomain.WATERMARK)
+_ARMS = beam.DoFn.StateParam(ARMS)
+_ARMS_WAKE_AT = beam.DoFn.StateParam(ARMS_WAKE_AT)
+_ARMS_WAKE = beam.DoFn.TimerParam(ARMS_WAKE)
+
+
+def _by_trigger(item: Any) -> tuple[str, Any]:
+    return Arms.key(item), item
+
+
+class PerTrigger(beam.DoFn):
+    """(trigger type, PayloadRequest | Outcome) -> the arms stage's outputs, tagged (PAYLOAD,
+    OUTCOME; dropped counts to the run's Tally). Its watermark is the time of its timer when
+    it fires (a DoFn is not told its watermark): an item arriving in between waits for it."""
+
+    def __init__(self, local: Local, settings: Settings) -> None:
+        self.local = local
+        self.settings = settings
+
+    def setup(self) -> None:
+        """The run's core's arms (shared with PerCustomer)."""
+        self.arms = self.local.get("core", lambda: build_core(self.settings)).arms
+
+    def process(
+        self, element: tuple[str, Any], arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT,
+        timer: Any = _ARMS_WAKE,
+    ) -> Iterator[TaggedOutput]:
+        """One item of this trigger type."""
+        held = wake_at.read()
+        result = self.arms.step(arms.read(), element[1], None)
+        return self._store(held, *result, arms, wake_at, timer, woke=False)
+
+    @on_timer(ARMS_WAKE)
+    def on_wake(
+        self, fired: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+        arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT, timer: Any = _ARMS_WAKE,
+    ) -> Iterator[TaggedOutput]:
+        """Event time reached the timer: wake the arms at its time."""
+        result = self.arms.wake(arms.read(), fired.micros // 1000)
+        return self._store(None, *result, arms, wake_at, timer, woke=True)
+
+    def _store(self, held: int | None, state: Any, outputs: list[Any], wakes: list[int],
+               arms: Any, wake_at: Any, timer: Any, woke: bool) -> Iterator[TaggedOutput]:
+        if state is None:
+            arms.clear()
+        else:
+            arms.write(state)
+        t = _timer(next_timer(held, state, wakes, woke))
+        if t is None:
+            wake_at.clear()
+        elif woke or t != held:
+            timer.set(Timestamp(micros=t * 1000))
+            wake_at.write(t)
+        dropped: dict[str, int] = {}
+        for kind, record in outputs:
+            if is_arm_item(kind):
+                yield TaggedOutput(kind, record)
+            else:
+                dropped[DROPPED_PREFIX + record] = dropped.get(DROPPED_PREFIX + record, 0) + 1
+        if dropped:
+            tally(self.local).add(dropped)
 
 
 class Compose(beam.DoFn):

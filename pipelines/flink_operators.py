@@ -35,6 +35,7 @@ from pipelines.common import build_core
 from pipelines.flink_kafka import KafkaRead, offsets_consumer, partition_offsets
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.wire import PROFILES
+from transforms.bandit import Arms
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
 from transforms.model import (
     AUDIT,
@@ -377,6 +378,78 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) 
             self._count()
 
     return PerCustomer(settings, emit_features, emit_counts)
+
+
+def trigger_key_fn() -> Any:
+    """The arms stage's key selector: an item's trigger type (transforms/bandit.py)."""
+    from pyflink.datastream.functions import KeySelector
+
+    class TriggerKey(KeySelector):
+        """PayloadRequest | Outcome -> its trigger type."""
+
+        def get_key(self, value: Any) -> str:
+            return Arms.key(value)
+
+    return TriggerKey()
+
+
+def per_trigger_fn(settings: Settings, emit_counts: bool) -> Any:
+    """The arms stage (transforms/bandit.py) keyed by trigger type, after PerCustomer."""
+    from pyflink.common import Types
+    from pyflink.datastream.functions import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    tags = side_outputs()
+
+    class PerTrigger(KeyedProcessFunction):
+        """PayloadRequest | Outcome -> requests with their variant (main output, for Compose),
+        outcomes with theirs (side output OUTCOME), counts (DROPPED, if asked). Flink's
+        ValueState holds (ArmsState, timer); its watermark is the operator's current one."""
+
+        def __init__(self, settings: Settings, emit_counts: bool) -> None:
+            self.settings = settings
+            self.emit_counts = emit_counts
+
+        def open(self, runtime_context: Any) -> None:
+            self.arms = build_core(self.settings).arms
+            descriptor = ValueStateDescriptor("arms", Types.PICKLED_BYTE_ARRAY())
+            self.state = runtime_context.get_state(descriptor)
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            held = self.state.value()
+            state, timer = (None, None) if held is None else held
+            wm = ctx.timer_service().current_watermark()
+            result = self.arms.step(state, value, None if wm <= LONG_MIN else wm)
+            yield from self._store(timer, *result, ctx, woke=False)
+
+        def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+            held = self.state.value()
+            if held is None:
+                return
+            result = self.arms.wake(held[0], ctx.timer_service().current_watermark())
+            yield from self._store(held[1], *result, ctx, woke=True)
+
+        def _store(self, timer: int | None, state: Any, outputs: list[Any],
+                   wake_at: list[int], ctx: Any, woke: bool) -> Iterator[Any]:
+            new = next_timer(timer, state, wake_at, woke)
+            timers = ctx.timer_service()
+            if timer is not None and not woke and new != timer:
+                timers.delete_event_time_timer(timer)
+            if new is not None and (woke or new != timer):
+                timers.register_event_time_timer(new)
+            if state is None:
+                self.state.clear()
+            else:
+                self.state.update((state, new))
+            for kind, record in outputs:
+                if kind == PAYLOAD:
+                    yield record
+                elif kind == OUTCOME:
+                    yield tags[OUTCOME], record
+                elif self.emit_counts:
+                    yield tags[DROPPED], (record, 1)
+
+    return PerTrigger(settings, emit_counts)
 
 
 def compose_fn(settings: Settings) -> Any:

@@ -12,6 +12,10 @@
     | "PerCustomer"                          the core per customer: state in a TTL'd
                                              ValueState, one event-time timer
                                              (pipelines/keyed.py); payload requests out
+    | union with PerCustomer's outcomes, keyBy trigger type (a Python key selector)
+    | "PerTrigger"                           the arms stage (transforms/bandit.py): each
+                                             request's variant, each outcome's; ValueState
+                                             and one event-time timer per trigger type
     | "Compose"                              stateless map: request -> EmailPayload
     -> payloads (main output), audit / dead letters / features / outcomes (side outputs of
        PerCustomer)
@@ -59,8 +63,10 @@ from pipelines.flink_operators import (
     kafka_row_fn,
     keyed_type,
     per_customer_fn,
+    per_trigger_fn,
     side_outputs,
     tag_fn,
+    trigger_key_fn,
     write_features_fn,
 )
 from pipelines.outputs import OutputFiles
@@ -245,16 +251,27 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         .process(per_customer_fn(settings, emit_features, emit_counts), output_type=pickled)
         .uid("per-customer").name("PerCustomer")
     )
-    payloads = per_customer.map(compose_fn(settings), output_type=pickled) \
+    # The arms stage (transforms/bandit.py): requests and outcomes keyed by trigger type.
+    per_trigger = (
+        per_customer.union(per_customer.get_side_output(tags[OUTCOME]))
+        .key_by(trigger_key_fn(), key_type=Types.STRING())
+        .process(per_trigger_fn(settings, emit_counts), output_type=pickled)
+        .uid("per-trigger").name("PerTrigger")
+    )
+    payloads = per_trigger.map(compose_fn(settings), output_type=pickled) \
         .uid("compose").name("Compose")
     dead.append(per_customer.get_side_output(tags[DEAD_LETTER]))
+    counts = None
+    if emit_counts:
+        counts = per_customer.get_side_output(tags[DROPPED]).union(
+            per_trigger.get_side_output(tags[DROPPED]))
     return Outputs(
         payloads=payloads,
         audit=per_customer.get_side_output(tags[AUDIT]),
         dead_letters=dead[0].union(*dead[1:]),
         features=per_customer.get_side_output(tags[FEATURES]) if emit_features else None,
-        counts=per_customer.get_side_output(tags[DROPPED]) if emit_counts else None,
-        outcomes=per_customer.get_side_output(tags[OUTCOME]),
+        counts=counts,
+        outcomes=per_trigger.get_side_output(tags[OUTCOME]),
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pipelines.arms import ArmsDriver, is_arm_item
 from pipelines.common import build_core
 from pipelines.keyed import next_timer
 from pipelines.outputs import OutputFiles
@@ -63,6 +64,8 @@ class ReferenceRunner:
         self.partitions = core.settings.replay_partitions
         self.fire_every = max(1, fire_every)
         self.unfired = 0  # items fed since the last round of timers
+        # The arms stage (transforms/bandit.py): requests and outcomes go through it.
+        self.arms = ArmsDriver(core.arms, self._emit_arm)
 
     @property
     def watermark(self) -> int | None:
@@ -107,6 +110,7 @@ class ReferenceRunner:
             t, cid = heapq.heappop(timers)
             if next_wake.get(cid) == t:  # else superseded by an earlier timer, already fired
                 self._fire(cid, watermark)
+        self.arms.advance(watermark)
 
     def _fire(self, cid: str, watermark: int) -> None:
         """Customer `cid`'s timer (due at or before `watermark`) fires."""
@@ -115,6 +119,12 @@ class ReferenceRunner:
             del self.next_wake[cid]
         else:
             self._store(cid, *self.core.wake(state, watermark), woke=True)
+
+    def _emit_arm(self, out: Output) -> None:
+        """An output of the arms stage: requests composed (unless compose is off)."""
+        if self.compose is not None and out[0] == PAYLOAD:
+            out = (PAYLOAD, self.compose(out[1]))
+        self.emit(out)
 
     def finish(self) -> None:
         """End of a bounded input: the watermark goes to the end of time."""
@@ -129,11 +139,12 @@ class ReferenceRunner:
             self.states.pop(cid, None)
         else:
             self.states[cid] = state
-        emit, compose = self.emit, self.compose
+        emit, arms = self.emit, self.arms
         for out in outputs:
-            if compose is not None and out[0] == PAYLOAD:
-                out = (PAYLOAD, compose(out[1]))
-            emit(out)
+            if is_arm_item(out[0]):
+                arms.feed(out[1])
+            else:
+                emit(out)
         held = self.next_wake.get(cid)
         t = next_timer(held, state, wake_at, woke)
         if t is None:

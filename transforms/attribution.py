@@ -1,7 +1,7 @@
 """Attribution and the holdout group: the keyed half of the learning loop (DESIGN.md section 9).
 
 Each customer remembers the messages the policy let through, emitted or held out, as
-`Sent` entries (fired_at, message_id, trigger type, holdout, variant), for the attribution
+`Sent` entries (fired_at, message_id, trigger type, holdout), for the attribution
 window after their send and at most `max_attributed_messages` of them (the oldest evicted
 first, counted `evicted:messages`). Against them:
 
@@ -26,7 +26,10 @@ of salt and customer id, the same in every process and engine) in the global con
 The policy applies it last (transforms/policy.py): the control group is those who would have
 got the email. Their would-be message is audited `suppressed:holdout`, has no payload, counts
 against the frequency caps as a send would (so control mirrors treatment), and is remembered
-here with holdout True and variant None, so their conversions are attributed to it.
+here with holdout True, so their conversions are attributed to it.
+
+Outcomes leave this stage with variant None: the arms stage (transforms/bandit.py) chose the
+variant of each message and fills it in (holdout messages have none).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ OPEN = "open"
 CLICK = "click"
 KINDS = {EMAIL_OPEN: OPEN, EMAIL_CLICK: CLICK, PURCHASE: PURCHASE}
 
-# (fired_at, message_id, trigger_type, holdout, variant): a plain tuple pickles in C.
-Sent = tuple[int, str, str, bool, "str | None"]
+# (fired_at, message_id, trigger_type, holdout): a plain tuple pickles in C.
+Sent = tuple[int, str, str, bool]
 
 _SCALE = 1 << 64
 
@@ -94,12 +97,12 @@ def attribute(
 
 
 def _outcome(sent: Sent, ev: BehaviourEvent, kind: str, value: float) -> Outcome:
-    fired_at, mid, trigger_type, holdout, variant = sent
+    fired_at, mid, trigger_type, holdout = sent
     return Outcome(
         message_id=mid,
         customer_id=ev.customer_id,
         trigger_type=trigger_type,
-        variant=None if holdout else variant,
+        variant=None,
         kind=kind,
         value=float(value),
         occurred_at=ev.occurred_at,

@@ -28,6 +28,7 @@ consent_change) and, when it changes the consent held, written to the feature st
 from __future__ import annotations
 
 from transforms import attribution, policy
+from transforms.bandit import Arms
 from transforms.bounds import (
     EVICTED_CART,
     EVICTED_DEDUP,
@@ -117,6 +118,8 @@ class Core:
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
+        # The second keyed stage, by trigger type: the variant of each message (bandit.py).
+        self.arms = Arms(settings, self.composer.renderer.variants)
         self.max_dedup_ids = settings.max_dedup_ids
         self.max_pending = max(1, settings.max_pending)  # 0 would leave nothing to keep
         self.max_sessions = settings.max_sessions
@@ -397,13 +400,13 @@ class Core:
 
     def _remember_send(
         self, state: CustomerState, fired: FiredTrigger, mid: str, holdout: bool,
-        variant: str | None, outputs: list[Output],
+        outputs: list[Output],
     ) -> None:
         """A send (or a held-out would-be send): it counts for the caps, and is remembered
         for attribution."""
         t = fired.fired_at
         state.sent.append((t, fired.type))
-        sent = (t, mid, fired.type, holdout, variant)
+        sent = (t, mid, fired.type, holdout)
         evicted = attribution.remember(state.messages, sent, self.settings.max_attributed_messages)
         if evicted:
             outputs += [(DROPPED, attribution.EVICTED_MESSAGES)] * evicted
@@ -430,7 +433,7 @@ class Core:
             if reason == policy.HOLDOUT:
                 # The would-be message: audited with its id, remembered, no payload.
                 mid = message_id(cid, fired.type, fired.key, t)
-                self._remember_send(state, fired, mid, True, None, outputs)
+                self._remember_send(state, fired, mid, True, outputs)
                 audit = AuditRecord(cid, fired.type, fired.key, t, f"suppressed:{reason}", mid)
                 outputs.append((AUDIT, audit))
                 continue
@@ -440,8 +443,7 @@ class Core:
                 continue
             assert scored is not None  # policy.decide suppresses everything for the erased
             request = self._request(state, fired, scored[1])
-            request.variant = self.composer.variant(cid, fired.type)
-            self._remember_send(state, fired, request.message_id, False, request.variant, outputs)
+            self._remember_send(state, fired, request.message_id, False, outputs)
             outputs.append((PAYLOAD, request))
             outputs.append(
                 (

@@ -188,8 +188,8 @@ class PayloadRequest:
     time_zone: str
     send_after: int | None
     expires_at: int
-    # The subject variant the message goes out with (transforms/attribution.py); None: the
-    # compose stage picks it (render.choose_variant).
+    # The subject variant the message goes out with, chosen by the arms stage
+    # (transforms/bandit.py); None: the compose stage picks it (render.choose_variant).
     variant: str | None = None
 
 

@@ -123,6 +123,13 @@ class CoreSettings:
     # is audited suppressed:holdout instead of emailed; 0 disables it.
     holdout_share: float = 0.05
     holdout_salt: str = "holdout-v1"
+    # The subject variant of each message (transforms/bandit.py): "thompson" (Thompson
+    # sampling on bandit_reward, "click" or "open", from the counts before the start of the
+    # fire's bandit_epoch), "uniform" (a stable hash split) or "fixed:<variant>".
+    variant_policy: str = "thompson"
+    bandit_epoch: int = duration(1 * HOUR)
+    bandit_reward: str = "click"
+    max_bandit_rewarded: int = 10_000  # rewarded messages remembered per trigger type
 
 
 @dataclass(slots=True)

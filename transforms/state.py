@@ -13,7 +13,7 @@ Every part has a time limit (STYLE.md rule 7):
     sent             emitted payloads (fired_at, type)        cap_window
                      (and held-out would-be ones, policy.py)
     messages         sends for attribution (fired_at, id,     attribution_window after fired_at
-                     type, holdout, variant)
+                     type, holdout)
     profile, consent the CRM profile and email consent        profile_ttl after last touch
     erased_at        erasure tombstone                        erasure_ttl
     features_due     the next feature-store write              written at that time
@@ -99,7 +99,7 @@ class CustomerState:
         self.processed_until: int | None = None
         self.next_purge: int | None = None
         # Sends remembered for attribution (transforms/attribution.py Sent), oldest first.
-        self.messages: list[tuple[int, str, str, bool, str | None]] = []
+        self.messages: list[tuple[int, str, str, bool]] = []
 
     def __getstate__(self) -> tuple[Any, ...]:
         # A tuple in slot order: engines pickle the state on every write, and the slot names

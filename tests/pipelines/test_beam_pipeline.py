@@ -21,14 +21,13 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.beam_local import KafkaRecord, Local, tally
 from pipelines.beam_pipeline import build_pipeline, run_to_end, streaming_options
-from pipelines.wire import EVENTS, PROFILES, event_time_of
+from pipelines.wire import EVENTS, PROFILES, SINKS, event_time_of
 from tests.builders import CART_DELAY, MINUTE, SECOND, T0, add, profile, view
 from transforms.clock import EventClock
 from transforms.codec import encode_event, encode_profile
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
-    FEATURES,
     PAYLOAD,
     R_DECODE,
     R_LATE,
@@ -120,8 +119,7 @@ def run(script: Script, check: Any = None) -> tuple[list[tuple[str, Any]], dict[
     try:
         p = beam.Pipeline(options=streaming_options())
         inputs = p | "Script" >> script.stream
-        sinks = {kind: beam.ParDo(Record(local, kind))
-                 for kind in (PAYLOAD, AUDIT, DEAD_LETTER, FEATURES)}
+        sinks = {kind: beam.ParDo(Record(local, kind)) for kind in SINKS}
         outputs = build_pipeline(p, inputs[EVENTS], inputs[PROFILES], sinks, script.settings,
                                  local=local)
         inputs[PROBE] | "Probes" >> beam.ParDo(Record(local, PROBE))
