@@ -447,8 +447,8 @@ class PerTrigger(beam.DoFn):
     ) -> Iterator[TaggedOutput]:
         """One item of this trigger type."""
         held = wake_at.read()
-        result = self.arms.step(arms.read(), element[1], None)
-        return self._store(held, *result, arms, wake_at, timer, woke=False)
+        state, outputs, wakes = self.arms.step(arms.read(), element[1], None)
+        return self._store(held, state, outputs, wakes, arms, wake_at, timer, woke=False)
 
     @on_timer(ARMS_WAKE)
     def on_wake(
@@ -456,8 +456,8 @@ class PerTrigger(beam.DoFn):
         arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT, timer: Any = _ARMS_WAKE,
     ) -> Iterator[TaggedOutput]:
         """Event time reached the timer: wake the arms at its time."""
-        result = self.arms.wake(arms.read(), fired.micros // 1000)
-        return self._store(None, *result, arms, wake_at, timer, woke=True)
+        state, outputs, wakes = self.arms.wake(arms.read(), fired.micros // 1000)
+        return self._store(None, state, outputs, wakes, arms, wake_at, timer, woke=True)
 
     def _store(self, held: int | None, state: Any, outputs: list[Any], wakes: list[int],
                arms: Any, wake_at: Any, timer: Any, woke: bool) -> Iterator[TaggedOutput]:
