@@ -121,6 +121,8 @@ def submit_to_cluster(settings: Settings, options: Any, timeout: float | None = 
     bounded = getattr(options, "max_events", None) is not None or (
         getattr(options, "until_idle", None) is not None)
     detached = bool(getattr(options, "detached", False)) or not bounded
+    # The outcomes topic is newer than some deployments' topics: the job writes it.
+    ensure_topics(settings.kafka, [settings.kafka.outcomes_topic], settings.kafka.partitions)
     py_files = [project_archive(settings)] if settings.flink.ship_code else []
     return Flink(settings).submit(
         JOB_FILE, args=job_args(settings, options), py_files=py_files,

@@ -66,9 +66,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.runner == "flink":
         from pipelines.flink_pipeline import run_kafka
-        from runners.services import kafka_connector_jar
+        from runners.services import ensure_topics, kafka_connector_jar
 
         args.feature_store = True
+        k = settings.kafka
+        ensure_topics(k, [k.outcomes_topic], k.partitions)   # newer than some deployments
         return run_kafka(online(settings), [kafka_connector_jar(settings)], args)
     summary = run_engine(settings, args)
     print(json.dumps(summary, indent=1, default=str))

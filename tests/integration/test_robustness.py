@@ -44,7 +44,8 @@ class Produced:
         self.topics = {EVENTS: k.events_topic, "profiles": k.profiles_topic}
         ensure_topics(k.bootstrap, [k.events_topic], EVENT_PARTITIONS)
         ensure_topics(k.bootstrap, [k.profiles_topic], 2)
-        ensure_topics(k.bootstrap, [k.payloads_topic, k.audit_topic, k.dead_letters_topic], 2)
+        ensure_topics(k.bootstrap, [k.payloads_topic, k.audit_topic, k.dead_letters_topic,
+                                    k.outcomes_topic], 2)
         producer = KafkaProducer(bootstrap_servers=k.bootstrap, linger_ms=20,
                                  max_request_size=4_000_000)
         futures = [producer.send(self.topics[r.source], key=r.key, value=r.value,

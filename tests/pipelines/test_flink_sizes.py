@@ -25,7 +25,8 @@ def test_tombstones_and_hostile_sizes_never_fail_the_flink_job(kafka):
     k = s.kafka
     ensure_topics(kafka, [k.events_topic], 1, configs={"max.message.bytes": "4000000"})
     ensure_topics(kafka, [k.profiles_topic], 1)
-    ensure_topics(kafka, [k.payloads_topic, k.audit_topic, k.dead_letters_topic], 1,
+    ensure_topics(kafka, [k.payloads_topic, k.audit_topic, k.dead_letters_topic,
+                          k.outcomes_topic], 1,
                   configs={"max.message.bytes": "100000"})
     producer = KafkaProducer(bootstrap_servers=kafka, max_request_size=8 * 1024 * 1024)
     producer.send(k.profiles_topic, key=b"c1",

@@ -88,3 +88,28 @@ def test_pacing_follows_event_time(monkeypatch: pytest.MonkeyPatch) -> None:
     clock[0] = 100.5
     pacer.wait(1_005_000)  # due at 100.5: no wait
     assert slept == [1.0]
+
+
+def test_replay_of_generated_traffic_writes_outcomes_and_holds_out_a_few_percent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    assert main(["generate", "--events", "30000", "--customers", "3000", "--seed", "11",
+                 "--to", "file", "--format", "jsonl", "--out", str(events)]) == 0
+    out = tmp_path / "out"
+    assert main(["replay", "--input", str(events), "--format", "events-jsonl",
+                 "--runner", "reference", "--out", str(out)]) == 0
+    capsys.readouterr()
+    decisions = json.loads((out / "summary.json").read_text())["decisions"]
+    held = sum(n for d, n in decisions.items() if d.endswith(":suppressed:holdout"))
+    sent = sum(n for d, n in decisions.items() if d.endswith(":emitted"))
+    assert sent > 800 and 0.03 <= held / (held + sent) <= 0.08
+    outcomes = [json.loads(line) for line in (out / "outcomes.jsonl").open()]
+    keys = {"message_id", "customer_id", "trigger_type", "variant", "kind", "value",
+            "occurred_at", "fired_at", "holdout", "event_id"}
+    assert outcomes and all(set(o) == keys for o in outcomes)
+    assert {o["kind"] for o in outcomes} <= {"open", "click", "purchase"}
+    assert all(o["variant"] is None for o in outcomes if o["holdout"])
+    audit = [json.loads(line) for line in (out / "audit.jsonl").open()]
+    held_ids = {a["message_id"] for a in audit if a["decision"] == "suppressed:holdout"}
+    assert {o["message_id"] for o in outcomes if o["holdout"]} <= held_ids
