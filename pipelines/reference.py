@@ -8,7 +8,9 @@ judged late against that partition's watermark just before it. Timers are a heap
 customer); those the combined watermark has reached fire in rounds, every `fire_every` input
 items, as an engine fires them when its periodic watermark advances, and at the end of input
 the watermark goes to the end of time, so every pending deadline fires at its own time. How
-often timers fire changes no output (a test checks it).
+often timers fire changes no output (a test checks it). Payload requests and outcomes go
+through the arms stage (transforms/bandit.py, pipelines/arms.py), whose watermark moves after
+each round of timers, then requests are composed.
 
     items (BehaviourEvent | CustomerProfile | DeadLetter) -> ReferenceRunner -> outputs by kind
 """

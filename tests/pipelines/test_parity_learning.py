@@ -80,6 +80,7 @@ def test_outcomes_holdout_and_variants_are_the_same_on_every_runner(tmp_path: Pa
     items = learning_input(settings, tmp_path)
     want = reference.run_replay(items, settings, tmp_path / "ref")
     decisions = want["decisions"]
+    assert want["dropped"] == {}                  # no arms_late: nothing behind its watermark
     assert decisions["cart_abandonment:suppressed:holdout"] == 2
     assert decisions["cart_abandonment:emitted"] == CUSTOMERS
     outcomes = [json.loads(line) for line in (tmp_path / "ref" / "outcomes.jsonl").open()]
