@@ -9,7 +9,8 @@ first, counted `evicted:messages`). Against them:
                                email.message_id names, when that is one of this customer's
                                remembered messages and fired_at <= occurred_at <=
                                fired_at + attribution_window. Unknown or foreign ids, events
-                               before the send and after the window: no outcome.
+                               before the send and after the window, and opens or clicks of
+                               a held-out message (never sent: they are forged): no outcome.
     purchase                   last touch: an outcome of kind purchase, value the revenue the
                                core counts for the event (line price x quantity, else the
                                order total, else 0), of the customer's latest message with
@@ -91,7 +92,7 @@ def attribute(
     if not mid:
         return None
     for sent in messages:
-        if sent[1] == mid and sent[0] <= t <= sent[0] + window:
+        if sent[1] == mid and sent[0] <= t <= sent[0] + window and not sent[3]:
             return _outcome(sent, ev, kind, 0.0)
     return None
 

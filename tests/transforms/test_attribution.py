@@ -3,7 +3,7 @@ section 9; transforms/attribution.py)."""
 
 import pickle
 
-from tests.builders import CART_DELAY, HOUR, MINUTE, T0, add, event, profile, purchase
+from tests.builders import CART_DELAY, HOUR, MINUTE, T0, add, erasure, event, profile, purchase
 from tests.transforms.drive import decisions, drive, payloads
 from transforms import attribution
 from transforms.core import Core
@@ -161,7 +161,10 @@ def test_holdout_is_audited_no_payload_and_conversions_attributed():
     [audit] = [a for kind, a in out if kind == AUDIT]
     assert (audit.fired_at, audit.decision) == (SEND, "suppressed:holdout")
     assert audit.message_id
-    state, out = drive(core, [purchase(SEND + HOUR, cid=cid, price=40.0)], SEND + 2 * HOUR, state)
+    # An open of a message never sent is forged: not attributed; a purchase is.
+    forged = _open(SEND + MINUTE, audit.message_id, cid=cid)
+    buy = purchase(SEND + HOUR, cid=cid, price=40.0)
+    state, out = drive(core, [forged, buy], SEND + 2 * HOUR, state)
     [o] = _outcomes(out)
     assert (o.message_id, o.holdout, o.variant, o.value) == (audit.message_id, True, None, 40.0)
 
@@ -183,3 +186,11 @@ def test_holdout_zero_disables_it():
     cid = _held_customer(CoreSettings())
     _, out = drive(Core(settings), [profile(cid=cid), add(T0, cid=cid)], SEND)
     assert [d[3] for d in decisions(out)] == ["emitted"]
+
+
+def test_an_erasure_forgets_the_sends():
+    core, state, mid = _send()
+    items = [erasure(SEND + MINUTE), _open(SEND + 2 * MINUTE, mid),
+             purchase(SEND + 3 * MINUTE, price=9.0)]
+    state, out = drive(core, items, SEND + HOUR, state)
+    assert _outcomes(out) == [] and state.messages == []
