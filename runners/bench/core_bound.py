@@ -9,10 +9,10 @@ list, every helper inlined but the windows' feature read. The same reference-run
 (watermark = max seen - max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items, the
 end-of-input flush), dedup, event-time buffering, windows, browse intensity, cart abandonment,
 60-s write-behind feature snapshots with the engagement score, the policy (consent, address,
-priority, caps), and a payload request (message_id, recommendation seeds, exclusions, quiet
+priority, caps, holdout), and a payload request (message_id, recommendation seeds, exclusions, quiet
 hours) per emitted trigger. It leaves out what this data never or hardly reaches (purges before
 the end of input, erasure, email and consent events, lateness bookkeeping beyond the floor
-check): so it does no more work than the core, only less, and its rate is an upper bound of
+check, attribution of purchases to sends, the arms stage): so it does no more work than the core, only less, and its rate is an upper bound of
 what any pure-Python shape of these rules does here. A test checks that it gives the core's
 snapshots (customer, time, score), payload ids and audit decisions on the shipped data.
 
@@ -30,6 +30,7 @@ from typing import Any
 
 from pipelines.reference import FIRE_EVERY
 from transforms import policy
+from transforms.attribution import in_holdout
 from transforms.core import END_OF_TIME, PURCHASED_TTL, RECENT_VIEW_TTL
 from transforms.model import (
     ADD_TO_CART,
@@ -273,6 +274,9 @@ class _Bound:
                 capped = len(recent) >= s.max_per_day
                 capped = capped or recent.count(kind) >= s.max_per_type_per_day
                 reason = policy.FREQUENCY_CAP if capped else None
+                if reason is None and in_holdout(cid, s.holdout_share, s.holdout_salt):
+                    reason = policy.HOLDOUT
+                    st[SENT].append((t, kind))   # counts for the caps, as a send
             if reason is not None:
                 out.append((AUDIT, (cid, kind, key, t, f"suppressed:{reason}")))
                 continue
