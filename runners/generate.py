@@ -9,6 +9,14 @@ keyed by customer_id, schemaless Avro (--confluent: Confluent wire format). File
 events JSONL of transforms/jsonl.py; `rees46` the CSV replayed by `personalize replay` (only
 views, carts, removals and purchases: the rest is counted as skipped); `avro` a record log of
 Confluent-framed values (runners/kafka_io.py). Prints the counts as JSON on stdout.
+
+--responses adds the customers' answers to the emails the job sends (runners/ground_truth.py):
+email_open / email_click / purchase events from the ground truth (--truth FILE, .json or
+.toml; default: built-in propensities), the loop closed over the reference runner with the
+current settings (--loop-rounds caps its rounds), and writes the ground truth with the loop's
+counts to OUT.truth.json beside the traffic, so a replay of it can be scored:
+
+    personalize generate --to file --out gt.jsonl --responses [--truth truth.toml]
 """
 
 from __future__ import annotations
@@ -88,6 +96,13 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="with --to kafka: send at the pace of event time (i.e. at --rate)")
     p.add_argument("--confluent", action="store_true",
                    help="with --to kafka: values in the Confluent wire format")
+    p.add_argument("--responses", action="store_true",
+                   help="with --to file (jsonl, avro): add the ground truth's answers to the "
+                        "job's emails and write OUT.truth.json (runners/ground_truth.py)")
+    p.add_argument("--truth", type=Path, metavar="FILE",
+                   help="with --responses: ground truth .json or .toml (default: built-in)")
+    p.add_argument("--loop-rounds", type=int, default=60, metavar="N",
+                   help="with --responses: most replays to close the loop (default 60)")
     p.set_defaults(func=run)
 
 
@@ -106,6 +121,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"generate: {exc}", file=sys.stderr)
         return 2
+    if args.responses or args.truth is not None:
+        from runners.ground_truth import generate_with_responses
+
+        return generate_with_responses(traffic, args, settings)
     progress = Progress("generate")
     if args.to == "kafka":
         if not args.verbose:
