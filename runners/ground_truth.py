@@ -386,6 +386,14 @@ class Loop:
         return c
 
 
+def longest_deferral(settings: Settings) -> int:
+    """The longest quiet-hours deferral of a send after its fire (transforms/policy.py),
+    with an hour for a daylight-saving change inside the quiet hours."""
+    core = settings.core
+    hours = (core.quiet_end_hour - core.quiet_start_hour) % 24
+    return (hours + 1) * HOUR if hours else 0
+
+
 def close_loop(
     base: Sequence[Generated],
     truth: GroundTruth,
@@ -405,9 +413,10 @@ def close_loop(
     if max_rounds < 2:
         raise ValueError("max_rounds must be at least 2 (one without answers, one with)")
     window = getattr(settings.core, "attribution_window", DEFAULT_ATTRIBUTION_WINDOW)
-    if truth.max_delay() >= window:
-        raise ValueError(f"answers may come {truth.max_delay()} ms after a send, not within "
-                         f"the attribution window ({window} ms): shorten the delays")
+    latest = truth.max_delay() + longest_deferral(settings)
+    if latest >= window:
+        raise ValueError(f"answers may come {latest} ms after a fire (quiet hours included), "
+                         f"not within the attribution window ({window} ms): shorten the delays")
     responder = Responder(truth)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

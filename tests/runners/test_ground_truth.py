@@ -222,6 +222,13 @@ def test_close_loop_refuses_answers_outside_the_attribution_window(tmp_path: Pat
     base = [profile(T0), view(T0 + MINUTE)]
     with pytest.raises(ValueError, match="attribution window"):
         close_loop(base, late, Settings(), tmp_path)
+    # 50 h of delays fit 72 h, but not with a 10 h quiet-hours deferral before the send.
+    tight = GroundTruth({}, {}, delays={"open": (1, 20 * HOUR), "click": (1, 20 * HOUR),
+                                        "purchase": (1, 23 * HOUR)})
+    with pytest.raises(ValueError, match="quiet hours included"):
+        close_loop(base, tight, Settings(), tmp_path)
+    no_quiet = Settings().with_overrides(["core.quiet_start_hour=0", "core.quiet_end_hour=0"])
+    assert close_loop(base, tight, no_quiet, tmp_path).converged
     with pytest.raises(ValueError, match="at least 2"):
         close_loop(base, default_truth(), Settings(), tmp_path, max_rounds=1)
 
