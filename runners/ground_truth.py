@@ -245,6 +245,7 @@ class Send:
     variant: str | None
     fired_at: int
     at: int
+    campaign: str | None = None  # the payload's, which the answers' email events carry
 
     @property
     def holdout(self) -> bool:
@@ -261,7 +262,8 @@ def read_sends(out_dir: Path) -> list[Send]:
         fired = int(t["fired_at"])
         after = row.get("send_after")
         sends.append(Send(row["message_id"], row["customer_id"], t["type"], row["variant"],
-                          fired, max(fired, int(after)) if after is not None else fired))
+                          fired, max(fired, int(after)) if after is not None else fired,
+                          row.get("campaign")))
     for row in _jsonl(out_dir / "audit.jsonl"):
         if row["decision"] != HOLDOUT_DECISION:
             continue
@@ -316,7 +318,7 @@ class Responder:
         got = self.outcomes(send)
         mid, cid = send.message_id, send.customer_id
         session = self._id(mid, "session")
-        campaign = send.trigger
+        campaign = send.campaign or send.trigger
         out: list[BehaviourEvent] = []
         t = send.at
         if got["open"]:

@@ -137,6 +137,7 @@ def test_answers_follow_the_send_in_order_and_within_their_delays() -> None:
     assert opened + cl <= clicked <= opened + ch
     assert clicked + pl <= bought <= clicked + ph
     assert all(ev.email_message_id == "m-deferred" for ev in events[:2])
+    assert all(ev.email_campaign == CART for ev in events[:2])  # no campaign: the trigger's
     p = events[2]
     assert p.product is not None and p.order_total == p.product.price and p.quantity == 1
     assert len({ev.event_id for ev in events}) == 3
@@ -177,7 +178,7 @@ def test_merge_puts_no_answer_after_a_later_item_even_in_shuffled_traffic() -> N
 
 def test_read_sends_takes_send_after_and_derives_the_holdout_message_id(tmp_path: Path) -> None:
     payload = {"message_id": "m1", "customer_id": "c1", "variant": "b", "send_after": T0 + HOUR,
-               "trigger": {"type": CART, "key": "k1", "fired_at": T0}}
+               "trigger": {"type": CART, "key": "k1", "fired_at": T0}, "campaign": f"{CART}.v1"}
     audits = [
         {"customer_id": "c2", "type": BROWSE, "key": "k2", "fired_at": T0 + 1,
          "decision": "suppressed:holdout", "message_id": None},
@@ -188,7 +189,7 @@ def test_read_sends_takes_send_after_and_derives_the_holdout_message_id(tmp_path
     (tmp_path / "audit.jsonl").write_text("".join(json.dumps(a) + "\n" for a in audits))
     got = read_sends(tmp_path)
     held = Send(message_id("c2", BROWSE, "k2", T0 + 1), "c2", BROWSE, None, T0 + 1, T0 + 1)
-    assert got == sorted([Send("m1", "c1", CART, "b", T0, T0 + HOUR), held])
+    assert got == sorted([Send("m1", "c1", CART, "b", T0, T0 + HOUR, f"{CART}.v1"), held])
     assert held.holdout and not got[[s.message_id for s in got].index("m1")].holdout
 
 
@@ -205,6 +206,8 @@ def test_close_loop_reaches_a_fixed_point_that_a_plain_replay_confirms(tmp_path:
                       on_round=lambda n, s: rounds.append((n, s)))
     assert loop.converged and loop.rounds == len(rounds) >= 2
     assert loop.sends and loop.answers
+    opens = [ev for ev in loop.answers if ev.event_type == EMAIL_OPEN]
+    assert opens and all(ev.email_campaign.endswith(".v1") for ev in opens)  # the payload's
     counts = loop.counts()
     assert counts["sends"] == len(loop.sends) and counts["purchases"] > 0
     # Independently: the traffic with its answers, replayed once, sends exactly the same.
