@@ -175,10 +175,11 @@ def count(
         owner[mid] = tally
     learning = Learning(arms, holdout, sends, outcomes is not None, unreadable=unreadable)
     for o in outcomes or ():
-        tally = owner.get(o["message_id"])
-        if tally is None:
+        found = owner.get(o["message_id"])
+        if found is None:
             learning.unmatched += 1
             continue
+        tally = found
         mid, kind = o["message_id"], o["kind"]
         if kind == "open":
             tally.opened.add(mid)
@@ -270,16 +271,16 @@ def _lift_table(learning: Learning) -> str:
     for trigger in learning.triggers():
         tallies = [a for (t, _), a in learning.arms.items() if t == trigger]
         x1, n1 = sum(len(a.converted) for a in tallies), sum(a.sent for a in tallies)
-        h = learning.holdout.get(trigger, Tally())
-        x0, n0 = len(h.converted), h.sent
+        held = learning.holdout.get(trigger, Tally())
+        x0, n0 = len(held.converted), held.sent
         d = newcombe(x1, n1, x0, n0)
         r = relative_lift(x1, n1, x0, n0)
         diff = "-" if d is None else (
             f"{100 * d[0]:+.2f} ({100 * d[1]:+.2f} to {100 * d[2]:+.2f})")
         rel = "-" if r is None else f"{100 * r[0]:+.1f} % ({100 * r[1]:+.1f} to {100 * r[2]:+.1f})"
         rows.append(_row([trigger, f"{x1} / {n1}", f"{x0} / {n0}", diff, rel]))
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    return f"<table class='lift'><tr>{h}</tr>{''.join(rows)}</table>"
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    return f"<table class='lift'><tr>{th}</tr>{''.join(rows)}</table>"
 
 
 def allocation(
