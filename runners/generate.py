@@ -121,7 +121,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"generate: {exc}", file=sys.stderr)
         return 2
-    if args.responses or args.truth is not None:
+    if args.truth is not None and not args.responses:
+        print("generate: --truth needs --responses", file=sys.stderr)
+        return 2
+    if args.responses:
         from runners.ground_truth import generate_with_responses
 
         return generate_with_responses(traffic, args, settings)

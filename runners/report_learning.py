@@ -12,7 +12,8 @@ Counting. An outcome counts for the message it names, under the trigger and vari
 message's payload (or as held out, for a message of a suppressed:holdout audit); outcomes of
 messages the directory does not hold are counted apart, never guessed. Opens, clicks and
 conversions count distinct messages (a message opened twice is one open); revenue sums every
-purchase value. Unreadable outcome lines are skipped and counted.
+purchase value. Unreadable outcome lines (not JSON, an unknown kind, no message id, a value
+that is not a finite number >= 0) are skipped and counted.
 
 Intervals (z = 1.96). A rate's: Wilson's score interval. The lift: the difference of
 conversion rates, emails (all variants) minus holdout, with Newcombe's hybrid score interval
@@ -144,7 +145,8 @@ def _valid_outcome(row: Any) -> bool:
     value = row.get("value", 0.0)
     if value is None:
         return True
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    return (not isinstance(value, bool) and isinstance(value, int | float)
+            and math.isfinite(value) and value >= 0)
 
 
 def count(

@@ -275,6 +275,7 @@ def read_sends_of(items: list, tmp_path: Path) -> list[Send]:
         (["--format", "rees46"], "cannot hold email events"),
         (["--truth", "missing.json"], "--truth missing.json"),
         (["--loop-rounds", "1"], "at least 2"),
+        (["--to", "kafka"], "needs --to file"),
     ],
 )
 def test_generate_responses_refuses_what_it_cannot_do(
@@ -284,4 +285,14 @@ def test_generate_responses_refuses_what_it_cannot_do(
             "--out", str(tmp_path / "x"), "--responses", *extra]
     assert main(argv) == 2
     assert error in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_generate_refuses_a_truth_without_responses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate", "--events", "50", "--to", "file", "--out", str(tmp_path / "x"),
+            "--truth", str(tmp_path / "t.json")]
+    assert main(argv) == 2
+    assert "--truth needs --responses" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -138,6 +138,7 @@ def test_the_report_counts_distinct_messages_revenue_and_the_holdout(tmp_path: P
         outcome("not-ours", "purchase", 999.0),
         "{not json", json.dumps({**outcome("m3", "purchase"), "value": math.nan}),
         json.dumps({**outcome("m4", "purchase"), "kind": "bounce"}),
+        json.dumps(outcome("m4", "purchase", -5.0)),
     ]
     write_dir(tmp_path, payloads, audit, outcomes)
     s = section(write_report(tmp_path).read_text())
@@ -155,7 +156,7 @@ def test_the_report_counts_distinct_messages_revenue_and_the_holdout(tmp_path: P
     assert (f"<td>2 / 6</td><td>2 / 3</td><td>{100 * d[0]:+.2f} ({100 * d[1]:+.2f} to "
             f"{100 * d[2]:+.2f})</td><td>{100 * r[0]:+.1f} % ") in s
     assert "1 outcomes name messages this run did not send" in s
-    assert "3 unreadable lines of outcomes.jsonl skipped" in s
+    assert "4 unreadable lines of outcomes.jsonl skipped" in s
     assert "<script>" not in s and "&lt;script&gt;alert(1)&lt;/script&gt;" in s
     assert s.count("<svg") == 2  # one allocation plot per trigger that sent
 
