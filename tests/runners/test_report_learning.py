@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -209,3 +210,13 @@ def test_allocation_svg_stacks_shares_and_escapes_variant_names() -> None:
     assert "height='120.00'" in svg and "height='40.00'" in svg  # 3 of 4, 1 of 4 (of 160)
     assert "a: 3 of 4 sends" in svg and "&lt;b&gt;&amp;: 1 of 4 sends" in svg
     assert "<b>" not in svg
+    root = ElementTree.fromstring(svg)  # well-formed XML, whatever the names held
+    assert root.tag.endswith("svg") and root.get("aria-label") == CART
+
+
+def test_allocation_svg_survives_a_hostile_trigger_name() -> None:
+    hostile = "x' onload='alert(1)\"<script>&"
+    svg = allocation_svg([(hostile, "a", T0)], hostile)
+    root = ElementTree.fromstring(svg)
+    assert root.get("aria-label") == hostile and root.get("onload") is None
+    assert "<script>" not in svg
