@@ -2,6 +2,7 @@
 
     personalize generate --events 100000 --customers 5000 --to kafka [--realtime] [--confluent]
     personalize generate --events 1000000 --to file --format rees46 --out big.csv
+    personalize generate --to file --out gt.jsonl --responses    (docs/learning-loop-scoring.md)
     personalize generate --to file --format jsonl --out events.jsonl --malformed-ratio 0.01
 
 Kafka: events (and malformed records) to kafka.events_topic, profiles to kafka.profiles_topic,
@@ -9,14 +10,6 @@ keyed by customer_id, schemaless Avro (--confluent: Confluent wire format). File
 events JSONL of transforms/jsonl.py; `rees46` the CSV replayed by `personalize replay` (only
 views, carts, removals and purchases: the rest is counted as skipped); `avro` a record log of
 Confluent-framed values (runners/kafka_io.py). Prints the counts as JSON on stdout.
-
---responses adds the customers' answers to the emails the job sends (runners/ground_truth.py):
-email_open / email_click / purchase events from the ground truth (--truth FILE, .json or
-.toml; default: built-in propensities), the loop closed over the reference runner with the
-current settings (--loop-rounds caps its rounds), and writes the ground truth with the loop's
-counts to OUT.truth.json beside the traffic, so a replay of it can be scored:
-
-    personalize generate --to file --out gt.jsonl --responses [--truth truth.toml]
 """
 
 from __future__ import annotations
@@ -97,8 +90,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--confluent", action="store_true",
                    help="with --to kafka: values in the Confluent wire format")
     p.add_argument("--responses", action="store_true",
-                   help="with --to file (jsonl, avro): add the ground truth's answers to the "
-                        "job's emails and write OUT.truth.json (runners/ground_truth.py)")
+                   help="with --to file (jsonl, avro): add the customers' answers to the job's "
+                        "emails from a ground truth, the loop closed over the reference runner, "
+                        "and write OUT.truth.json (runners/ground_truth.py)")
     p.add_argument("--truth", type=Path, metavar="FILE",
                    help="with --responses: ground truth .json or .toml (default: built-in)")
     p.add_argument("--loop-rounds", type=int, default=60, metavar="N",
@@ -111,23 +105,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.to == "file" and args.out is None:
         print("generate: --to file needs --out PATH", file=sys.stderr)
         return 2
-    cfg = TrafficConfig(
-        events=args.events, customers=args.customers, rate=args.rate, start=args.start,
-        seed=args.seed, duplicate_ratio=args.duplicate_ratio, out_of_order_ms=args.out_of_order_ms,
-        malformed_ratio=args.malformed_ratio,
-    )
-    try:
-        traffic = Traffic(cfg)
-    except ValueError as exc:
-        print(f"generate: {exc}", file=sys.stderr)
-        return 2
     if args.truth is not None and not args.responses:
         print("generate: --truth needs --responses", file=sys.stderr)
         return 2
     if args.responses:
         from runners.ground_truth import generate_with_responses
 
-        return generate_with_responses(traffic, args, settings)
+        return generate_with_responses(args, settings)
+    cfg = traffic_config(args)
+    try:
+        traffic = Traffic(cfg)
+    except ValueError as exc:
+        print(f"generate: {exc}", file=sys.stderr)
+        return 2
     progress = Progress("generate")
     if args.to == "kafka":
         if not args.verbose:
@@ -203,3 +193,12 @@ def send_to_kafka(
     if failures:
         print(f"generate: {len(failures)} sends failed, first: {failures[0]!r}", file=sys.stderr)
     return {"written": written - len(failures), "failed": len(failures)}
+
+
+def traffic_config(args: argparse.Namespace) -> TrafficConfig:
+    """The traffic knobs of the command line."""
+    return TrafficConfig(
+        events=args.events, customers=args.customers, rate=args.rate, start=args.start,
+        seed=args.seed, duplicate_ratio=args.duplicate_ratio, out_of_order_ms=args.out_of_order_ms,
+        malformed_ratio=args.malformed_ratio,
+    )

@@ -450,9 +450,9 @@ def variant_policy(settings: Settings) -> str:
     return str(getattr(settings.core, "variant_policy", "hash split (no core.variant_policy)"))
 
 
-def generate_with_responses(traffic: Traffic, args: argparse.Namespace, settings: Settings) -> int:
+def generate_with_responses(args: argparse.Namespace, settings: Settings) -> int:
     """`personalize generate --responses`: the traffic, its answers, OUT.truth.json."""
-    from runners.generate import write_file
+    from runners.generate import traffic_config, write_file
     from runners.progress import Progress
 
     if args.to != "file" or args.format not in ("jsonl", "avro"):
@@ -463,6 +463,11 @@ def generate_with_responses(traffic: Traffic, args: argparse.Namespace, settings
         truth = load_truth(args.truth) if args.truth is not None else default_truth()
     except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
         print(f"generate: --truth {args.truth}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        traffic = Traffic(traffic_config(args))
+    except ValueError as exc:
+        print(f"generate: {exc}", file=sys.stderr)
         return 2
     progress = Progress("generate")
     base = list(traffic)
