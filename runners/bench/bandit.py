@@ -105,8 +105,8 @@ def best_fixed_variant(sends: Sequence[Send], truth: GroundTruth, kind: str = RE
 
 
 def score(sends: Sequence[Send], truth: GroundTruth, edges: Sequence[int]) -> dict[str, Any]:
-    """Sends, held out, realized and expected clicks, regret (total and per period),
-    and the sends per (trigger, variant)."""
+    """Sends, held out, realized and expected clicks, regret (total and cumulative at each
+    of `edges`), realized clicks cumulative at each edge, and the sends per (trigger, variant)."""
     responder = Responder(truth)
     chosen = [s for s in sends if s.variant is not None]
     allocation: dict[str, dict[str, int]] = {}
@@ -123,6 +123,10 @@ def score(sends: Sequence[Send], truth: GroundTruth, edges: Sequence[int]) -> di
         ),
         "regret": round(expected_regret(chosen, truth), 3),
         "regret_by_period": [round(x, 3) for x in regret_curve(chosen, truth, edges)],
+        "clicks_by_period": [
+            sum(responder.outcomes(s)[REWARD] for s in chosen if s.fired_at < edge)
+            for edge in edges
+        ],
         "allocation": {t: dict(sorted(v.items())) for t, v in sorted(allocation.items())},
     }
 
@@ -179,7 +183,8 @@ def bandit_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
             "bandit", f"{policy}: cumulative expected regret", s["regret"], "clicks",
             baseline=base_regret or None, baseline_label="uniform split", target=target,
             note=f"{s['sends']} sends, {s['clicks']} clicks realized, "
-                 f"{s['expected_clicks']} expected; by quarter {s['regret_by_period']}; "
+                 f"{s['expected_clicks']} expected; regret by quarter {s['regret_by_period']}, "
+                 f"clicks by quarter {s['clicks_by_period']}; "
                  f"{s['rounds']} loop rounds",
         ))
     for line in table(scored):

@@ -83,6 +83,7 @@ def test_score_counts_sends_holdout_clicks_and_allocation() -> None:
     s = score(sends, always, [T1, T2])
     assert (s["sends"], s["held_out"], s["clicks"], s["expected_clicks"]) == (3, 1, 1, 1.0)
     assert s["regret"] == 2.0 and s["regret_by_period"] == [0.0, 2.0]
+    assert s["clicks_by_period"] == [1, 1]  # only `a` clicks; the holdout never does
     assert s["allocation"] == {CART: {"a": 1, "b": 2}}
 
 
