@@ -2,6 +2,7 @@
 
     personalize generate --events 100000 --customers 5000 --to kafka [--realtime] [--confluent]
     personalize generate --events 1000000 --to file --format rees46 --out big.csv
+    personalize generate --to file --out gt.jsonl --responses    (docs/learning-loop-scoring.md)
     personalize generate --to file --format jsonl --out events.jsonl --malformed-ratio 0.01
 
 Kafka: events (and malformed records) to kafka.events_topic, profiles to kafka.profiles_topic,
@@ -88,6 +89,14 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="with --to kafka: send at the pace of event time (i.e. at --rate)")
     p.add_argument("--confluent", action="store_true",
                    help="with --to kafka: values in the Confluent wire format")
+    p.add_argument("--responses", action="store_true",
+                   help="with --to file (jsonl, avro): add the customers' answers to the job's "
+                        "emails from a ground truth, the loop closed over the reference runner, "
+                        "and write OUT.truth.json (runners/ground_truth.py)")
+    p.add_argument("--truth", type=Path, metavar="FILE",
+                   help="with --responses: ground truth .json or .toml (default: built-in)")
+    p.add_argument("--loop-rounds", type=int, default=60, metavar="N",
+                   help="with --responses: most replays to close the loop (default 60)")
     p.set_defaults(func=run)
 
 
@@ -96,11 +105,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.to == "file" and args.out is None:
         print("generate: --to file needs --out PATH", file=sys.stderr)
         return 2
-    cfg = TrafficConfig(
-        events=args.events, customers=args.customers, rate=args.rate, start=args.start,
-        seed=args.seed, duplicate_ratio=args.duplicate_ratio, out_of_order_ms=args.out_of_order_ms,
-        malformed_ratio=args.malformed_ratio,
-    )
+    if args.truth is not None and not args.responses:
+        print("generate: --truth needs --responses", file=sys.stderr)
+        return 2
+    if args.responses:
+        from runners.ground_truth import generate_with_responses
+
+        return generate_with_responses(args, settings)
+    cfg = traffic_config(args)
     try:
         traffic = Traffic(cfg)
     except ValueError as exc:
@@ -181,3 +193,12 @@ def send_to_kafka(
     if failures:
         print(f"generate: {len(failures)} sends failed, first: {failures[0]!r}", file=sys.stderr)
     return {"written": written - len(failures), "failed": len(failures)}
+
+
+def traffic_config(args: argparse.Namespace) -> TrafficConfig:
+    """The traffic knobs of the command line."""
+    return TrafficConfig(
+        events=args.events, customers=args.customers, rate=args.rate, start=args.start,
+        seed=args.seed, duplicate_ratio=args.duplicate_ratio, out_of_order_ms=args.out_of_order_ms,
+        malformed_ratio=args.malformed_ratio,
+    )

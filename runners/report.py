@@ -6,7 +6,9 @@
 
 The page shows counts per trigger and decision, consent changes, suppression reasons,
 dead-letter reasons, throughput over time, a latency histogram when latencies were measured,
-and a few of the rendered emails (in sandboxed iframes). Replays, demos and runs all call
+the learning loop (runners/report_learning.py: outcomes per trigger and variant from
+DIR/outcomes.jsonl, lift against the holdout, variant allocation over time), and a few of the
+rendered emails (in sandboxed iframes). Replays, demos and runs all call
 `write_report`.
 No personal data leaves the run's own files: the page shows what the payloads hold.
 """
@@ -120,8 +122,11 @@ def write_report(out_dir: Path) -> Path:
         ax.legend()
         figures.append(("Latency", _save(fig, out_dir / "report_latency.png")))
 
+    from runners.report_learning import learning_section
+
     page = _page(
-        summary, decisions, consents, reasons, dead_reasons, figures, payloads[:SAMPLES], latencies
+        summary, decisions, consents, reasons, dead_reasons, figures, payloads[:SAMPLES], latencies,
+        learning_section(out_dir, payloads, audit),
     )
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -160,6 +165,7 @@ def _page(
     figures: list[tuple[str, str]],
     samples: list[dict[str, Any]],
     latencies: list[dict[str, Any]],
+    learning: str = "",
 ) -> str:
     counts = [(k, v) for k, v in sorted(summary.items()) if not isinstance(v, dict)]
     parts = [
@@ -194,6 +200,7 @@ def _page(
     for title, png in figures:
         t = html.escape(title)
         parts.append(f"<h2>{t}</h2><img src='{html.escape(png)}' alt='{t}'>")
+    parts.append(learning)
     parts.append("<h2>Sample emails</h2>")
     for p in samples:
         meta = f"{p['trigger']['type']} / variant {p.get('variant')} / {p['message_id']}"

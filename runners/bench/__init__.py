@@ -1,6 +1,7 @@
 """`personalize bench`: every benchmark scenario next to its baseline, measured in the same run.
 
-    personalize bench [--quick] [--only core,decode,state,beam,flink] [--out DIR] [--profile]
+    personalize bench [--quick] [--only core,decode,state,bandit,beam,flink] [--out DIR]
+                      [--profile]
         -> DIR/bench.json (every row, per-scenario details, host and load), DIR/bench.md (table)
 
 Scenarios, in the order they run (the cheap, in-process ones first, the engines last):
@@ -12,6 +13,9 @@ Scenarios, in the order they run (the cheap, in-process ones first, the engines 
     decode  codec.decode_event beside a bare fastavro loop              runners/bench/decode.py
     state   pickled CustomerState bytes per active customer at 10k / 100k (/ 1M) customers
             beside the bytes of their raw input records; process RSS      runners/bench/state.py
+    bandit  the variant policies (thompson, uniform split, best fixed variant) with the loop
+            closed over a ground truth, same traffic: expected regret and clicks
+                                                                        runners/bench/bandit.py
     beam    the Beam topology beside an empty Beam pass-through over Kafka runners/bench/beam.py
     flink   the PyFlink topology beside an empty pass-through (local mini-cluster), then
             latency p50 / p99 at half its throughput; RSS of the JVM running the Python
@@ -57,6 +61,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "core": ("runners.bench.core", "core_scenario"),
     "decode": ("runners.bench", "decode_scenario"),
     "state": ("runners.bench.state", "state_scenario"),
+    "bandit": ("runners.bench.bandit", "bandit_scenario"),
     "beam": ("runners.bench", "beam_scenario"),
     "flink": ("runners.bench", "flink_scenario"),
 }
@@ -74,7 +79,7 @@ class Target:
     """A DESIGN.md target on a row's value or ratio: `value >= 100000`, `ratio >= 0.5`, ..."""
 
     on: str  # "value" | "ratio"
-    op: str  # ">=" | "<=" | "=="
+    op: str  # ">=" | "<=" | "<" | "=="
     threshold: float
     text: str
 
@@ -87,6 +92,8 @@ class Target:
             return x >= self.threshold
         if self.op == "<=":
             return x <= self.threshold
+        if self.op == "<":
+            return x < self.threshold
         return x == self.threshold
 
 
@@ -141,6 +148,7 @@ class Sizes:
     engine_events: int = 20_000
     flink_passthrough: int = 200_000  # the pass-through is fast: more records, less noise
     latency_seconds: float = 60.0
+    bandit_events: int = 30_000  # base traffic of the closed loops (runners/bench/bandit.py)
     timeout_s: float = 1800.0  # per scenario
 
     @classmethod
@@ -158,6 +166,7 @@ class Sizes:
                 engine_events=5_000,
                 flink_passthrough=20_000,
                 latency_seconds=30.0,
+                bandit_events=10_000,
                 timeout_s=600.0,
             )
         )
@@ -180,6 +189,7 @@ class Sizes:
             ),
             engine_events=n(base.engine_events),
             flink_passthrough=n(base.flink_passthrough),
+            bandit_events=n(base.bandit_events),
         )
 
 
