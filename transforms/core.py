@@ -117,6 +117,7 @@ class Core:
         # limited to some of them (core.trigger_segments; SettingsError names what to fix).
         self.segment_rules = SegmentRules(settings, segments)
         limits = SegmentLimits(settings.trigger_segments, [t.type for t in self.triggers])
+        limits.check_clusters(len(self.segment_rules.bias))
         self.segment_limits = limits if limits else None
         self.priorities = {t.type: t.priority for t in self.triggers}
         self.timed = [t for t in self.triggers if t.has_deadline]

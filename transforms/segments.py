@@ -308,6 +308,15 @@ class SegmentLimits:
     def __bool__(self) -> bool:
         return bool(self.by_type)
 
+    def check_clusters(self, k: int) -> None:
+        """SettingsError when a limit names a cluster the model does not have (k of them)."""
+        for trigger, rules in self.by_type.items():
+            for dim, values in rules:
+                wrong = sorted(v for v in values if isinstance(v, int) and v >= k)
+                if dim == "cluster" and wrong:
+                    have = f"clusters 0-{k - 1}" if k else "no clusters (no trained model)"
+                    _fail(f"{trigger!r} names cluster {wrong[0]}, the model has {have}")
+
     def allows(self, trigger_type: str, segment: Segment | None) -> bool:
         """True when a trigger of this type may go to a customer in `segment`."""
         rules = self.by_type.get(trigger_type)
