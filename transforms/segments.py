@@ -35,7 +35,8 @@ windowed features at the instant (no state of its own) and of the trained model:
                one line, lowercase, at most MAX_CRM_STAGE characters; None when absent
 
 Cost: a handful of comparisons, and for the cluster one multiply-add per non-zero component and
-centroid (the standardization is folded into the centroids when the model loads).
+centroid, in one generated straight-line function (the standardization is folded into the
+centroids when the model loads: _nearest_function).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -181,23 +182,55 @@ class SegmentRules:
         self.model = model
         # Nearest centroid of z = (x - mean) / scale: argmin_j ||c_j||^2 - 2 z . c_j, i.e.
         # bias_j + sum_i x_i * w[i][j] with w[i][j] = -2 c_ij / s_i and
-        # bias_j = ||c_j||^2 + 2 sum_i mean_i c_ij / s_i: zero components cost nothing.
+        # bias_j = ||c_j||^2 + 2 sum_i mean_i c_ij / s_i.
         self.bias: list[float] = []
         self.weights: list[list[float]] = []
+        self._nearest: Callable[[Sequence[float]], int] | None = None
         if model is not None and len(model.centroids):
             c, mu, s = model.centroids, model.mean, model.scale
             self.bias = ((c * c).sum(axis=1) + 2.0 * (c * (mu / s)).sum(axis=1)).tolist()
             self.weights = (-2.0 * c / s).T.tolist()
+            self._nearest = _nearest_function(self.bias, self.weights)
 
     def cluster(self, components: Sequence[float]) -> int | None:
         """The nearest centroid's index (ties: the lowest), None without centroids."""
-        if not self.bias:
-            return None
-        d = self.bias
-        for x, w in zip(components, self.weights, strict=True):
-            if x:
-                d = [a + x * b for a, b in zip(d, w, strict=True)]
-        return d.index(min(d))
+        nearest = self._nearest
+        return None if nearest is None else nearest(components)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_nearest"] = None  # rebuilt from bias and weights
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.bias:
+            self._nearest = _nearest_function(self.bias, self.weights)
+
+
+def _nearest_function(bias: list[float], weights: list[list[float]]) -> Callable[..., int]:
+    """argmin_j bias_j + sum_i x_i * weights[i][j] as one straight-line function of x.
+
+    It runs at every snapshot: written out with the model's numbers as constants (generated
+    once per model, as collections.namedtuple generates its class) it costs about a fifth of a
+    loop over lists. The source holds only float reprs of finite numbers (SegmentModel.validate)
+    and small ints, never text from input."""
+    if not all(math.isfinite(v) for v in [*bias, *(w for row in weights for w in row)]):
+        raise ValueError("segment model: non-finite centroid terms")
+    d = len(weights)
+    lines = [f"def nearest(x):\n    {', '.join(f'x{i}' for i in range(d))}, = x"]
+    lines += [f"    d{j} = {float(b)!r}" for j, b in enumerate(bias)]
+    for i in range(d):  # most components of a customer are 0 (no cart, purchase, email...)
+        lines.append(f"    if x{i}:")
+        lines += [f"        d{j} += x{i} * {float(weights[i][j])!r}" for j in range(len(bias))]
+    lines.append("    best = d0\n    j = 0")
+    for j in range(1, len(bias)):
+        lines.append(f"    if d{j} < best:\n        best = d{j}\n        j = {j}")
+    lines.append("    return j")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)  # noqa: S102 - numbers only, see the docstring
+    nearest: Callable[..., int] = namespace["nearest"]
+    return nearest
 
 
 def parse_edges(name: str, text: str) -> tuple[float, ...]:
@@ -228,26 +261,32 @@ def segment_of(
 ) -> Segment:
     """The customer's segment at event time t from their features, score and its components."""
     last = f.last_activity_at
-    idle = _NEVER_DAYS if last is None else (t - last if t > last else 0)
-    days = idle / DAY
-    r = 5 - bisect_left(rules.r_edges, days)
-    fr = 1 + bisect_left(rules.f_edges, f.sessions_7d)
-    m = 1 + bisect_left(rules.m_edges, f.revenue_30d)
-    if last is None:
-        lifecycle = NEW
-    elif idle >= rules.lapsed_after:
-        lifecycle = LAPSED
-    elif idle >= rules.at_risk_after:
-        lifecycle = AT_RISK
-    elif f.purchases_30d == 0 and f.sessions_7d <= rules.new_max_sessions:
+    sessions = f.sessions_7d
+    if last is None:  # no activity held: the least recent R, and new (module docstring)
+        r = 1
         lifecycle = NEW
     else:
-        lifecycle = ACTIVE
+        idle = t - last if t > last else 0
+        r = 5 - bisect_left(rules.r_edges, idle / DAY)
+        if idle >= rules.lapsed_after:
+            lifecycle = LAPSED
+        elif idle >= rules.at_risk_after:
+            lifecycle = AT_RISK
+        elif sessions <= rules.new_max_sessions and not f.purchases_30d:
+            lifecycle = NEW
+        else:
+            lifecycle = ACTIVE
     tier = HIGH if score >= rules.high_from else MEDIUM if score >= rules.medium_from else LOW
-    stage = None
-    if crm_stage:
-        stage = one_line(crm_stage).lower()[:MAX_CRM_STAGE] or None
-    return Segment(r, fr, m, lifecycle, tier, rules.cluster(components), stage)
+    nearest = rules._nearest
+    return Segment(
+        r,
+        1 + bisect_left(rules.f_edges, sessions),
+        1 + bisect_left(rules.m_edges, f.revenue_30d),
+        lifecycle,
+        tier,
+        None if nearest is None else nearest(components),
+        (one_line(crm_stage).lower()[:MAX_CRM_STAGE] or None) if crm_stage else None,
+    )
 
 
 # ------------------------------------------------------------------ trigger limits

@@ -4,6 +4,7 @@ on synthetic blobs; the segment model in the model file (older files still load)
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -412,3 +413,10 @@ def test_the_core_assigns_clusters_with_a_trained_model():
     assert payload.segment.cluster in (0, 1, 2)
     snapshots = [f for kind, f in out if kind == FEATURES]
     assert snapshots and all(f.features["cluster"] in (0, 1, 2) for f in snapshots)
+
+
+def test_the_rules_pickle_and_still_assign_clusters():
+    x, _ = blobs()
+    rules = SegmentRules(SETTINGS, fit_segments(np.zeros((len(x), 3)), x, k=3).model)
+    again = pickle.loads(pickle.dumps(rules))
+    assert [again.cluster(r.tolist()) for r in x] == [rules.cluster(r.tolist()) for r in x]
