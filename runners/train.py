@@ -121,7 +121,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     model = train(events, args.neighbours)
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
-    fit = fit_customer_segments(events, settings, model.trained_until, args)
+    fit = fit_customer_segments(
+        events, settings, model.trained_until, args.clusters, args.seed, args.silhouette_sample
+    )
     model = replace(model, segments=fit.model)
     model.save(out)
     print(report_segments(fit, time.perf_counter() - started))
@@ -154,15 +156,19 @@ def customer_features(
 
 
 def fit_customer_segments(
-    events: Sequence[BehaviourEvent], settings: Settings, as_of: int, args: argparse.Namespace
+    events: Sequence[BehaviourEvent],
+    settings: Settings,
+    as_of: int,
+    clusters: int = 4,
+    seed: int = 0,
+    silhouette_sample: int = 2000,
 ) -> Fit:
     """RFM edges and k-means of the customers of `events` as of `as_of` (segments.fit_segments)."""
     features = customer_features(events, settings.core, as_of)
     rfm = np.array([rfm_values(f, as_of) for f in features], np.float64).reshape(-1, 3)
     vectors = np.array([component_vector(f, as_of) for f in features], np.float64)
     return fit_segments(
-        rfm, vectors.reshape(-1, 8), args.clusters, seed=args.seed,
-        silhouette_sample=args.silhouette_sample,
+        rfm, vectors.reshape(-1, 8), clusters, seed=seed, silhouette_sample=silhouette_sample
     )
 
 

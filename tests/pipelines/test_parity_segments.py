@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from argparse import Namespace
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,8 +39,7 @@ def settings(items: list, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings with a model trained on the input (3 clusters) and the segment limits."""
     events = [e for e in items if isinstance(e, BehaviourEvent)]
     model = train(events)
-    args = Namespace(clusters=3, seed=0, silhouette_sample=500)
-    fit = fit_customer_segments(events, Settings(), model.trained_until, args)
+    fit = fit_customer_segments(events, Settings(), model.trained_until, clusters=3)
     path = tmp_path_factory.mktemp("model") / "model.npz"
     replace(model, segments=fit.model).save(path)
     return Settings().with_overrides([f"paths.model={path}", f"core.trigger_segments={LIMITS}"])
