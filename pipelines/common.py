@@ -12,7 +12,7 @@ from transforms.settings import Settings
 
 
 def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
-    """The core with the trained model (paths.model) and a catalog.
+    """The core with the trained model (paths.model: recommendations and segments) and a catalog.
 
     The catalog is `catalog` if given, else the JSONL file paths.catalog, else, with
     redis.use_catalog (Kafka runs), the Redis catalog behind a small local cache; offline
@@ -25,4 +25,7 @@ def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
         from pipelines.redis_catalog import open_catalog
 
         catalog = open_catalog(settings)
-    return Core(settings.core, recommender=Recommender(model), catalog=catalog, renderer=Renderer())
+    return Core(
+        settings.core, recommender=Recommender(model), catalog=catalog, renderer=Renderer(),
+        segments=model.segments if model is not None else None,
+    )

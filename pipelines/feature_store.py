@@ -16,7 +16,9 @@ Redis layout (RedisFeatureStore), for other systems to read:
 
     <prefix>customer:<id>     hash: one field per feature (views_1h, views_24h, cart_adds_24h,
                               purchases_30d, revenue_30d, sessions_7d, email_opens_30d,
-                              email_clicks_30d, last_activity_at, cart_items), engagement_score,
+                              email_clicks_30d, last_activity_at, cart_items), the segment
+                              (rfm_r, rfm_f, rfm_m 1-5; lifecycle; engagement_tier; cluster;
+                              crm_stage: transforms/segments.py), engagement_score,
                               last_trigger, as_of (epoch ms of event time); fields whose value
                               is unknown (None) are absent. Numbers are decimal strings.
                               PEXPIRE redis.feature_ttl, renewed on each write.
@@ -59,6 +61,8 @@ AS_OF = "as_of"
 ENGAGEMENT_SCORE = "engagement_score"
 LAST_TRIGGER = "last_trigger"
 _TOP_LEVEL = (AS_OF, ENGAGEMENT_SCORE, LAST_TRIGGER)
+# Fields read back as strings whatever they look like (a CRM stage may be "2").
+_STRINGS = frozenset({LAST_TRIGGER, "lifecycle", "engagement_tier", "crm_stage"})
 
 # KEYS: hash, tombstone. ARGV: as_of, ttl_ms, then field, value pairs.
 # Returns 1 when written, 0 when ignored (older than the stored as_of, or customer erased).
@@ -405,7 +409,7 @@ def _encode(value: Any) -> str:
 
 
 def _decode(name: str, text: str) -> Any:
-    if name == LAST_TRIGGER:
+    if name in _STRINGS:
         return text
     try:
         return int(text)

@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         return int(args.func(args, settings) or 0)
+    except SettingsError as exc:  # a value only a command can check (e.g. core.trigger_segments)
+        parser.error(str(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,7 @@
 """`personalize demo`: the whole job end to end on this machine, in one command.
 
     1. start the local services (Kafka KRaft, Redis)           personalize services up
-    2. train the recommender and load the catalog into Redis    personalize train / catalog
+    2. train the recommender and segments, load the catalog     personalize train / catalog
     3. replay the shipped real clickstream into Kafka           personalize replay --to kafka
     4. run the topology until the input is idle                 personalize run --runner direct
     5. deliver the payloads to a local SMTP server (loopback)   personalize deliver
@@ -148,6 +148,7 @@ def _train_and_load_catalog(args: argparse.Namespace, settings: Settings, out: P
 
     from pipelines.connections import redis_client
     from pipelines.redis_catalog import load_catalog
+    from runners.train import fit_customer_segments
     from transforms.catalog import catalog_from_events, write_catalog_jsonl
     from transforms.model import BehaviourEvent
     from transforms.readers import read_rees46
@@ -159,7 +160,8 @@ def _train_and_load_catalog(args: argparse.Namespace, settings: Settings, out: P
         if isinstance(i, BehaviourEvent)
     ]
     model = train(events)
-    model.save(settings.paths.model)
+    fit = fit_customer_segments(events, settings, model.trained_until)  # 4 clusters
+    dataclasses.replace(model, segments=fit.model).save(settings.paths.model)
     items = catalog_from_events(events)
     write_catalog_jsonl(items, out / "catalog.jsonl")
     r = settings.redis

@@ -4,18 +4,26 @@
 
     DIR/<trigger>_<variant>.html   the payload's HTML, exactly as it goes to the output topic
     DIR/<trigger>_<variant>.txt    its plain-text part
-    DIR/index.html                 subject, preheader and links of each
+    DIR/<trigger>_<variant>_<lifecycle>_<tier>.html / .txt, and ..._no_segment
+                                   every segment variant of the trigger (below)
+    DIR/index.html                 subject, preheader, segment and links of each
 
 Each sample is a real payload: a short scripted journey of one customer (views, cart adds)
 run through the core with a small sample catalog, so templates, CSS inlining, fallback rules
 and recommendations are those of the job. The customer of each sample is picked so that the
 core's own variant choice lands on the wanted variant. Time is data (a fixed mid-day UTC
 instant), so the output is the same on every run.
+
+Segment variants: a scripted journey cannot make every segment (a customer browsing now is
+never lapsed), so each sample's payload request is composed again with its segment set to
+each lifecycle stage x engagement tier (transforms/segments.py), and once with no segment at
+all, exactly as the compose stage would render them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import itertools
 from collections.abc import Callable
@@ -35,10 +43,12 @@ from transforms.model import (
     CustomerProfile,
     EmailPayload,
     Item,
+    PayloadRequest,
     Product,
 )
 from transforms.recommend import Recommender
 from transforms.render import Renderer, choose_variant
+from transforms.segments import LIFECYCLES, TIERS, Segment
 from transforms.settings import MINUTE, Settings
 from transforms.triggers.browse_intensity import TYPE as BROWSE_INTENSITY
 from transforms.triggers.cart_abandonment import TYPE as CART_ABANDONMENT
@@ -88,16 +98,23 @@ class Sample:
     trigger: str
     variant: str
     payload: EmailPayload
+    segment: str = ""  # "" for the journey's own segment, else <lifecycle>_<tier> or no_segment
+
+    @property
+    def stem(self) -> str:
+        """<trigger>_<variant>, then _<segment> for a segment variant."""
+        base = f"{self.trigger}_{self.variant}"
+        return f"{base}_{self.segment}" if self.segment else base
 
     @property
     def html_name(self) -> str:
-        """<trigger>_<variant>.html."""
-        return f"{self.trigger}_{self.variant}.html"
+        """<stem>.html."""
+        return f"{self.stem}.html"
 
     @property
     def text_name(self) -> str:
-        """<trigger>_<variant>.txt."""
-        return f"{self.trigger}_{self.variant}.txt"
+        """<stem>.txt."""
+        return f"{self.stem}.txt"
 
 
 def write_preview(out: Path, settings: Settings) -> list[Sample]:
@@ -127,12 +144,27 @@ def build_samples(settings: Settings) -> list[Sample]:
         variants = core.composer.renderer.variants(trigger.type)
         for variant in variants:
             cid = _customer_for(trigger.type, variant, variants)
-            payloads = _drive(core, journey(cid, settings), T0 + 2 * settings.core.cart_delay)
-            wanted = [p for p in payloads if p.trigger.type == trigger.type]
+            requests = _drive(core, journey(cid, settings), T0 + 2 * settings.core.cart_delay)
+            wanted = [r for r in requests if r.trigger.type == trigger.type]
             if not wanted:
                 raise RuntimeError(f"the {trigger.type} sample journey emitted no payload")
-            samples.append(Sample(trigger.type, variant, wanted[0]))
+            samples.append(Sample(trigger.type, variant, core.compose(wanted[0])))
+            samples += _segment_samples(core, trigger.type, variant, wanted[0])
     return samples
+
+
+def _segment_samples(core: Core, kind: str, variant: str, req: PayloadRequest) -> list[Sample]:
+    """`req` composed with each lifecycle stage x tier as its segment, and with none."""
+    own = req.segment or Segment(3, 3, 3, LIFECYCLES[0], TIERS[0], None, None)
+    out = []
+    for lifecycle in LIFECYCLES:
+        for tier in TIERS:
+            segment = own._replace(lifecycle=lifecycle, engagement_tier=tier)
+            payload = core.compose(dataclasses.replace(req, segment=segment))
+            out.append(Sample(kind, variant, payload, f"{lifecycle}_{tier}"))
+    payload = core.compose(dataclasses.replace(req, segment=None))
+    out.append(Sample(kind, variant, payload, "no_segment"))
+    return out
 
 
 def _customer_for(trigger_type: str, variant: str, variants: tuple[str, ...]) -> str:
@@ -144,12 +176,12 @@ def _customer_for(trigger_type: str, variant: str, variants: tuple[str, ...]) ->
     raise AssertionError("unreachable")
 
 
-def _drive(core: Core, items: list[Item], until: int) -> list[EmailPayload]:
+def _drive(core: Core, items: list[Item], until: int) -> list[PayloadRequest]:
     state = None
     for item in items:
         state, _, _ = core.step(state, item)
     _, outputs, _ = core.wake(state, until)
-    return [core.compose(record) for kind, record in outputs if kind == PAYLOAD]
+    return [record for kind, record in outputs if kind == PAYLOAD]
 
 
 def _profile(cid: str) -> CustomerProfile:
@@ -214,6 +246,7 @@ def index_html(samples: list[Sample]) -> str:
         rows.append(
             "<tr>"
             f"<td>{html.escape(s.trigger)}</td><td>{html.escape(s.variant)}</td>"
+            f"<td>{html.escape(_segment_label(p))}</td>"
             f"<td>{html.escape(p.subject)}</td><td>{html.escape(p.preheader)}</td>"
             f"<td>{'yes' if p.fallback else 'no'}</td>"
             f'<td><a href="{html.escape(s.html_name)}">HTML</a> · '
@@ -228,6 +261,16 @@ def index_html(samples: list[Sample]) -> str:
         "text-align:left}th{background:#f3f4f6}</style></head><body>"
         f"<h1>Email preview</h1><p>{len(samples)} samples rendered by the core "
         f"(shop {html.escape(DEFAULT_SHOP_URL)}).</p>"
-        "<table><tr><th>trigger</th><th>variant</th><th>subject</th><th>preheader</th>"
+        "<table><tr><th>trigger</th><th>variant</th><th>segment</th><th>subject</th>"
+        "<th>preheader</th>"
         "<th>fallback</th><th>files</th></tr>\n" + "\n".join(rows) + "\n</table></body></html>\n"
     )
+
+
+def _segment_label(p: EmailPayload) -> str:
+    """The payload's segment in a few words."""
+    seg = p.segment
+    if seg is None:
+        return "none"
+    cluster = "-" if seg.cluster is None else str(seg.cluster)
+    return f"{seg.lifecycle}, {seg.engagement_tier}, RFM {seg.rfm}, cluster {cluster}"

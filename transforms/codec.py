@@ -16,6 +16,8 @@ bytes, unknown schema ids, trailing bytes and values that fail transforms/valida
 a DeadLetter carrying the raw bytes (at most a prefix: transforms/sizes.py), the origin, a
 machine-readable reason and a message.
 
+Payloads written before `segment` was appended (null default) still decode (segment None).
+
 Dead letters written before `raw_length` and `raw_sha256` were added to the contract (at its
 end, with null defaults) still decode: those fields are then None.
 
@@ -48,6 +50,7 @@ from transforms.model import (
     Product,
     Recommendation,
 )
+from transforms.segments import Segment
 from transforms.settings import CoreSettings
 from transforms.sizes import dead_letter
 from transforms.validate import validate_event, validate_profile
@@ -127,6 +130,14 @@ def _profile_v1() -> Any:
 
 
 _PROFILE_V1_SCHEMA: Final = _profile_v1()
+# The payload contract before `segment` was appended (to read what it wrote).
+_PAYLOAD_V1: Final = parse_schema({
+    **_without_logical_types(load_contract(PAYLOAD)),
+    "fields": [
+        f for f in _without_logical_types(load_contract(PAYLOAD))["fields"]
+        if f["name"] != "segment"
+    ],
+})
 
 
 def parsed_schema(name: str) -> Any:
@@ -311,6 +322,15 @@ def payload_record(p: EmailPayload) -> dict[str, Any]:
         "send_after": p.send_after,
         "expires_at": p.expires_at,
         "source_event_ids": p.source_event_ids,
+        "segment": None if p.segment is None else segment_record(p.segment),
+    }
+
+
+def segment_record(s: Segment) -> dict[str, Any]:
+    """A segment as the dict of its Avro record."""
+    return {
+        "r": s.r, "f": s.f, "m": s.m, "lifecycle": s.lifecycle,
+        "engagement_tier": s.engagement_tier, "cluster": s.cluster, "crm_stage": s.crm_stage,
     }
 
 
@@ -330,7 +350,11 @@ def _body(raw: bytes, name: str) -> BytesIO:
 
 def decode_payload(raw: bytes) -> EmailPayload:
     """Bytes written by encode_payload -> the payload; raises ValueError/EOFError on bad bytes."""
-    return payload_from_record(schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_SCHEMA, None))
+    try:
+        r: Any = schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_SCHEMA, None)
+    except EOFError:  # the older contract ends where `segment` begins
+        r = schemaless_reader(_body(raw, PAYLOAD), _PAYLOAD_V1, _PAYLOAD_SCHEMA)
+    return payload_from_record(r)
 
 
 def payload_from_record(r: Any) -> EmailPayload:
@@ -361,6 +385,10 @@ def payload_from_record(r: Any) -> EmailPayload:
         send_after=r["send_after"],
         expires_at=r["expires_at"],
         source_event_ids=r["source_event_ids"],
+        segment=None if (s := r.get("segment")) is None else Segment(
+            s["r"], s["f"], s["m"], s["lifecycle"], s["engagement_tier"], s.get("cluster"),
+            s.get("crm_stage"),
+        ),
     )
 
 

@@ -78,6 +78,7 @@ class Composer:
             dataclasses.replace(fired, evidence=shown) if len(shown) < len(fired.evidence)
             else fired,
             profile, items, recommendations, variant, item_count=count,
+            segment=req.segment, score=req.engagement_score,
         )
         payload = EmailPayload(
             message_id=req.message_id,
@@ -100,6 +101,7 @@ class Composer:
             send_after=req.send_after,
             expires_at=req.expires_at,
             source_event_ids=list(fired.source_event_ids),
+            segment=req.segment,
         )
         if _upper_bound(payload) <= self.max_bytes:
             return payload
@@ -185,4 +187,7 @@ def _upper_bound(p: EmailPayload) -> int:
     for r in p.recommendations:
         strings += [r.product_id, r.name or "", r.category or "", r.brand or "", r.url or "",
                     r.image_url or ""]
+    seg = p.segment
+    if seg is not None:  # rfm, lifecycle, tier, crm stage; the ints in the allowance
+        strings += [seg.rfm, seg.lifecycle, seg.engagement_tier, seg.crm_stage or ""]
     return sum(4 * len(s) + 16 for s in strings) + 32 * len(p.recommendations) + 256

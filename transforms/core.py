@@ -74,7 +74,8 @@ from transforms.model import (
 from transforms.payload import message_id
 from transforms.recommend import Recommender
 from transforms.render import Renderer
-from transforms.scoring import engagement_score
+from transforms.scoring import component_vector, score_of
+from transforms.segments import Segment, SegmentLimits, SegmentModel, SegmentRules, segment_of
 from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.sizes import dead_letter
 from transforms.state import CustomerState, Item
@@ -110,9 +111,16 @@ class Core:
         recommender: Recommender | None = None,
         catalog: Catalog | None = None,
         renderer: Renderer | None = None,
+        segments: SegmentModel | None = None,
     ) -> None:
         self.settings = settings = settings or CoreSettings()
         self.triggers = load_triggers(settings)
+        # Segments at fire time and in snapshots (transforms/segments.py), and the triggers
+        # limited to some of them (core.trigger_segments; SettingsError names what to fix).
+        self.segment_rules = SegmentRules(settings, segments)
+        limits = SegmentLimits(settings.trigger_segments, [t.type for t in self.triggers])
+        limits.check_clusters(len(self.segment_rules.bias))
+        self.segment_limits = limits if limits else None
         self.priorities = {t.type: t.priority for t in self.triggers}
         self.timed = [t for t in self.triggers if t.has_deadline]
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
@@ -428,7 +436,11 @@ class Core:
         # The windows do not change here: one features / score serves the payload and the
         # snapshot at t (an erased customer gets neither).
         scored = None if state.erased_at is not None else self._score(state, t)
-        for fired, reason in policy.decide(state, fires, t, self.settings, self.priorities):
+        segment = None if scored is None else self._segment(state, t, scored)
+        limits = self.segment_limits
+        allowed = None if limits is None else (lambda kind: limits.allows(kind, segment))
+        decisions = policy.decide(state, fires, t, self.settings, self.priorities, allowed)
+        for fired, reason in decisions:
             state.last_trigger = fired.type
             if reason == policy.HOLDOUT:
                 # The would-be message: audited with its id, remembered, no payload.
@@ -442,7 +454,7 @@ class Core:
                 outputs.append((AUDIT, audit))
                 continue
             assert scored is not None  # policy.decide suppresses everything for the erased
-            request = self._request(state, fired, scored[1])
+            request = self._request(state, fired, scored[1], segment)
             self._remember_send(state, fired, request.message_id, False, outputs)
             outputs.append((PAYLOAD, request))
             outputs.append(
@@ -452,11 +464,14 @@ class Core:
                 )
             )
         if scored is not None:
-            outputs.append((FEATURES, self._snapshot(state, t, scored)))
+            outputs.append((FEATURES, self._snapshot(state, t, scored, segment)))
 
     # ------------------------------------------------------------------ payload
 
-    def _request(self, state: CustomerState, fired: FiredTrigger, score: float) -> PayloadRequest:
+    def _request(
+        self, state: CustomerState, fired: FiredTrigger, score: float,
+        segment: Segment | None = None,
+    ) -> PayloadRequest:
         """Everything of an emitted trigger that depends on the state; the compose stage
         (transforms/compose.py) recommends and renders from it."""
         s = self.settings
@@ -492,17 +507,32 @@ class Core:
             time_zone=tz,
             send_after=defer,
             expires_at=policy.expires_at(t, defer, s),
+            segment=segment,
         )
 
     @staticmethod
-    def _score(state: CustomerState, t: int) -> tuple[Features, float]:
+    def _score(state: CustomerState, t: int) -> tuple[Features, float, list[float]]:
         f = state.windows.features(t)
-        return f, engagement_score(f, t)
+        components = component_vector(f, t)
+        return f, score_of(components), components
+
+    def _segment(
+        self, state: CustomerState, t: int, scored: tuple[Features, float, list[float]]
+    ) -> Segment:
+        profile = state.profile
+        stage = None if profile is None else profile.lifecycle_stage
+        return segment_of(scored[0], t, scored[1], scored[2], stage, self.segment_rules)
 
     def _snapshot(
-        self, state: CustomerState, t: int, scored: tuple[Features, float] | None = None
+        self,
+        state: CustomerState,
+        t: int,
+        scored: tuple[Features, float, list[float]] | None = None,
+        segment: Segment | None = None,
     ) -> FeatureSnapshot:
-        f, score = scored or self._score(state, t)
+        scored = scored or self._score(state, t)
+        f, score = scored[0], scored[1]
+        seg = segment or self._segment(state, t, scored)
         return FeatureSnapshot(
             state.customer_id,
             t,
@@ -517,6 +547,13 @@ class Core:
                 "email_clicks_30d": f.email_clicks_30d,
                 "last_activity_at": f.last_activity_at,
                 "cart_items": len(state.cart),
+                "rfm_r": seg.r,
+                "rfm_f": seg.f,
+                "rfm_m": seg.m,
+                "lifecycle": seg.lifecycle,
+                "engagement_tier": seg.engagement_tier,
+                "cluster": seg.cluster,
+                "crm_stage": seg.crm_stage,
             },
             score,
             state.last_trigger,

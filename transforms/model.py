@@ -7,7 +7,10 @@ dataclasses: cheap to build, picklable for engine state, and free of any engine 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from transforms.segments import Segment
 
 # Behaviour event types (the Avro enum EventType).
 PRODUCT_VIEW: Final = "product_view"
@@ -169,6 +172,7 @@ class EmailPayload:
     send_after: int | None
     expires_at: int
     source_event_ids: list[str]
+    segment: Segment | None = None  # the customer's segment at fired_at (transforms/segments.py)
 
 
 @dataclass(slots=True)
@@ -191,6 +195,7 @@ class PayloadRequest:
     # The subject variant the message goes out with, chosen by the arms stage
     # (transforms/bandit.py); None: the compose stage picks it (render.choose_variant).
     variant: str | None = None
+    segment: Segment | None = None  # at the fire time; reaches templates only via the context
 
 
 @dataclass(slots=True)

@@ -3,6 +3,10 @@
 Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<reason>`:
 
     erased         the customer asked to be forgotten (tombstone within erasure_ttl)
+    segment        the trigger type is limited to segments the customer is not in
+                   (core.trigger_segments, transforms/segments.py SegmentLimits); checked
+                   before consent because it is targeting: a trigger never meant for the
+                   customer is not a candidate, so it takes no priority slot from one that is
     no_consent     no email consent as of the fire time (the statement that won: consent
                    events and profiles, see state.CustomerState.set_consent)
     no_address     consent, but no email address on file
@@ -22,6 +26,7 @@ to the statement held (state.CustomerState.set_consent).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,6 +43,7 @@ NO_ADDRESS = "no_address"
 PRIORITY = "priority"
 FREQUENCY_CAP = "frequency_cap"
 HOLDOUT = "holdout"
+SEGMENT = "segment"
 CONSENT_GRANTED = "consent:granted"
 CONSENT_REVOKED = "consent:revoked"
 CONSENT_SUPERSEDED = "consent:superseded"
@@ -49,11 +55,20 @@ def decide(
     t: int,
     settings: CoreSettings,
     priorities: dict[str, int],
+    allowed: Callable[[str], bool] | None = None,
 ) -> list[tuple[FiredTrigger, str | None]]:
-    """Each fire with its suppression reason, or None for the one that goes on."""
+    """Each fire with its suppression reason, or None for the one that goes on.
+
+    `allowed(trigger_type)`: False when the customer's segment is outside the type's limits
+    (None: no limits)."""
     fires = sorted(fires, key=lambda f: (priorities.get(f.type, 99), f.key))
     if state.erased_at is not None:
         return [(f, ERASED) for f in fires]
+    if allowed is not None:
+        limited = [(f, SEGMENT) for f in fires if not allowed(f.type)]
+        if limited:
+            rest = [f for f in fires if allowed(f.type)]
+            return limited + (decide(state, rest, t, settings, priorities) if rest else [])
     if not state.has_consent():
         return [(f, NO_CONSENT) for f in fires]
     profile = state.profile

@@ -11,7 +11,9 @@ Offline, `train(events) -> Model` (numpy only):
     popularity   per category and global: sum of event weights, each halved every
                  `popularity_half_life` before the newest event (recent-weighted counts)
 
-The model is a handful of dense arrays saved as one .npz (no pickle). Items are indexed in
+The model is a handful of dense arrays saved as one .npz (no pickle), with the segment model
+of `personalize train` (transforms/segments.py, seg_* arrays) when it has one: files written
+before it load with `segments` None. Items are indexed in
 ascending product_id order, so "ties by product_id" is "ties by index" everywhere.
 
 Online, `Recommender(model).recommend(seeds, categories, exclude, k)` ranks in tiers:
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, PURCHASE, BehaviourEvent
+from transforms.segments import SegmentModel
 from transforms.settings import DAY
 
 FORMAT_VERSION = 1
@@ -60,6 +63,7 @@ class Model:
     pop_scores: np.ndarray      # float32
     trained_until: int = 0      # newest event time in the training data (epoch ms)
     events: int = 0             # events the model was trained on
+    segments: SegmentModel | None = None  # RFM edges and k-means centroids (seg_* arrays)
 
     @staticmethod
     def empty() -> Model:
@@ -105,6 +109,8 @@ class Model:
             if isinstance(getattr(self, f.name), np.ndarray)
         }
         arrays["meta"] = np.array([FORMAT_VERSION, self.trained_until, self.events], np.int64)
+        if self.segments is not None:
+            arrays.update(self.segments.arrays())
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
@@ -119,14 +125,19 @@ class Model:
     def load(path: str | Path) -> Model:
         """Read a model written by `save`; raises ValueError if it is not one."""
         with np.load(Path(path), allow_pickle=False) as z:
-            names = [f.name for f in fields(Model) if f.name not in ("trained_until", "events")]
+            scalars = ("trained_until", "events", "segments")
+            names = [f.name for f in fields(Model) if f.name not in scalars]
             missing = [n for n in ["meta", *names] if n not in z.files]
             if missing:
                 raise ValueError(f"{path}: not a recommendation model (missing {missing})")
             version, trained_until, events = (int(v) for v in z["meta"])
             if version != FORMAT_VERSION:
                 raise ValueError(f"{path}: model format {version}, expected {FORMAT_VERSION}")
-            model = Model(**{n: z[n] for n in names}, trained_until=trained_until, events=events)
+            segments = SegmentModel.from_arrays({n: z[n] for n in z.files if n.startswith("seg_")})
+            model = Model(
+                **{n: z[n] for n in names}, trained_until=trained_until, events=events,
+                segments=segments,
+            )
         model.validate()
         return model
 

@@ -1,6 +1,7 @@
 """Rendering a fired trigger into an email: subject, preheader, HTML and plain text.
 
-    (FiredTrigger, CustomerProfile | None, evidence items, recommendations, variant) -> Rendered
+    (FiredTrigger, CustomerProfile | None, evidence items, recommendations, variant,
+     segment, score) -> Rendered
 
 Templates live in `templates/<trigger_type>/`:
 
@@ -15,8 +16,11 @@ of the context) with StrictUndefined; HTML autoescapes every value, plain text d
 not HTML). Customer strings are only ever *values* in the context, never template source, so
 a first name like `{{ 7*7 }}<script>` stays those literal characters: escaped in HTML, as-is
 in text. Subject and preheader are collapsed to one line (no header injection); links must be
-http(s). Any failure — a missing field, an unknown product (None among the items), a template
-syntax or runtime error, a sandbox violation, a broken fallback file — gives the trigger's
+http(s). The customer's segment and engagement score reach templates only as `segment` (a
+dict of plain strings and ints, or None: see transforms/segments.py Segment.context) and
+`score` (the score rounded to an int, or None): templates test them before use. Any
+failure — a missing field, an unknown product (None among the items), a template syntax or
+runtime error, a sandbox violation, a broken fallback file — gives the trigger's
 static fallback content with `fallback=True` and the reason: `render` never raises.
 
 Compiled templates are cached per Renderer; `personalize bench` measures a render (the
@@ -40,6 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from transforms.catalog import DEFAULT_SHOP_URL, CatalogItem, product_name
 from transforms.model import CustomerProfile, FiredTrigger, Recommendation
+from transforms.segments import Segment
 from transforms.sizes import one_line as _one_line
 
 log = logging.getLogger(__name__)
@@ -154,6 +159,8 @@ class Renderer:
         recommendations: Sequence[Recommendation],
         variant: str,
         item_count: int | None = None,
+        segment: Segment | None = None,
+        score: float | None = None,
     ) -> Rendered:
         """The email for `trigger`; the static fallback (flagged, with a reason) on any failure.
 
@@ -171,6 +178,8 @@ class Renderer:
                 raise _Unrenderable(f"product not in catalog: {', '.join(missing) or 'no items'}")
             context = self._context(trigger, profile, items, recommendations)
             context["item_count"] = max(item_count or 0, len(context["items"]))
+            context["segment"] = None if segment is None else segment.context()
+            context["score"] = None if score is None else int(round(score))
             subject = _one_line(self._template(kind, f"subject_{variant}.txt.j2").render(context))
             subject = subject[:MAX_SUBJECT_LENGTH]
             if not subject:

@@ -119,8 +119,12 @@ def component_vector(f: Features, now: int, params: ScoringParams = DEFAULT_PARA
 
 def engagement_score(f: Features, now: int, params: ScoringParams = DEFAULT_PARAMS) -> float:
     """Engagement 0-100 of a customer with features `f` at event time `now` (ms), 2 decimals."""
+    return score_of(component_vector(f, now, params), params)
+
+
+def score_of(c: list[float], params: ScoringParams = DEFAULT_PARAMS) -> float:
+    """The engagement score of a `component_vector` (the core keeps the vector for segments)."""
     w = params.weights
-    c = component_vector(f, now, params)
     raw = 100.0 * (
         w[0] * c[0] + w[1] * c[1] + w[2] * c[2] + w[3] * c[3]
         + w[4] * c[4] + w[5] * c[5] + w[6] * c[6] + w[7] * c[7]

@@ -130,6 +130,22 @@ class CoreSettings:
     bandit_epoch: int = duration(1 * HOUR)
     bandit_reward: str = "click"
     max_bandit_rewarded: int = 10_000  # rewarded messages remembered per trigger type
+    # Segments (transforms/segments.py, docs/segments.md): lifecycle from the last activity and
+    # the 30-d windows (lapsed_after at most 30d), tiers from the engagement score (a score at a
+    # cut point is in the upper tier), RFM quintile edges used without a trained model (R: days
+    # since the last activity, F: sessions in 7 d, M: revenue in 30 d; 4 ascending numbers).
+    lifecycle_at_risk_after: int = duration(7 * DAY)
+    lifecycle_lapsed_after: int = duration(21 * DAY)
+    lifecycle_new_max_sessions: int = 1
+    tier_medium_from: float = 35.0
+    tier_high_from: float = 55.0
+    rfm_recency_edges: str = "1,3,7,14"
+    rfm_frequency_edges: str = "1,2,3,5"
+    rfm_monetary_edges: str = "0,50,150,500"
+    # Trigger types limited to segments, applied by the policy to any trigger type (audited
+    # suppressed:segment); "" = no limits. Format (segments.SegmentLimits):
+    # "browse_intensity=lifecycle:active|at_risk;cart_abandonment=tier:high|medium,r:4|5".
+    trigger_segments: str = ""
 
 
 @dataclass(slots=True)

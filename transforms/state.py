@@ -41,6 +41,9 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
                      messages                                     purchases are not attributed
     (window buckets, sent and the other parts are bounded by their time limit and granularity)
 
+Segments (transforms/segments.py) are no part of the state: they are computed from the
+windows at each fire and snapshot, so they add nothing here and expire with the windows.
+
 The state is picklable (engines keep it in their state backends) and `None` once all of it
 has expired.
 """

@@ -113,11 +113,16 @@ def test_preview_pages_render_in_chromium(tmp_path):
         f"{t}_{v}" for t in ("cart_abandonment", "browse_intensity") for v in renderer.variants(t)
     }
     assert len(expected) >= 4
-    assert {p.stem for p in out.glob("*.html")} == expected | {"index"}
-    assert {p.stem for p in out.glob("*.txt")} == expected
-    assert not any(s.payload.fallback for s in build_samples(Settings()))
-
-    for name in sorted(expected | {"index"}):
+    samples = build_samples(Settings())
+    stems = {s.stem for s in samples}  # the variants, and each with every segment variant
+    assert expected <= stems and len(stems) > len(expected)
+    assert {p.stem for p in out.glob("*.html")} == stems | {"index"}
+    assert {p.stem for p in out.glob("*.txt")} == stems
+    assert not any(s.payload.fallback for s in samples)
+    # Screenshots: every subject variant, and two segment variants of each (the note differs).
+    shown = expected | {f"{name}_{seg}" for name in expected for seg in ("lapsed_high",
+                                                                       "no_segment")}
+    for name in sorted(shown | {"index"}):
         png = tmp_path / "shots" / f"{name}.png"
         png.parent.mkdir(exist_ok=True)
         screenshot(out / f"{name}.html", png, tmp_path / f"profile-{name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -12,6 +13,8 @@ from pipelines.feature_store import (
     LAST_TRIGGER,
     FeatureStoreWriter,
     RedisFeatureStore,
+    _decode,
+    _encode,
     key_id,
     snapshot_fields,
 )
@@ -142,3 +145,25 @@ def test_consent_changes_are_routed_to_the_feature_store_and_kept_newest_first()
     store.erase("c1")
     writer.write((CONSENT, ConsentState("c1", True, T0 + HOUR)))
     assert store.read_consent("c1") is None
+
+
+def test_the_segment_reaches_the_feature_store_and_reads_back_typed():
+    """Segment fields of the core's snapshots (transforms/segments.py), as stored per customer;
+    strings stay strings even when they look like numbers (a CRM stage "2")."""
+    core = Core(CoreSettings())
+    store = InMemoryFeatureStore()
+    writer = FeatureStoreWriter(store)
+    crm = dataclasses.replace(profile(), lifecycle_stage="2")
+    _, outputs = drive(core, [crm, view(T0), add(T0 + MINUTE)], T0 + CART_DELAY + 2 * MINUTE)
+    routed, _ = route(outputs, lambda payload: payload)
+    for sink, record in routed:
+        if sink == FEATURES:
+            writer.write(record)
+    row = store.read("c1")
+    assert row is not None
+    assert (row["rfm_r"], row["rfm_f"], row["lifecycle"], row["crm_stage"]) == (5, 1, "new", "2")
+    assert row["engagement_tier"] in ("low", "medium", "high") and "cluster" not in row
+    segment = {k: row[k] for k in ("rfm_r", "rfm_f", "rfm_m", "lifecycle", "engagement_tier",
+                                   "crm_stage")}
+    decoded = {k: _decode(k, _encode(v)) for k, v in segment.items()}  # as Redis returns them
+    assert decoded == segment and decoded["crm_stage"] == "2" and decoded["rfm_m"] == 1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -16,6 +17,8 @@ from transforms.codec import (
     encode_event,
     encode_payload,
     encode_profile,
+    payload_from_record,
+    payload_record,
 )
 from transforms.model import (
     EMAIL_OPEN,
@@ -36,6 +39,7 @@ from transforms.model import (
     Product,
     Recommendation,
 )
+from transforms.segments import Segment
 from transforms.settings import CoreSettings
 
 CORE = CoreSettings()
@@ -198,3 +202,24 @@ def test_profile_consent_time_round_trips_and_the_earlier_layout_is_still_read()
     assert isinstance(framed, CustomerProfile) and framed.updated_at == T0
     truncated = decode_profile(earlier[:-1], ORIGIN, CORE, RECEIVED)
     assert isinstance(truncated, DeadLetter) and truncated.reason == R_DECODE
+
+
+def test_payload_segment_round_trips_and_payloads_before_it_still_decode() -> None:
+    p = dataclasses.replace(payload(), segment=Segment(5, 2, 4, "active", "high", 3, "customer"))
+    assert decode_payload(encode_payload(p)) == p
+    record = json.loads(json.dumps(payload_record(p)))
+    assert record["segment"] == {"r": 5, "f": 2, "m": 4, "lifecycle": "active",
+                                 "engagement_tier": "high", "cluster": 3, "crm_stage": "customer"}
+    assert payload_from_record(record) == p
+    no_cluster = dataclasses.replace(p, segment=Segment(1, 1, 1, "new", "low", None, None))
+    assert decode_payload(encode_payload(no_cluster)) == no_cluster
+    # A producer of the contract before `segment` (appended last, with a null default).
+    none = payload()
+    assert encode_payload(none)[-1:] == b"\x00"  # the null branch of the new field
+    earlier = encode_payload(none)[:-1]
+    assert decode_payload(earlier) == none and decode_payload(earlier).segment is None
+    framed = confluent_frame(SCHEMA_ID_OF["personalized_email"], earlier)
+    assert decode_payload(framed) == none
+    old_json = payload_record(none)
+    del old_json["segment"]
+    assert payload_from_record(old_json) == none

@@ -9,6 +9,7 @@ from tests.builders import T0
 from transforms.catalog import CatalogItem
 from transforms.model import CustomerProfile, FiredTrigger, Recommendation
 from transforms.render import Renderer, choose_variant, default_templates_dir
+from transforms.segments import Segment
 
 TEMPLATES = default_templates_dir()
 HOSTILE_NAME = "{{ 7*7 }}<script>alert(1)</script>"
@@ -236,3 +237,58 @@ def test_a_template_tag_inside_an_html_tag_is_inlined_per_email(templates):
     assert len(cells) == 3 and all('style="padding: 12px 0;' in cell for cell in cells)
     assert sum('colspan="2"' in cell for cell in cells) == 2  # the two without an image
     assert "<style" not in out.html
+
+
+# ------------------------------------------------------------------ segments (render context)
+
+NEW_HIGH = Segment(5, 1, 1, "new", "high", 2, "customer")
+
+
+def test_a_segment_changes_the_note_and_a_subject_variant(renderer):
+    out = renderer.render(BROWSE, profile(), ITEMS[:1], RECS, "b", segment=NEW_HIGH, score=61.5)
+    assert not out.fallback
+    assert out.subject == "New here? Top picks in notebook"
+    assert "Welcome to Example Shop: we are glad you found us." in out.html
+    assert "Welcome to Example Shop: we are glad you found us." in out.text
+    lapsed = renderer.render(CART, profile(), ITEMS, RECS, "a",
+                             segment=NEW_HIGH._replace(lifecycle="lapsed"))
+    assert lapsed.subject == "Welcome back! Ada, you left something in your cart"
+    assert "We have missed you." in lapsed.html and "We have missed you." in lapsed.text
+
+
+def test_no_segment_still_renders_without_fallback_and_without_a_note(renderer):
+    for trigger in (CART, BROWSE):
+        for variant in ("a", "b"):
+            out = renderer.render(trigger, profile(), ITEMS, RECS, variant)
+            assert not out.fallback, out.fallback_reason
+            assert "Welcome to" not in out.html and "missed you" not in out.text
+    plain = renderer.render(BROWSE, profile(), ITEMS[:1], RECS, "b")
+    assert plain.subject == "Top picks in notebook"
+
+
+def test_segment_strings_cannot_inject_markup(templates):
+    hostile = "<script>alert(1)</script>\"><img src=x onerror=alert(1)>"
+    body = templates / "browse_intensity" / "body.html.j2"
+    body.write_text(body.read_text().replace(
+        "{% block content %}",
+        "{% block content %}<p>{{ segment.crm_stage }}|{{ segment.lifecycle }}|{{ score }}</p>",
+    ))
+    subject = templates / "browse_intensity" / "subject_a.txt.j2"
+    subject.write_text("{{ segment.crm_stage }} {{ segment.rfm }}")
+    seg = Segment(5, 1, 1, hostile, "high", None, hostile + "\r\nBcc: victim@example.com")
+    out = Renderer(templates).render(BROWSE, profile(), ITEMS[:1], RECS, "a", segment=seg,
+                                     score=99.5)
+    assert not out.fallback, out.fallback_reason
+    assert "<script" not in out.html.lower() and "<img src=x" not in out.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out.html and "|100</p>" in out.html
+    assert "\r" not in out.subject and "\n" not in out.subject and out.subject.endswith(" 511")
+
+
+def test_templates_see_the_segment_only_through_the_context(templates):
+    # Nothing raw: no state, no profile record, no payload request reaches a template.
+    for name in ("state", "profile", "request", "features"):
+        subject = templates / "browse_intensity" / "subject_a.txt.j2"
+        subject.write_text(f"{{{{ {name} }}}}")
+        out = Renderer(templates).render(BROWSE, profile(), ITEMS[:1], RECS, "a",
+                                         segment=NEW_HIGH, score=10.0)
+        assert out.fallback and "UndefinedError" in (out.fallback_reason or ""), name
