@@ -6,7 +6,8 @@ Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<rea
     no_consent     no email consent as of the fire time (the statement that won: consent
                    events and profiles, see state.CustomerState.set_consent)
     no_address     consent, but no email address on file
-    priority       several fired at this instant: only the first (priority, key) goes on
+    priority       several fired at this instant: only the first (priority, type, key) goes
+                   on (priority: the order of the setting core.trigger_priority)
     frequency_cap  max_per_day payloads in (t - cap_window, t], or one of this type already
     (quiet hours)  not a suppression: send_after = next quiet_end_hour local time
 
@@ -46,7 +47,8 @@ def decide(
     priorities: dict[str, int],
 ) -> list[tuple[FiredTrigger, str | None]]:
     """Each fire with its suppression reason, or None for the one that goes on."""
-    fires = sorted(fires, key=lambda f: (priorities.get(f.type, 99), f.key))
+    last = len(priorities)  # a type without a rank: after all ranked ones, by name
+    fires = sorted(fires, key=lambda f: (priorities.get(f.type, last), f.type, f.key))
     if state.erased_at is not None:
         return [(f, ERASED) for f in fires]
     if not state.has_consent():

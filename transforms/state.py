@@ -154,3 +154,13 @@ class CustomerState:
     def has_consent(self) -> bool:
         """Email consent as of now (the last statement processed)."""
         return self.consent is not None and self.consent[0]
+
+
+def last_touch(state: CustomerState) -> int | None:
+    """The newest time anything was learnt about the customer (activity, profile, consent)."""
+    times = [t for t in (state.windows.last_activity,) if t is not None]
+    if state.profile is not None:
+        times.append(state.profile.updated_at)
+    if state.consent is not None:
+        times.append(state.consent[1])
+    return max(times) if times else None
