@@ -10,7 +10,8 @@
    customers, two baselines without neighbours: category + global popularity, and global
    popularity alone.
 3. Refits on all the events (the holdout is the newest data: the model to serve must know it)
-   and writes that model to `--out` (default: settings paths.model).
+   and writes that model to `--out` (default: settings paths.model), with the co-purchase pairs
+   (products bought in one order by one customer) that post-purchase cross-sell recommends.
 
 `--holdout-fraction 0` skips the evaluation. The model file is read by the job through
 transforms.recommend.Model.load (settings paths.model).
@@ -102,7 +103,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     model = train(events, args.neighbours)
     model.save(out)
     linked = int((model.nbr_idx >= 0).any(axis=1).sum())
-    print(f"model: {len(model.item_ids)} items ({linked} with neighbours), "
+    paired = 0 if model.cop_idx is None else int((model.cop_idx >= 0).any(axis=1).sum())
+    print(f"model: {len(model.item_ids)} items ({linked} with neighbours, {paired} with "
+          f"co-purchases), "
           f"{len(model.categories)} categories, trained on all {model.events} events "
           f"in {time.perf_counter() - started:.2f} s -> {out}")
     return 0
