@@ -119,6 +119,7 @@ class Core:
             for etype in EVENT_TYPES
         }
         self.on_grant = [t for t in self.triggers if hasattr(t, "on_consent")]
+        self.describing = {t.type: t for t in self.triggers if hasattr(t, "products")}
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
@@ -443,6 +444,9 @@ class Core:
         }
         recent = [p for p in reversed(known)]
         known.update({pid: entry[1] for pid, entry in state.cart.items()})
+        describing = self.describing.get(fired.type)
+        if describing is not None:  # products the trigger's own slot describes (base.py)
+            known.update(describing.products(state))
         evidence = fired.evidence
         seeds = list(evidence) + [p for p in recent if p not in evidence]
         categories = [fired.category] if fired.category else []

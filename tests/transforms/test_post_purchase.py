@@ -21,6 +21,8 @@ def test_fires_at_exactly_the_deadline_with_the_purchases_as_evidence():
     (payload,) = [p for p in payloads(out) if p.trigger.type == TYPE]
     assert payload.trigger.evidence == ["p1", "p2"]
     assert payload.trigger.source_event_ids == sorted(e.event_id for e in items[1:])
+    # No catalog: the products are rendered from what the purchase events said, not a fallback.
+    assert not payload.fallback and "p1" in payload.text
 
 
 def test_not_one_ms_before_the_deadline():
@@ -49,7 +51,9 @@ def test_other_activity_does_not_cancel():
 
 def test_fires_once_and_the_slot_is_gone():
     state, out = drive(Core(), [profile(), purchase(T0)], DEADLINE)
-    assert len(fired(out)) == 1 and state is not None and TYPE not in state.triggers
+    assert len(fired(out)) == 1 and state is not None and state.triggers[TYPE][0] is None
+    state, _, _ = Core().wake(state, DEADLINE + 2 * HOUR)  # the fired slot goes at a purge
+    assert state is not None and TYPE not in state.triggers
     _, out2 = drive(Core(), [], DEADLINE + 10 * DAY, state)
     assert fired(out2) == []
 

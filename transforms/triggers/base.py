@@ -17,7 +17,9 @@ order:
 Optional: `event_types` (a frozenset): the only event types on_event needs to see (the core
 calls it for no other; absent: every type), and `on_consent(state, at, first_profile)`: the
 held email consent has just changed to granted, as of `at`, by a consent event or a profile
-(late ones included); `first_profile` when it is a profile's and no consent was held before.
+(late ones included); `first_profile` when it is a profile's and no consent was held before;
+`products(state) -> {product_id: Product}`: products its fires are about, as its slot describes
+them (the core adds them to the payload request's known products).
 Priority is a setting (core.trigger_priority, see transforms/triggers/__init__.py).
 """
 

@@ -11,9 +11,12 @@ up from the item-to-item neighbours and popularity. A purchase at exactly the de
 nothing.
 
 Key: a stable id of the purchased products (SHA-1 of their sorted ids).
-Slot: (deadline, {product_id: purchase event id}) in purchase order, at most
+Slot: (deadline, {product_id: (purchase event id, Product)}, None) in purchase order, at most
 `post_purchase_max_items` products (the oldest evicted, counted as dropped
-`evicted:post_purchase`); it lives until its deadline fires.
+`evicted:post_purchase`), until its deadline fires; then (None, the same items, fire time) so
+the payload describes the products (`products`, read by the core for the payload request: a
+replay without a catalog renders them from what the purchase events said), dropped at the next
+purge.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ from __future__ import annotations
 import hashlib
 
 from transforms.bounds import evict
-from transforms.model import PURCHASE, BehaviourEvent, FiredTrigger
+from transforms.model import PURCHASE, BehaviourEvent, FiredTrigger, Product
 from transforms.settings import CoreSettings
 from transforms.state import CustomerState
 
 TYPE = "post_purchase"
 EVICTED_ITEMS = "evicted:post_purchase"
 
-Slot = tuple[int, dict[str, str]]
+Slot = tuple[int | None, dict[str, tuple[str, Product]], int | None]
 
 
 def items_key(products: list[str]) -> str:
@@ -54,10 +57,10 @@ class PostPurchase:
         if product is None:
             return []
         slot: Slot | None = state.triggers.get(TYPE)
-        items = {} if slot is None else slot[1]
+        items = {} if slot is None or slot[0] is None else slot[1]
         items.pop(product.product_id, None)  # insertion order = purchase order
-        items[product.product_id] = event.event_id
-        state.triggers[TYPE] = (event.occurred_at + self.delay, items)
+        items[product.product_id] = (event.event_id, product)
+        state.triggers[TYPE] = (event.occurred_at + self.delay, items, None)
         if len(items) > self.max_items:
             return [EVICTED_ITEMS] * evict(items, self.max_items)
         return []
@@ -69,7 +72,8 @@ class PostPurchase:
 
     def on_deadline(self, state: CustomerState, t: int) -> list[FiredTrigger]:
         """Fire with the purchased products as evidence."""
-        _, items = state.triggers.pop(TYPE)
+        items = state.triggers[TYPE][1]
+        state.triggers[TYPE] = (None, items, t)
         products = sorted(items)
         return [
             FiredTrigger(
@@ -77,16 +81,25 @@ class PostPurchase:
                 key=items_key(products),
                 fired_at=t,
                 evidence=products,
-                source_event_ids=sorted(items.values()),
+                source_event_ids=sorted(eid for eid, _ in items.values()),
             )
         ]
 
+    def products(self, state: CustomerState) -> dict[str, Product]:
+        """The purchased products of the slot, as their events described them."""
+        slot: Slot | None = state.triggers.get(TYPE)
+        return {} if slot is None else {pid: p for pid, (_, p) in slot[1].items()}
+
     def expires_at(self, state: CustomerState) -> int | None:
-        """The slot lives until its deadline fires."""
-        return self.deadline(state)
+        """The deadline while armed; once fired, the fire time (dropped at the next purge)."""
+        slot: Slot | None = state.triggers.get(TYPE)
+        return None if slot is None else slot[0] if slot[0] is not None else slot[2]
 
     def purge(self, state: CustomerState, now: int) -> None:
-        """Nothing to purge: the deadline always fires."""
+        """Drop a fired slot."""
+        slot: Slot | None = state.triggers.get(TYPE)
+        if slot is not None and slot[0] is None:
+            del state.triggers[TYPE]
 
 
 TRIGGER = PostPurchase
