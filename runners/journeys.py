@@ -1,6 +1,6 @@
 """What the synthetic traffic (runners/traffic.py) does for the triggers of DESIGN.md section 10.
 
-    complement(catalog, product, per_category) -> the product bought with it (a fixed co-purchase pair)
+    complement(catalog, product, per_category) -> the product bought with it (a fixed pair)
 
 The ratios are of the journeys that can show them: a purchase often includes the complement of
 its first item (so `personalize train` learns real co-purchase pairs), an email click is not

@@ -43,6 +43,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from runners.journeys import (
+    COMPLEMENT_RATIO,
+    LANDING_RATIO,
+    SIGN_UP,
+    SIGN_UP_CONSENT_RATIO,
+    complement,
+)
 from transforms.codec import (
     SCHEMA_ID_OF,
     confluent_frame,
@@ -67,13 +74,6 @@ from transforms.model import (
     Origin,
     Product,
     event_time,
-)
-from runners.journeys import (
-    COMPLEMENT_RATIO,
-    LANDING_RATIO,
-    SIGN_UP,
-    SIGN_UP_CONSENT_RATIO,
-    complement,
 )
 from transforms.readers import REES46_TYPES
 from transforms.settings import MINUTE, SECOND, CoreSettings

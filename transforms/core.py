@@ -616,6 +616,8 @@ class Core:
         if state.erased_at is not None:
             ends.append(state.erased_at + s.erasure_ttl)
         if state.profile is not None or state.consent is not None:
-            ends.append(max((self._last_touch(state) or 0) + s.profile_ttl, self._armed(state) or 0))
+            ends.append(
+                max((self._last_touch(state) or 0) + s.profile_ttl, self._armed(state) or 0)
+            )
         return ends
 

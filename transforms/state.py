@@ -9,9 +9,16 @@ Every part has a time limit (STYLE.md rule 7):
     recent_views     last `recent_items` viewed products      24 h
                      (product -> (ts, category, brand, price): plain tuples pickle in C)
     purchased        bought products (never re-recommended)   30 d
-    triggers         each trigger's own slot                  the trigger's expires_at
+    triggers         each trigger's own slot                  the trigger's expires_at:
+                     cart_abandonment: deadline               until it fires
+                     browse_intensity: views, adds, fires     their windows / cooldown
+                     post_purchase: deadline, products        until it fires (+ one purge)
+                     win_back: last activity (one int)        until it fires (win_back_delay)
+                     welcome: (due, welcomed_at, key)         due; the mark: with the profile
+                     engagement_followup: (deadline, key, id) until it fires or a visit
     sent             emitted payloads (fired_at, type)        cap_window
-    profile, consent the CRM profile and email consent        profile_ttl after last touch
+    profile, consent the CRM profile and email consent        profile_ttl after last touch,
+                                                              kept while a deadline is armed
     erased_at        erasure tombstone                        erasure_ttl
     features_due     the next feature-store write              written at that time
 
@@ -34,6 +41,8 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
     browse adds,     max_categories       least recent            the add or the cooldown no
       cooldowns                                                   longer blocks a fire
     recent_views     recent_items         least recently viewed   -
+    post_purchase    post_purchase_       oldest purchase         not in the evidence
+      products         max_items
     (window buckets, sent and the other parts are bounded by their time limit and granularity)
 
 The state is picklable (engines keep it in their state backends) and `None` once all of it

@@ -67,9 +67,10 @@ def test_items_are_capped_the_oldest_evicted():
 
 
 def test_settings_delay_and_disable():
-    _, out = drive(Core(CoreSettings(post_purchase_delay=HOUR)), [profile(), purchase(T0)], T0 + HOUR)
+    items = [profile(), purchase(T0)]
+    _, out = drive(Core(CoreSettings(post_purchase_delay=HOUR)), items, T0 + HOUR)
     assert [f[1] for f in fired(out)] == [T0 + HOUR]
-    _, out = drive(Core(CoreSettings(post_purchase_enabled=False)), [profile(), purchase(T0)], DEADLINE)
+    _, out = drive(Core(CoreSettings(post_purchase_enabled=False)), items, DEADLINE)
     assert fired(out) == []
 
 
