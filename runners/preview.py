@@ -36,9 +36,13 @@ from transforms.catalog import DEFAULT_SHOP_URL, CatalogItem, InMemoryCatalog
 from transforms.core import Core
 from transforms.model import (
     ADD_TO_CART,
+    CONSENT_CHANGE,
     EMAIL_CHANNEL,
+    EMAIL_CLICK,
+    PAGE_VIEW,
     PAYLOAD,
     PRODUCT_VIEW,
+    PURCHASE,
     BehaviourEvent,
     CustomerProfile,
     EmailPayload,
@@ -52,6 +56,10 @@ from transforms.segments import LIFECYCLES, TIERS, Segment
 from transforms.settings import MINUTE, Settings
 from transforms.triggers.browse_intensity import TYPE as BROWSE_INTENSITY
 from transforms.triggers.cart_abandonment import TYPE as CART_ABANDONMENT
+from transforms.triggers.engagement_followup import TYPE as ENGAGEMENT_FOLLOWUP
+from transforms.triggers.post_purchase import TYPE as POST_PURCHASE
+from transforms.triggers.welcome import TYPE as WELCOME
+from transforms.triggers.win_back import TYPE as WIN_BACK
 
 # Tuesday 2026-03-03 12:00 UTC: mid-day, so no sample is held for quiet hours.
 T0 = int(datetime(2026, 3, 3, 12, 0, tzinfo=UTC).timestamp() * 1000)
@@ -144,7 +152,7 @@ def build_samples(settings: Settings) -> list[Sample]:
         variants = core.composer.renderer.variants(trigger.type)
         for variant in variants:
             cid = _customer_for(trigger.type, variant, variants)
-            requests = _drive(core, journey(cid, settings), T0 + 2 * settings.core.cart_delay)
+            requests = _drive(core, journey(cid, settings), _until(trigger.type, settings))
             wanted = [r for r in requests if r.trigger.type == trigger.type]
             if not wanted:
                 raise RuntimeError(f"the {trigger.type} sample journey emitted no payload")
@@ -232,9 +240,57 @@ def _browse_journey(cid: str, settings: Settings) -> list[Item]:
     return items
 
 
+def _purchase_journey(cid: str, settings: Settings) -> list[Item]:
+    """A phone viewed, carted and bought with headphones, then silence."""
+    phone, headphones = SAMPLE_PRODUCTS[0], SAMPLE_PRODUCTS[7]
+    items: list[Item] = [_profile(cid), _event(cid, 0, PRODUCT_VIEW, T0, phone)]
+    items += [_event(cid, 1 + i, ADD_TO_CART, T0 + (1 + i) * MINUTE, p)
+              for i, p in enumerate((phone, headphones))]
+    items += [_event(cid, 10 + i, PURCHASE, T0 + 5 * MINUTE, p)
+              for i, p in enumerate((phone, headphones))]
+    return items
+
+
+def _welcome_journey(cid: str, settings: Settings) -> list[Item]:
+    """A sign-up page view, then the email consent grant."""
+    core = settings.core
+    profile = dataclasses.replace(_profile(cid), consents={EMAIL_CHANNEL: False})
+    signup = BehaviourEvent(f"{cid}-001", cid, PAGE_VIEW, T0, f"{cid}-s1",
+                            properties={core.welcome_signup_property: core.welcome_signup_value})
+    grant = BehaviourEvent(f"{cid}-002", cid, CONSENT_CHANGE, T0 + MINUTE, f"{cid}-s1",
+                           consent_channel=EMAIL_CHANNEL, consent_granted=True)
+    return [profile, signup, grant]
+
+
+def _followup_journey(cid: str, settings: Settings) -> list[Item]:
+    """Two phones viewed, then a click in an email and no visit after it."""
+    items: list[Item] = [_profile(cid)]
+    items += [_event(cid, i, PRODUCT_VIEW, T0 + i * MINUTE, p)
+              for i, p in enumerate(SAMPLE_PRODUCTS[:2])]
+    items.append(BehaviourEvent(f"{cid}-010", cid, EMAIL_CLICK, T0 + 10 * MINUTE,
+                                email_message_id="preview-message"))
+    return items
+
+
+def _until(trigger_type: str, settings: Settings) -> int:
+    """How far event time goes for a sample: past the trigger's deadline."""
+    core = settings.core
+    delays = {
+        POST_PURCHASE: core.post_purchase_delay,
+        WIN_BACK: core.win_back_delay,
+        WELCOME: core.welcome_delay,
+        ENGAGEMENT_FOLLOWUP: core.followup_window,
+    }
+    return T0 + 2 * max(core.cart_delay, delays.get(trigger_type, 0))
+
+
 JOURNEYS: dict[str, Callable[[str, Settings], list[Item]]] = {
     CART_ABANDONMENT: _cart_journey,
     BROWSE_INTENSITY: _browse_journey,
+    POST_PURCHASE: _purchase_journey,
+    WIN_BACK: _purchase_journey,
+    WELCOME: _welcome_journey,
+    ENGAGEMENT_FOLLOWUP: _followup_journey,
 }
 
 

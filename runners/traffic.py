@@ -9,9 +9,14 @@ process at the configured event rate; each is one journey:
 
     browse          1-4 product views (favourite categories), some page views
     browse_intense  5-9 product views in one category, 15 s - 3 min apart (browse intensity)
-    cart_purchase   views, 1-3 add_to_cart, sometimes a remove, then a purchase line per item
+    cart_purchase   views, 1-3 add_to_cart, sometimes a remove, often the complement of the
+                    first item (runners/journeys.py: co-purchase pairs), then a purchase line
+                    per item (post-purchase cross-sell; win-back once the customer falls silent,
+                    at the latest when the input ends)
     cart_leave      views, 1-2 add_to_cart (sometimes a remove), then nothing (cart abandonment)
-    email           an open of an earlier message, often a click and a landing view
+    email           an open of an earlier message, often a click, then mostly a landing view
+                    (a click without one: engagement follow-up)
+    sign_up         a sign-up page view, mostly with an email consent grant (welcome)
     consent         an unsubscribe (or a re-subscribe) of the email channel
     profile         a CRM update: new email, name, time zone or locale
 
@@ -38,6 +43,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from runners.journeys import (
+    COMPLEMENT_RATIO,
+    LANDING_RATIO,
+    SIGN_UP,
+    SIGN_UP_CONSENT_RATIO,
+    complement,
+)
 from transforms.codec import (
     SCHEMA_ID_OF,
     confluent_frame,
@@ -76,8 +88,9 @@ NEGATIVE_PRICE = "negative_price"
 # Journeys and their weights.
 _JOURNEY_NAMES = (
     "browse", "browse_intense", "cart_purchase", "cart_leave", "email", "consent", "profile",
+    "sign_up",
 )
-_JOURNEY_WEIGHTS = (30, 12, 15, 15, 15, 4, 9)
+_JOURNEY_WEIGHTS = (30, 12, 15, 15, 15, 4, 9, 3)
 _MEAN_EVENTS_PER_SESSION = 4.2  # of the mix above, measured; paces session arrivals
 _PICK_TRIES = 8
 WARMUP = 15 * MINUTE  # longer than 95% of journeys (the longest take about 20 min)
@@ -325,6 +338,11 @@ class Traffic:
             if len(carted) > 1 and rng.random() < 0.3:
                 removed = carted.pop(rng.randrange(len(carted)))
                 emit(REMOVE_FROM_CART, gap(), product=_ref(removed), quantity=1)
+            if journey == "cart_purchase" and rng.random() < COMPLEMENT_RATIO:
+                p = complement(self.catalog, carted[0], _PRODUCTS_PER_CATEGORY)
+                view(p)
+                emit(ADD_TO_CART, gap(), product=_ref(p), quantity=1)
+                carted.append(p)
             if journey == "cart_purchase":
                 order = f"order-{self._id()[:16]}"
                 total = round(sum(p.price for p in carted), 2)
@@ -341,12 +359,19 @@ class Traffic:
             emit(EMAIL_OPEN, gap(1, 30), email_message_id=message, email_campaign=campaign)
             if rng.random() < 0.5:
                 emit(EMAIL_CLICK, gap(2, 60), email_message_id=message, email_campaign=campaign)
-                view(self._product(c))
+                if rng.random() < LANDING_RATIO:
+                    view(self._product(c))
         elif journey == "consent":
             if rng.random() < 0.8:
                 c.subscribed = not c.subscribed
             emit(CONSENT_CHANGE, gap(1, 30), consent_channel=EMAIL_CHANNEL,
                  consent_granted=c.subscribed)
+        elif journey == "sign_up":
+            emit(PAGE_VIEW, gap(1, 30), properties=SIGN_UP)
+            if rng.random() < SIGN_UP_CONSENT_RATIO:
+                c.subscribed = True
+                emit(CONSENT_CHANGE, gap(1, 30), consent_channel=EMAIL_CHANNEL,
+                     consent_granted=True)
         else:  # a CRM profile update
             t += gap(1, 30)
             if t >= since:

@@ -9,7 +9,9 @@
    the top-k recommended from their earlier items? Next to it, in the same run and on the same
    customers, two baselines without neighbours: category + global popularity, and global
    popularity alone.
-3. Refits on all the events (the holdout is the newest data: the model to serve must know it).
+3. Refits on all the events (the holdout is the newest data: the model to serve must know it),
+   with the co-purchase pairs (products bought in one order by one customer) that post-purchase
+   cross-sell recommends.
 4. Segments (transforms/segments.py): every customer's windowed features as the job would hold
    them at the end of the history (the core replays each customer's events), RFM quintile
    edges of them, and k-means (`--clusters`, k-means++ seeded by `--seed`) on their
@@ -128,7 +130,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     model.save(out)
     print(report_segments(fit, time.perf_counter() - started))
     linked = int((model.nbr_idx >= 0).any(axis=1).sum())
-    print(f"model: {len(model.item_ids)} items ({linked} with neighbours), "
+    paired = 0 if model.cop_idx is None else int((model.cop_idx >= 0).any(axis=1).sum())
+    print(f"model: {len(model.item_ids)} items ({linked} with neighbours, {paired} with "
+          f"co-purchases), "
           f"{len(model.categories)} categories, trained on all {model.events} events "
           f"in {fit_s:.2f} s -> {out}")
     return 0

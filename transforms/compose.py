@@ -31,6 +31,10 @@ from transforms.recommend import Recommender
 from transforms.render import Rendered, Renderer, choose_variant
 from transforms.settings import CoreSettings
 from transforms.sizes import check_output_limit, display_name
+from transforms.triggers.post_purchase import TYPE as POST_PURCHASE
+
+# Triggers whose recommendations are complements of their evidence (co-purchases first).
+COMPLEMENTARY = frozenset({POST_PURCHASE})
 
 
 class Composer:
@@ -66,7 +70,8 @@ class Composer:
         if name != profile.first_name:
             profile = dataclasses.replace(profile, first_name=name)
         ranked = self.recommender.recommend(
-            req.seeds, req.categories, set(req.exclude), self.top_k
+            req.seeds, req.categories, set(req.exclude), self.top_k,
+            complements_of=fired.evidence if fired.type in COMPLEMENTARY else (),
         )
         shown = fired.evidence[: self.max_rendered]
         lookup = self._lookup([*shown, *(pid for pid, _ in ranked)], req.known)

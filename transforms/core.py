@@ -52,6 +52,7 @@ from transforms.model import (
     EMAIL_CLICK,
     EMAIL_OPEN,
     ERASE,
+    EVENT_TYPES,
     FEATURES,
     OUTCOME,
     PAYLOAD,
@@ -78,13 +79,12 @@ from transforms.scoring import component_vector, score_of
 from transforms.segments import Segment, SegmentLimits, SegmentModel, SegmentRules, segment_of
 from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.sizes import dead_letter
-from transforms.state import CustomerState, Item
-from transforms.triggers import load_triggers
+from transforms.state import CustomerState, Item, last_touch
+from transforms.triggers import load_triggers, priorities
 from transforms.windows import Features
 
 RECENT_VIEW_TTL = DAY
 PURCHASED_TTL = 30 * DAY
-PROFILE_TTL = 30 * DAY
 PURGE_EVERY = HOUR  # an active customer's state is trimmed at most this often
 _PROFILE_KEY = "profile"  # the audit key of a consent change stated by a profile
 # Beyond any watermark an engine can send (Flink's MAX_WATERMARK is 2**63 - 1).
@@ -121,8 +121,15 @@ class Core:
         limits = SegmentLimits(settings.trigger_segments, [t.type for t in self.triggers])
         limits.check_clusters(len(self.segment_rules.bias))
         self.segment_limits = limits if limits else None
-        self.priorities = {t.type: t.priority for t in self.triggers}
+        self.priorities = priorities(settings, [t.type for t in self.triggers])
         self.timed = [t for t in self.triggers if t.has_deadline]
+        # Per event type, the triggers whose on_event wants it (their `event_types`).
+        self.wanting = {
+            etype: [t for t in self.triggers if etype in getattr(t, "event_types", EVENT_TYPES)]
+            for etype in EVENT_TYPES
+        }
+        self.on_grant = [t for t in self.triggers if hasattr(t, "on_consent")]
+        self.describing = {t.type: t for t in self.triggers if hasattr(t, "products")}
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
@@ -315,6 +322,9 @@ class Core:
             now = state.consent
             assert now is not None  # just taken
             outputs.append((CONSENT, ConsentState(cid, granted, now[1])))
+            if granted:
+                for trig in self.on_grant:
+                    trig.on_consent(state, at, event_id is None and held is None)
 
     def _apply_event(
         self,
@@ -381,7 +391,7 @@ class Core:
                 self._attribute(state, ev, 0.0, outputs)
         elif etype == CONSENT_CHANGE:
             self._apply_consent_event(state, ev, outputs)
-        for trig in self.triggers:
+        for trig in self.wanting.get(etype, self.triggers):
             fired = trig.on_event(state, ev)
             if fired:
                 for f in fired:  # fires, and the reasons of what the trigger's slot evicted
@@ -487,6 +497,9 @@ class Core:
         }
         recent = [p for p in reversed(known)]
         known.update({pid: entry[1] for pid, entry in state.cart.items()})
+        describing = self.describing.get(fired.type)
+        if describing is not None:  # products the trigger's own slot describes (base.py)
+            known.update(describing.products(state))
         evidence = fired.evidence
         seeds = list(evidence) + [p for p in recent if p not in evidence]
         categories = [fired.category] if fired.category else []
@@ -639,18 +652,18 @@ class Core:
             state.erased_at = None
         last = self._last_touch(state)
         known = state.profile is not None or state.consent is not None
-        if known and (last is None or last <= now - PROFILE_TTL):
-            state.profile = None
+        if known and (last is None or last <= now - s.profile_ttl) and not self._armed(state):
+            state.profile = None  # kept while a deadline is armed: its fire needs them
             state.consent = None
+
+    def _armed(self, state: CustomerState) -> int | None:
+        """The latest armed trigger deadline, if any."""
+        deadlines = [d for trig in self.timed if (d := trig.deadline(state)) is not None]
+        return max(deadlines) if deadlines else None
 
     def _last_touch(self, state: CustomerState) -> int | None:
         """The newest time anything was learnt about the customer (activity or profile)."""
-        times = [t for t in (state.windows.last_activity,) if t is not None]
-        if state.profile is not None:
-            times.append(state.profile.updated_at)
-        if state.consent is not None:
-            times.append(state.consent[1])
-        return max(times) if times else None
+        return last_touch(state)
 
     def _part_ends(self, state: CustomerState) -> list[int]:
         """For each non-empty part of the state, when all it holds will have expired."""
@@ -683,6 +696,8 @@ class Core:
         if state.erased_at is not None:
             ends.append(state.erased_at + s.erasure_ttl)
         if state.profile is not None or state.consent is not None:
-            ends.append((self._last_touch(state) or 0) + PROFILE_TTL)
+            ends.append(
+                max((self._last_touch(state) or 0) + s.profile_ttl, self._armed(state) or 0)
+            )
         return ends
 

@@ -10,7 +10,8 @@ Order (DESIGN.md section 4), each suppression an audit decision `suppressed:<rea
     no_consent     no email consent as of the fire time (the statement that won: consent
                    events and profiles, see state.CustomerState.set_consent)
     no_address     consent, but no email address on file
-    priority       several fired at this instant: only the first (priority, key) goes on
+    priority       several fired at this instant: only the first (priority, type, key) goes
+                   on (priority: the order of the setting core.trigger_priority)
     frequency_cap  max_per_day payloads in (t - cap_window, t], or one of this type already
     holdout        the customer is in the global control group (transforms/attribution.py):
                    applied last, so it holds back exactly what would have been sent
@@ -61,7 +62,8 @@ def decide(
 
     `allowed(trigger_type)`: False when the customer's segment is outside the type's limits
     (None: no limits)."""
-    fires = sorted(fires, key=lambda f: (priorities.get(f.type, 99), f.key))
+    last = len(priorities)  # a type without a rank: after all ranked ones, by name
+    fires = sorted(fires, key=lambda f: (priorities.get(f.type, last), f.type, f.key))
     if state.erased_at is not None:
         return [(f, ERASED) for f in fires]
     if allowed is not None:

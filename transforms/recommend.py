@@ -8,6 +8,10 @@ Offline, `train(events) -> Model` (numpy only):
     similarity   cos(i, j) = C[i, j] / sqrt(C[i, i] * C[j, j]),  C[i, i] = sum of w_i ** 2
     neighbours   per item the top-N (similarity desc, product_id asc) among the items sharing
                  at least `min_support` (2) baskets with it: dense int32 / float32 arrays
+    co-purchases per item the top-N items bought with it in the same order (customer and
+                 order_id; the session without one), by the number of such orders desc, then
+                 product_id: cop_idx / cop_score, the complements of post-purchase cross-sell.
+                 Optional in the file: a model saved before them loads without (no tier 0)
     popularity   per category and global: sum of event weights, each halved every
                  `popularity_half_life` before the newest event (recent-weighted counts)
 
@@ -16,7 +20,9 @@ of `personalize train` (transforms/segments.py, seg_* arrays) when it has one: f
 before it load with `segments` None. Items are indexed in
 ascending product_id order, so "ties by product_id" is "ties by index" everywhere.
 
-Online, `Recommender(model).recommend(seeds, categories, exclude, k)` ranks in tiers:
+Online, `Recommender(model).recommend(seeds, categories, exclude, k, complements_of)` ranks
+in tiers:
+  0. co-purchases: the `complements_of` products' co-purchase counts summed (post-purchase);
   1. neighbours: the seeds' neighbour scores summed (numpy gather + accumulate, O(seeds * N));
   2. popularity of `categories`, in the order given (cold start, or too few neighbours);
   3. global popularity;
@@ -43,6 +49,8 @@ from transforms.segments import SegmentModel
 from transforms.settings import DAY
 
 FORMAT_VERSION = 1
+OPTIONAL = ("cop_idx", "cop_score")  # arrays a model file may lack (saved before them)
+NOT_REQUIRED = ("trained_until", "events", "segments", *OPTIONAL)
 PAIR_CHUNK = 4_000_000  # basket pairs expanded at once while training
 EVENT_WEIGHTS: Mapping[str, float] = {PRODUCT_VIEW: 1.0, ADD_TO_CART: 3.0, PURCHASE: 5.0}
 
@@ -64,6 +72,8 @@ class Model:
     trained_until: int = 0      # newest event time in the training data (epoch ms)
     events: int = 0             # events the model was trained on
     segments: SegmentModel | None = None  # RFM edges and k-means centroids (seg_* arrays)
+    cop_idx: np.ndarray | None = None    # int32 [n_items, N], co-purchased items, -1 = none
+    cop_score: np.ndarray | None = None  # float32 [n_items, N], orders holding both, desc
 
     @staticmethod
     def empty() -> Model:
@@ -125,8 +135,6 @@ class Model:
     def load(path: str | Path) -> Model:
         """Read a model written by `save`; raises ValueError if it is not one."""
         with np.load(Path(path), allow_pickle=False) as z:
-            scalars = ("trained_until", "events", "segments")
-            names = [f.name for f in fields(Model) if f.name not in scalars]
             missing = [n for n in ["meta", *names] if n not in z.files]
             if missing:
                 raise ValueError(f"{path}: not a recommendation model (missing {missing})")
@@ -134,9 +142,10 @@ class Model:
             if version != FORMAT_VERSION:
                 raise ValueError(f"{path}: model format {version}, expected {FORMAT_VERSION}")
             segments = SegmentModel.from_arrays({n: z[n] for n in z.files if n.startswith("seg_")})
+            optional = {n: z[n] for n in OPTIONAL if n in z.files}
             model = Model(
                 **{n: z[n] for n in names}, trained_until=trained_until, events=events,
-                segments=segments,
+                segments=segments, **optional,
             )
         model.validate()
         return model
@@ -153,11 +162,19 @@ class Model:
             (len(self.cat_items) == len(self.cat_scores) == int(self.cat_ptr[-1]), "cat sizes"),
             (len(self.pop_items) == len(self.pop_scores), "pop sizes"),
         ]
+        cop, cop_score = self.cop_idx, self.cop_score
+        if cop is not None or cop_score is not None:
+            checks.append((
+                cop is not None and cop_score is not None and cop.ndim == 2
+                and cop.shape[0] == n and cop_score.shape == cop.shape, "cop shape",
+            ))
         for ok, what in checks:
             if not ok:
                 raise ValueError(f"inconsistent model: {what}")
         bounds = [(self.nbr_idx, n), (self.cat_items, n), (self.pop_items, n),
                   (self.item_category, n_cat)]
+        if cop is not None:
+            bounds.append((cop, n))
         for arr, size in bounds:
             if arr.size and (arr.min() < -1 or arr.max() >= size):
                 raise ValueError("inconsistent model: index out of range")
@@ -185,6 +202,7 @@ def train(
     """
     seen: set[str] = set()
     rows: list[tuple[str, str, str, float, int, str | None]] = []
+    orders: list[tuple[str, str]] = []  # (customer + order, product) of each purchase line
     for e in events:
         if not isinstance(e, BehaviourEvent) or e.product is None or e.event_id in seen:
             continue
@@ -195,6 +213,8 @@ def train(
         p = e.product
         basket_name = f"{e.customer_id}\x1f{e.session_id or ''}"
         rows.append((basket_name, p.product_id, e.event_id, weight, e.occurred_at, p.category))
+        if e.event_type == PURCHASE:
+            orders.append((f"{e.customer_id}\x1f{e.order_id or e.session_id or ''}", p.product_id))
     if not rows:
         return Model.empty()
     rows.sort(key=lambda r: (r[4], r[2]))  # event-time order: "latest category" is well defined
@@ -220,6 +240,8 @@ def train(
         basket, item, w, t, n, neighbours, max_basket_items, min_support
     )
 
+    cop_idx, cop_score = _copurchases(orders, index, n, neighbours, max_basket_items)
+
     decay = np.exp2((t - t.max()) / float(popularity_half_life))
     # Ranked as stored (float32), so equal stored scores are ordered by product_id.
     popularity = np.bincount(item, weights=w * decay, minlength=n).astype(np.float32)
@@ -240,7 +262,38 @@ def train(
         pop_scores=popularity[order],
         trained_until=int(t.max()),
         events=len(rows),
+        cop_idx=cop_idx,
+        cop_score=cop_score,
     )
+
+
+def _copurchases(
+    orders: list[tuple[str, str]], index: dict[str, int], n: int, top_n: int, max_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N co-purchased items per item: (cop_idx, cop_score), score = orders with both."""
+    cop_idx = np.full((n, top_n), -1, dtype=np.int32)
+    cop_score = np.zeros((n, top_n), dtype=np.float32)
+    per_order: dict[str, dict[int, None]] = {}
+    for order, pid in orders:
+        items = per_order.setdefault(order, {})
+        if len(items) < max_items:  # a hostile order's pairs stay bounded
+            items[index[pid]] = None
+    baskets = [sorted(items) for items in per_order.values() if len(items) >= 2]
+    if not baskets or top_n <= 0:
+        return cop_idx, cop_score
+    sizes = np.array([len(b) for b in baskets], dtype=np.int64)
+    flat = np.fromiter((i for b in baskets for i in b), np.int64, int(sizes.sum()))
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    keys, _, support = _pairs(flat, np.ones(len(flat)), starts, sizes, n)
+    a, c = keys // n, keys % n
+    order = np.lexsort((c, -support, a))  # per item: support desc, product_id asc
+    a, c, support = a[order], c[order], support[order]
+    first = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    rank = np.arange(len(a)) - np.repeat(first, np.diff(np.r_[first, len(a)]))
+    top = rank < top_n
+    cop_idx[a[top], rank[top]] = c[top]
+    cop_score[a[top], rank[top]] = support[top]
+    return cop_idx, cop_score
 
 
 def _neighbours(
@@ -363,6 +416,7 @@ class Recommender:
         categories: Sequence[str],
         exclude: Collection[str],
         k: int,
+        complements_of: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         """Up to k (product_id, score), best first, never a seed nor an excluded id."""
         if k <= 0:
@@ -373,7 +427,17 @@ class Recommender:
         banned.update(seeds)
         out: list[tuple[str, float]] = []
         chosen: set[str] = set()
-        self._from_neighbours(seeds, banned, k, out, chosen)
+        if complements_of:
+            self._from_copurchases(complements_of, banned, k, out, chosen)
+        if out and len(out) < k:
+            more: list[tuple[str, float]] = []
+            self._from_neighbours(seeds, banned | chosen, k - len(out), more, chosen)
+            if more and more[0][1] > out[-1][1]:  # scores never increase down the list
+                scale = out[-1][1] / more[0][1]
+                more = [(pid, round(score * scale, 6)) for pid, score in more]
+            out += more
+        elif not out:
+            self._from_neighbours(seeds, banned, k, out, chosen)
         for category in dict.fromkeys(categories):
             c = self._cat_index.get(category)
             if c is not None and len(out) < k:
@@ -392,6 +456,29 @@ class Recommender:
             return
         idx = self.model.nbr_idx[known].ravel()
         score = self.model.nbr_score[known].ravel().astype(np.float64)
+        valid = idx >= 0
+        cand, inverse = np.unique(idx[valid], return_inverse=True)
+        total = np.round(np.bincount(inverse, weights=score[valid]), 6)
+        for j in np.lexsort((cand, -total)).tolist():  # score desc, product_id asc
+            pid = self._ids[cand[j]]
+            if pid in banned or total[j] <= 0.0:
+                continue
+            out.append((pid, float(total[j])))
+            chosen.add(pid)
+            if len(out) == k:
+                return
+
+    def _from_copurchases(
+        self, products: Sequence[str], banned: set[str], k: int,
+        out: list[tuple[str, float]], chosen: set[str],
+    ) -> None:
+        m = self.model
+        assert m is not None
+        known = sorted({i for i in (self._index.get(p) for p in products) if i is not None})
+        if not known or m.cop_idx is None or m.cop_score is None or not m.cop_idx.shape[1]:
+            return
+        idx = m.cop_idx[known].ravel()
+        score = m.cop_score[known].ravel().astype(np.float64)
         valid = idx >= 0
         cand, inverse = np.unique(idx[valid], return_inverse=True)
         total = np.round(np.bincount(inverse, weights=score[valid]), 6)

@@ -173,7 +173,8 @@ class Renderer:
         try:
             if variant not in self.variants(kind):
                 raise _Unrenderable(f"no subject variant {variant!r} for {kind!r}")
-            if not items or any(item is None for item in items):
+            # An email about products needs them all; one about none (welcome) needs none.
+            if (not items and trigger.evidence) or any(item is None for item in items):
                 missing = [p for p, i in zip(trigger.evidence, items, strict=False) if i is None]
                 raise _Unrenderable(f"product not in catalog: {', '.join(missing) or 'no items'}")
             context = self._context(trigger, profile, items, recommendations)

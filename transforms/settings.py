@@ -146,6 +146,30 @@ class CoreSettings:
     # suppressed:segment); "" = no limits. Format (segments.SegmentLimits):
     # "browse_intensity=lifecycle:active|at_risk;cart_abandonment=tier:high|medium,r:4|5".
     trigger_segments: str = ""
+    # Triggers (DESIGN.md sections 4 and 10, transforms/triggers/). When several fire for one
+    # customer at one instant, the first in this order goes on (comma separated; a type not
+    # listed comes after all listed ones, by name).
+    trigger_priority: str = (
+        "cart_abandonment,browse_intensity,back_in_stock,price_drop,post_purchase,"
+        "engagement_followup,welcome,win_back"
+    )
+    # The CRM profile and consent are forgotten this long after the customer's last touch
+    # (activity, profile, consent), never while a trigger deadline is armed (transforms/core.py).
+    profile_ttl: int = duration(30 * DAY)
+    post_purchase_enabled: bool = True
+    post_purchase_delay: int = duration(3 * DAY)  # after the last purchase of the order(s)
+    post_purchase_max_items: int = 20             # purchased products held as evidence
+    win_back_enabled: bool = True
+    win_back_delay: int = duration(30 * DAY)      # no activity this long after a purchase
+    welcome_enabled: bool = True
+    welcome_delay: int = duration(10 * MINUTE)    # after the first consent grant or sign-up
+    welcome_on_profile: bool = False              # a first profile stating consent counts
+    # A sign-up is a behaviour event whose properties[welcome_signup_property] equals
+    # welcome_signup_value (no schema change: transforms/triggers/welcome.py).
+    welcome_signup_property: str = "action"
+    welcome_signup_value: str = "sign_up"
+    followup_enabled: bool = True
+    followup_window: int = duration(2 * HOUR)     # an email click with no site visit within it
 
 
 @dataclass(slots=True)

@@ -9,12 +9,19 @@ Every part has a time limit (STYLE.md rule 7):
     recent_views     last `recent_items` viewed products      24 h
                      (product -> (ts, category, brand, price): plain tuples pickle in C)
     purchased        bought products (never re-recommended)   30 d
-    triggers         each trigger's own slot                  the trigger's expires_at
+    triggers         each trigger's own slot                  the trigger's expires_at:
+                     cart_abandonment: deadline               until it fires
+                     browse_intensity: views, adds, fires     their windows / cooldown
+                     post_purchase: deadline, products        until it fires (+ one purge)
+                     win_back: last activity (one int)        until it fires (win_back_delay)
+                     welcome: (due, welcomed_at, key)         due; the mark: with the profile
+                     engagement_followup: (deadline, key, id) until it fires or a visit
     sent             emitted payloads (fired_at, type)        cap_window
                      (and held-out would-be ones, policy.py)
     messages         sends for attribution (fired_at, id,     attribution_window after fired_at
                      type, holdout)
-    profile, consent the CRM profile and email consent        profile_ttl after last touch
+    profile, consent the CRM profile and email consent        profile_ttl after last touch,
+                                                              kept while a deadline is armed
     erased_at        erasure tombstone                        erasure_ttl
     features_due     the next feature-store write              written at that time
 
@@ -39,6 +46,8 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
     recent_views     recent_items         least recently viewed   -
     messages         max_attributed_      oldest send             its later opens, clicks and
                      messages                                     purchases are not attributed
+    post_purchase    post_purchase_       oldest purchase         not in the evidence
+      products         max_items
     (window buckets, sent and the other parts are bounded by their time limit and granularity)
 
 Segments (transforms/segments.py) are no part of the state: they are computed from the
@@ -169,3 +178,13 @@ class CustomerState:
     def has_consent(self) -> bool:
         """Email consent as of now (the last statement processed)."""
         return self.consent is not None and self.consent[0]
+
+
+def last_touch(state: CustomerState) -> int | None:
+    """The newest time anything was learnt about the customer (activity, profile, consent)."""
+    times = [t for t in (state.windows.last_activity,) if t is not None]
+    if state.profile is not None:
+        times.append(state.profile.updated_at)
+    if state.consent is not None:
+        times.append(state.consent[1])
+    return max(times) if times else None

@@ -66,7 +66,8 @@ def test_generated_journeys_with_duplicates_malformed_and_late_items_give_the_sa
     assert summary["dead_letters"]["decode_error"] > 0
     types = {json.loads(line)["trigger"]["type"]
              for line in (tmp_path / "beam" / "payloads.jsonl").open()}
-    assert types == {"cart_abandonment", "browse_intensity"}
+    assert types == {"cart_abandonment", "browse_intensity", "post_purchase", "win_back",
+                     "welcome", "engagement_followup"}
 
 
 def test_consent_changes_and_erasures_are_never_late_on_beam(tmp_path):

@@ -35,6 +35,9 @@ from transforms.settings import Settings
 pytestmark = pytest.mark.engine
 
 COMPARED = ("payloads", "audit", "dead_letters", "features")
+# What journeys() emits: the buyer's purchase fires post-purchase (3 d on) and win-back (30 d on)
+# when a bounded input ends and every deadline fires.
+JOURNEY_TRIGGERS = {"cart_abandonment", "browse_intensity", "post_purchase", "win_back"}
 
 
 def journeys(prefix: str = "j") -> list[Item | DeadLetter]:
@@ -42,7 +45,8 @@ def journeys(prefix: str = "j") -> list[Item | DeadLetter]:
 
     - {prefix}-cart     adds to cart at T0 and leaves: cart abandonment at T0 + CART_DELAY
     - {prefix}-browse   five shoe views in four minutes: browse intensity at the fifth view
-    - {prefix}-buyer    adds then purchases: nothing fires
+    - {prefix}-buyer    adds then purchases: no cart abandonment; post-purchase 3 d and
+                        win-back 30 d later (when the input ends, every deadline fires)
     - {prefix}-mute     no email consent: its abandoned cart is suppressed (audit: no_consent)
     - {prefix}-dup      the same event twice (dropped as duplicate) and one event that
                         arrives after the watermark passed it (dead letter: late)
@@ -125,7 +129,7 @@ def test_journeys_give_the_reference_outputs_on_flink(tmp_path: Path) -> None:
     assert _files(tmp_path / "flink") == _files(tmp_path / "ref")
     assert got == want
     fired = [json.loads(line) for line in (tmp_path / "flink" / "payloads.jsonl").open()]
-    assert {p["trigger"]["type"] for p in fired} == {"cart_abandonment", "browse_intensity"}
+    assert {p["trigger"]["type"] for p in fired} == JOURNEY_TRIGGERS
 
 
 def test_consent_changes_and_erasures_are_never_late_on_flink(tmp_path: Path) -> None:

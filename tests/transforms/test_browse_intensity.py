@@ -1,6 +1,7 @@
 from tests.builders import BROWSE_WINDOW, HOUR, MINUTE, T0, add, profile, view
 from tests.transforms.drive import decisions, drive, payloads
 from transforms.core import Core
+from transforms.settings import CoreSettings
 
 BROWSE = "browse_intensity"
 
@@ -73,7 +74,7 @@ def test_cooldown_starts_even_when_the_policy_suppresses():
         profile(T0 + HOUR, consent=True),
         *burst(T0 + 2 * HOUR),
     ]
-    _, out = drive(Core(), items, T0 + 5 * HOUR)
+    _, out = drive(Core(CoreSettings(welcome_enabled=False)), items, T0 + 5 * HOUR)
     assert decisions(out) == [(BROWSE, "shoes", T0 + 4 * MINUTE, "suppressed:no_consent")]
 
 

@@ -6,6 +6,8 @@ from transforms import policy
 from transforms.core import Core
 from transforms.settings import DAY, CoreSettings
 
+NO_WELCOME = CoreSettings(welcome_enabled=False)
+
 
 def burst(start, category="shoes", n=5):
     return [view(start + i * MINUTE, f"{category}-{i}", category) for i in range(n)]
@@ -28,7 +30,7 @@ def test_unsubscribe_suppresses_everything_after_it():
 
 def test_consent_as_of_the_fire_time_newest_statement_wins():
     items = [profile(consent=False), consent(T0 - MINUTE, True), *burst(T0)]
-    _, out = drive(Core(), items, T0 + HOUR)
+    _, out = drive(Core(NO_WELCOME), items, T0 + HOUR)  # the grant would welcome too
     assert [d[3] for d in decisions(out)] == ["emitted"]
     items = [profile(consent=True), consent(T0 + 30 * MINUTE, False), *burst(T0)]
     _, out = drive(Core(), items, T0 + HOUR)
@@ -92,7 +94,7 @@ def test_suppressed_triggers_do_not_count_against_caps():
         profile(T0 + HOUR, consent=True),
         *burst(T0 + 2 * HOUR, "hats"),
     ]
-    _, out = drive(Core(), items, T0 + 5 * HOUR)
+    _, out = drive(Core(NO_WELCOME), items, T0 + 5 * HOUR)  # the grant would welcome too
     assert [d[3] for d in decisions(out)] == ["suppressed:no_consent", "emitted"]
 
 

@@ -13,6 +13,14 @@ order:
     on_deadline(state, t) -> list[FiredTrigger]     when event time reaches that deadline
     expires_at(state) -> int | None                 when its slot may be dropped
     purge(state, now)                                drop what no rule can use any more
+
+Optional: `event_types` (a frozenset): the only event types on_event needs to see (the core
+calls it for no other; absent: every type), and `on_consent(state, at, first_profile)`: the
+held email consent has just changed to granted, as of `at`, by a consent event or a profile
+(late ones included); `first_profile` when it is a profile's and no consent was held before;
+`products(state) -> {product_id: Product}`: products its fires are about, as its slot describes
+them (the core adds them to the payload request's known products).
+Priority is a setting (core.trigger_priority, see transforms/triggers/__init__.py).
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ class Trigger(Protocol):
     """A behaviour trigger (see module docstring)."""
 
     type: str
-    priority: int
     has_deadline: bool   # False: deadline() is always None (the core skips polling it)
 
     def on_event(self, state: CustomerState, event: BehaviourEvent) -> list[FiredTrigger | str]:

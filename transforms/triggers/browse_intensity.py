@@ -54,8 +54,8 @@ class BrowseIntensity:
     """Fires on the `browse_views`-th view of a category within `browse_window`."""
 
     type = TYPE
-    priority = 1
     has_deadline = False
+    event_types = frozenset({PRODUCT_VIEW, ADD_TO_CART})
 
     def __init__(self, settings: CoreSettings) -> None:
         self.window = settings.browse_window

@@ -33,8 +33,8 @@ class CartAbandonment:
     """Fires `cart_delay` after the last cart change of a non-empty, unpurchased cart."""
 
     type = TYPE
-    priority = 0
     has_deadline = True
+    event_types = CART_CHANGES | {PURCHASE}
 
     def __init__(self, settings: CoreSettings) -> None:
         self.delay = settings.cart_delay
