@@ -247,10 +247,12 @@ class Core:
         i, n = 0, len(due)
         while True:
             ts = due[i][0] if i < n else _NEVER
+            slots = state.triggers  # a trigger without a slot has no deadline (base.py)
             for trig in timed:
-                d = trig.deadline(state)
-                if d is not None and d < ts:
-                    ts = d
+                if trig.type in slots:
+                    d = trig.deadline(state)
+                    if d is not None and d < ts:
+                        ts = d
             write = state.features_due
             if write is not None and write < ts:
                 ts = write
@@ -264,8 +266,9 @@ class Core:
                     self._apply_profile(state, item, outputs)
                 else:
                     self._apply_event(state, item, fires, outputs)
+            slots = state.triggers
             for trig in timed:
-                if trig.deadline(state) == ts:
+                if trig.type in slots and trig.deadline(state) == ts:
                     fires.extend(trig.on_deadline(state, ts))
             if fires:
                 self._decide(state, fires, ts, outputs)
@@ -614,10 +617,12 @@ class Core:
             wake = state.features_due
         if state.pending:
             wake = min(wake, min(p[0] for p in state.pending))
+        slots = state.triggers
         for trig in self.timed:
-            d = trig.deadline(state)
-            if d is not None and d < wake:
-                wake = d
+            if trig.type in slots:
+                d = trig.deadline(state)
+                if d is not None and d < wake:
+                    wake = d
         return wake
 
     def _purge(self, state: CustomerState, now: int) -> None:

@@ -166,7 +166,8 @@ class Model:
         if cop is not None or cop_score is not None:
             checks.append((
                 cop is not None and cop_score is not None and cop.ndim == 2
-                and cop.shape[0] == n and cop_score.shape == cop.shape, "cop shape",
+                and cop.shape[0] == n and cop_score.shape == cop.shape
+                and cop.dtype.kind == "i" and cop_score.dtype.kind == "f", "cop shape",
             ))
         for ok, what in checks:
             if not ok:

@@ -298,7 +298,7 @@ _LIMITS_FORMAT = (
     "cart_abandonment=tier:high|medium"
 )
 _NAME = re.compile(r"^[a-z0-9_]+$")
-_CRM_VALUE = re.compile(r"^[a-z0-9_.-]+$")
+_CRM_VALUE = re.compile(r"^[a-z0-9_.-]+( [a-z0-9_.-]+)*$")  # as segment_of cleans crm_stage
 
 
 def _dimension_value(segment: Segment, dimension: str) -> object:

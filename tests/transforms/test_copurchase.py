@@ -89,3 +89,17 @@ def test_inconsistent_co_purchase_arrays_are_refused(tmp_path):
         assert "out of range" in str(exc)
     else:
         raise AssertionError("an out-of-range co-purchase index loaded")
+
+
+def test_co_purchase_arrays_of_the_wrong_kind_or_alone_are_refused(tmp_path):
+    model = train(EVENTS, neighbours=5)
+    assert model.cop_idx is not None
+    for bad in (dataclasses.replace(model, cop_score=None),
+                dataclasses.replace(model, cop_idx=model.cop_idx.astype(np.float32))):
+        bad.save(tmp_path / "bad.npz")
+        try:
+            Model.load(tmp_path / "bad.npz")
+        except ValueError as exc:
+            assert "cop shape" in str(exc)
+        else:
+            raise AssertionError("an inconsistent co-purchase model loaded")

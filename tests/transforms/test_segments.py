@@ -198,6 +198,9 @@ def test_cluster_and_crm_limits():
     assert limits.allows("browse_intensity", s)
     assert not limits.allows("browse_intensity", s._replace(cluster=None))
     assert not limits.allows("browse_intensity", s._replace(crm_stage="lead"))
+    spaced = SegmentLimits("browse_intensity=crm:key account|lead", KNOWN)
+    stage = seg(features(), stage="  Key\tACCOUNT ").crm_stage
+    assert stage == "key account" and spaced.allows("browse_intensity", s._replace(crm_stage=stage))
     limits.check_clusters(3)
     with pytest.raises(SettingsError, match="names cluster 2, the model has clusters 0-1"):
         limits.check_clusters(2)

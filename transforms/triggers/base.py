@@ -1,7 +1,8 @@
 """The shape of a trigger: pure functions of the customer's state and time.
 
 A trigger keeps its own slot of per-customer state (`state.triggers[trigger.type]`) and sees
-the customer's shared state (cart, recent items) read-only. The core calls, in event-time
+the customer's shared state (cart, recent items) read-only. Without a slot it has no deadline
+(the core does not ask it). The core calls, in event-time
 order:
 
     on_event(state, event) -> list[FiredTrigger | str]
