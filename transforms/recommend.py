@@ -135,6 +135,7 @@ class Model:
     def load(path: str | Path) -> Model:
         """Read a model written by `save`; raises ValueError if it is not one."""
         with np.load(Path(path), allow_pickle=False) as z:
+            names = [f.name for f in fields(Model) if f.name not in NOT_REQUIRED]
             missing = [n for n in ["meta", *names] if n not in z.files]
             if missing:
                 raise ValueError(f"{path}: not a recommendation model (missing {missing})")
