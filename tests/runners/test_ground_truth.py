@@ -28,6 +28,7 @@ from transforms.model import EMAIL_CLICK, EMAIL_OPEN, PURCHASE, event_time
 from transforms.payload import message_id
 from transforms.readers import read_events_jsonl
 from transforms.settings import Settings
+from transforms.triggers import load_triggers
 
 CART, BROWSE = "cart_abandonment", "browse_intensity"
 SEND_AT = T0 + HOUR
@@ -244,7 +245,8 @@ def test_generate_responses_writes_the_answers_and_the_truth_beside_them(
 ) -> None:
     always = {"open": 1, "click": 1, "purchase": 1}
     truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps({"arms": {t: {"a": always, "b": always} for t in (CART, BROWSE)},
+    every = [t.type for t in load_triggers(Settings().core)]  # every trigger the traffic fires
+    truth.write_text(json.dumps({"arms": {t: {"a": always, "b": always} for t in every},
                                  "default_base_purchase": 0, "base_purchase": {}}))
     out = tmp_path / "gt.jsonl"
     argv = ["generate", "--events", "1500", "--customers", "100", "--rate", "0.3", "--seed", "2",
