@@ -13,7 +13,8 @@ priority, caps, holdout), and a payload request (message_id, recommendation seed
 hours) per emitted trigger. It leaves out what this data never or hardly reaches (purges before
 the end of input, erasure, email and consent events, lateness bookkeeping beyond the floor
 check, attribution of purchases to sends, the arms stage): so it does no more work than
-the core, only less, and its rate is an upper bound of what any pure-Python shape of these rules does here. A test checks that it gives the core's
+the core, only less, and its rate is an upper bound of what any pure-Python shape of these
+rules does here. A test checks that it gives the core's
 snapshots (customer, time, score), payload ids and audit decisions on the shipped data.
 
 Other event types raise ValueError: the bound models only what it is measured on.
