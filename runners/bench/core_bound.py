@@ -9,10 +9,10 @@ list, every helper inlined but the windows' feature read. The same reference-run
 (watermark = max seen - max_out_of_orderness - 1, timers in rounds of FIRE_EVERY items, the
 end-of-input flush), dedup, event-time buffering, windows, browse intensity, cart abandonment,
 60-s write-behind feature snapshots with the engagement score, the policy (consent, address,
-priority, caps, holdout), and a payload request (message_id, recommendation seeds, exclusions, quiet
-hours) per emitted trigger. It leaves out what this data never or hardly reaches (purges before
-the end of input, erasure, email and consent events, lateness bookkeeping beyond the floor
-check, attribution of purchases to sends, the arms stage): so it does no more work than
+priority, caps, holdout), and a payload request (message_id, recommendation seeds, exclusions,
+quiet hours) per emitted trigger. It leaves out what this data never or hardly reaches (purges
+before the end of input, erasure, email and consent events, lateness bookkeeping beyond the
+floor check) and the learning loop's attribution and arms stage: so it does no more work than
 the core, only less, and its rate is an upper bound of what any pure-Python shape of these
 rules does here. A test checks that it gives the core's
 snapshots (customer, time, score), payload ids and audit decisions on the shipped data.

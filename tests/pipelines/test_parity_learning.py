@@ -17,6 +17,7 @@ import pytest
 from pipelines import beam_pipeline, flink_pipeline, reference
 from tests.builders import HOUR, MINUTE, SECOND, T0, add, event, profile, purchase, view
 from transforms.attribution import in_holdout
+from transforms.bandit import draw
 from transforms.model import EMAIL_CLICK, EMAIL_OPEN, Item, event_time
 from transforms.settings import Settings
 
@@ -94,6 +95,37 @@ def test_outcomes_holdout_and_variants_are_the_same_on_every_runner(tmp_path: Pa
     by_id = {p["message_id"]: p["variant"] for p in payloads}
     for o in outcomes:
         assert o["variant"] == (None if o["holdout"] else by_id[o["message_id"]])
+    beam = beam_pipeline.run_replay(items, settings, tmp_path / "beam")
+    assert _files(tmp_path / "beam") == _files(tmp_path / "ref")
+    assert beam == want
+    flink = flink_pipeline.run_replay(items, settings, tmp_path / "flink")
+    assert _files(tmp_path / "flink") == _files(tmp_path / "ref")
+    assert flink == want
+
+
+def test_the_bandit_learns_over_epochs_and_chooses_alike_on_every_runner(tmp_path: Path) -> None:
+    """Carts abandoned every 5 min for 6 h; about half the messages are clicked 5 min after
+    their send, so every epoch after the first chooses from counts the ones before it left."""
+    settings = Settings()
+    people = _ids(settings, "B-cart", 72, False)
+    first: list[Item] = [profile(T0 - HOUR, cid=c, email=f"{c}@example.com") for c in people]
+    first += [add(T0 + i * 5 * MINUTE, f"p{i}", cid=c) for i, c in enumerate(people)]
+    first += [view(T0 + k * 5 * MINUTE, f"b{k}", "bg", cid=f"B-bg{k % 7}") for k in range(100)]
+    reference.run_replay(sorted(first, key=event_time), settings, tmp_path / "first")
+    audit = [json.loads(line) for line in (tmp_path / "first" / "audit.jsonl").open()]
+    clicks = [event(EMAIL_CLICK, a["fired_at"] + 5 * MINUTE, cid=a["customer_id"],
+                    email_message_id=a["message_id"])
+              for a in audit if a["message_id"] and int(a["message_id"], 16) % 2 == 0]
+    items = sorted(first + clicks, key=event_time)
+    want = reference.run_replay(items, settings, tmp_path / "ref")
+    assert want["dropped"] == {} and want["outcomes"] == {"click": len(clicks)}
+    assert len(clicks) > 20
+    outcomes = [json.loads(line) for line in (tmp_path / "ref" / "outcomes.jsonl").open()]
+    assert {o["variant"] for o in outcomes} == {"a", "b"}
+    # The counts were used: some choices differ from what the flat prior alone would draw.
+    payloads = [json.loads(line) for line in (tmp_path / "ref" / "payloads.jsonl").open()]
+    flat = [p for p in payloads if p["variant"] == draw(p["message_id"], ("a", "b"), {})]
+    assert 0 < len(flat) < len(payloads)
     beam = beam_pipeline.run_replay(items, settings, tmp_path / "beam")
     assert _files(tmp_path / "beam") == _files(tmp_path / "ref")
     assert beam == want
