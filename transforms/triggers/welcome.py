@@ -14,11 +14,11 @@ there), once per customer:
                     symbol of the Avro enum EventType (readers of the old schema would fail on it).
 
 An arm is timed from the later of its own time and the customer's last touch (a late consent
-arms from the newest thing processed of this customer, not from its own past time). A second arm while armed keeps the first deadline. At the
-deadline it fires if the customer holds email consent; without it the arm is dropped, and a
-later grant arms again (a sign-up is welcomed when consent follows). A fire sets the welcomed
-mark whatever the policy then decides (as browse intensity's cooldown); while the mark is held
-nothing arms again.
+arms from the newest thing processed of this customer, not from its own past time). A second arm
+while armed keeps the first deadline. At the deadline it fires if the customer holds email
+consent; without it the arm is dropped, and a later grant arms again (a sign-up is welcomed when
+consent follows). A fire sets the welcomed mark whatever the policy then decides (as browse
+intensity's cooldown); while the mark is held nothing arms again.
 
 Key: "signup" or "consent" (what armed it); no evidence.
 Slot: (due, welcomed_at, key): the armed deadline or None, the fire time or None. The mark lives
