@@ -69,12 +69,12 @@ def test_a_profile_turning_a_revocation_into_a_grant_welcomes():
     assert fired(out) == [(CONSENT, DEADLINE, "emitted")]
 
 
-def test_a_late_grant_arms_from_the_customers_latest_time_not_the_past():
+def test_a_late_grant_arms_from_the_customers_last_touch_not_its_own_past_time():
     core = Core()
     state, _ = drive(core, [profile(T0 - HOUR, consent=False), add(T0)], T0 + HOUR)
     late = consent(T0 - 30 * MINUTE, True)
     state, out, _ = core.step(state, late, T0 + HOUR)
-    assert state is not None and state.triggers[TYPE][0] == T0 + HOUR + DELAY
+    assert state is not None and state.triggers[TYPE][0] == T0 + DELAY  # the add at T0
 
 
 def test_other_property_values_are_no_sign_up():

@@ -13,12 +13,12 @@ there), once per customer:
                     welcome_signup_value: a convention of the free-form properties map, not a new
                     symbol of the Avro enum EventType (readers of the old schema would fail on it).
 
-An arm is timed from the instant it is processed (a late consent arms from the customer's
-latest time, never in the past). A second arm while armed keeps the first deadline. At the
-deadline it fires if the customer holds email consent; without it the arm is dropped, and a
-later grant arms again (a sign-up is welcomed when consent follows). A fire sets the welcomed
-mark whatever the policy then decides (as browse intensity's cooldown); while the mark is held
-nothing arms again.
+An arm is timed from the later of its own time and the customer's last touch (a late consent
+arms from the newest thing processed of this customer, not from its own past time). A second arm
+while armed keeps the first deadline. At the deadline it fires if the customer holds email
+consent; without it the arm is dropped, and a later grant arms again (a sign-up is welcomed when
+consent follows). A fire sets the welcomed mark whatever the policy then decides (as browse
+intensity's cooldown); while the mark is held nothing arms again.
 
 Key: "signup" or "consent" (what armed it); no evidence.
 Slot: (due, welcomed_at, key): the armed deadline or None, the fire time or None. The mark lives
@@ -71,7 +71,8 @@ class Welcome:
     def _arm(self, state: CustomerState, at: int, key: str) -> None:
         if state.triggers.get(TYPE) is not None:  # armed, or welcomed already
             return
-        now = max(at, last_touch(state) or at, state.processed_until or at)
+        # Not processed_until: how often an engine's timers fired must not change the time.
+        now = max(at, last_touch(state) or at)
         state.triggers[TYPE] = (now + self.delay, None, key)
 
     def deadline(self, state: CustomerState) -> int | None:
