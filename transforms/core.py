@@ -36,6 +36,7 @@ from transforms.bounds import (
     evict,
 )
 from transforms.catalog import Catalog
+from transforms.catalog_changes import CatalogSignal
 from transforms.clock import END_OF_TIME
 from transforms.codec import encode_event
 from transforms.compose import Composer
@@ -113,6 +114,7 @@ class Core:
         self.triggers = load_triggers(settings)
         self.priorities = {t.type: t.priority for t in self.triggers}
         self.timed = [t for t in self.triggers if t.has_deadline]
+        self.signalled = [t for t in self.triggers if hasattr(t, "on_signal")]
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
@@ -144,6 +146,8 @@ class Core:
             return state, [(DROPPED, "duplicate")], []
         if item.occurred_at <= floor:
             etype = item.event_type
+            if type(item) is CatalogSignal:
+                return self._finish(state, [(AUDIT, self._late_signal(item))], floor)
             if etype != CONSENT_CHANGE and etype != CUSTOMER_ERASURE:
                 return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
             # Never late: applied now, by its own time (as a late profile is).
@@ -157,7 +161,9 @@ class Core:
                 self._apply_consent_event(state, item, outputs)
             return self._finish(state, outputs, floor)
         evicted = self._remember(state, item)
-        state.pending.append((item.occurred_at, 1, item.event_id, item))
+        # Catalog signals after the customer's events at their instant (a purchase then counts).
+        rank = 2 if type(item) is CatalogSignal else 1
+        state.pending.append((item.occurred_at, rank, item.event_id, item))
         if len(state.pending) > self.max_pending:
             return self._overflow(state, evicted)
         return state, evicted, [item.occurred_at]
@@ -243,6 +249,8 @@ class Core:
                 i += 1
                 if isinstance(item, CustomerProfile):
                     self._apply_profile(state, item, outputs)
+                elif type(item) is CatalogSignal:
+                    self._apply_signal(state, item, fires, outputs)
                 else:
                     self._apply_event(state, item, fires, outputs)
             for trig in timed:
@@ -380,6 +388,28 @@ class Core:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.
             state.features_due = ts + self.settings.feature_write_interval
 
+    def _apply_signal(
+        self, state: CustomerState, signal: CatalogSignal, fires: list[FiredTrigger],
+        outputs: list[Output],
+    ) -> None:
+        """A product stage's signal (transforms/product_stage.py): only the signal triggers
+        see it; it is no activity of the customer (windows and features are left alone)."""
+        if state.erased_at is not None:
+            outputs.append((DROPPED, "erased"))
+            return
+        for trig in self.signalled:
+            for f in trig.on_signal(state, signal):
+                if isinstance(f, str):
+                    outputs.append((DROPPED, f))
+                else:
+                    fires.append(f)
+
+    def _late_signal(self, signal: CatalogSignal) -> AuditRecord:
+        """A signal behind this customer's progress (see transforms/product_stage.py): it
+        has no raw form to dead-letter, so its trigger is audited suppressed:late."""
+        return AuditRecord(signal.customer_id, signal.event_type, signal.product_id,
+                           signal.occurred_at, f"suppressed:{R_LATE}")
+
     def _erase(self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]) -> None:
         """GDPR erasure: forget everything but the dedup ids and the tombstone."""
         cid = state.customer_id
@@ -434,6 +464,9 @@ class Core:
         }
         recent = [p for p in reversed(known)]
         known.update({pid: entry[1] for pid, entry in state.cart.items()})
+        if fired.details is not None and "product" in fired.details:
+            signalled: Product = fired.details["product"]  # its price is the new one
+            known[signalled.product_id] = signalled
         evidence = fired.evidence
         seeds = list(evidence) + [p for p in recent if p not in evidence]
         categories = [fired.category] if fired.category else []

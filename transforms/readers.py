@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from transforms.catalog_changes import CatalogChange, validate_change
 from transforms.jsonl import item_from_json
 from transforms.model import (
     ADD_TO_CART,
@@ -119,7 +120,7 @@ def synthesized_profile(customer_id: str, at: int) -> CustomerProfile:
     )
 
 
-Items = Iterator[BehaviourEvent | CustomerProfile | DeadLetter]
+Items = Iterator[BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter]
 
 
 def with_synthesized_profiles(
@@ -214,11 +215,12 @@ def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
             except (TypeError, ValueError) as exc:  # a wrong type, an unknown field or kind
                 yield dead_letter(raw, origin, R_INVALID, str(exc)[:200], 0, core)
                 continue
-            problem = (
-                validate_event(item, core, None)
-                if isinstance(item, BehaviourEvent)
-                else validate_profile(item, core)
-            )
+            if isinstance(item, BehaviourEvent):
+                problem = validate_event(item, core, None)
+            elif isinstance(item, CustomerProfile):
+                problem = validate_profile(item, core)
+            else:
+                problem = validate_change(item, core, None)
             if problem is not None:
                 yield dead_letter(raw, origin, problem[0], problem[1], 0, core)
                 continue

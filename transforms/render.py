@@ -227,7 +227,24 @@ class Renderer:
             "items": [self._product(item) for item in items if item is not None],
             "recommendations": [self._product(rec) for rec in recommendations],
             "shop": self._shop,
+            "change": self._change(trigger.details),
         }
+
+    def _change(self, details: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A price change's old and new price (and their text), for price-drop templates."""
+        if not details:
+            return None
+        change: dict[str, Any] = {}
+        for name in ("old_price", "new_price"):
+            price = details.get(name)
+            ok = isinstance(price, float | int) and 0 <= price < float("inf")
+            change[name] = price if ok else None
+            change[f"{name}_text"] = f"{self._currency}{price:,.2f}" if ok else None
+        old, new = change["old_price"], change["new_price"]
+        change["saving_pct"] = (
+            int((old - new) * 100 // old) if old and new is not None and new < old else None
+        )
+        return change
 
     def _product(self, p: CatalogItem | Recommendation) -> dict[str, Any]:
         price = p.price if p.price is not None and p.price >= 0 else None

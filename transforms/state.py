@@ -10,6 +10,9 @@ Every part has a time limit (STYLE.md rule 7):
                      (product -> (ts, category, brand, price): plain tuples pickle in C)
     purchased        bought products (never re-recommended)   30 d
     triggers         each trigger's own slot                  the trigger's expires_at
+                     (price_drop, back_in_stock: product ->   their cooldown
+                     last fire; pending may hold catalog
+                     signals of the product stage)
     sent             emitted payloads (fired_at, type)        cap_window
     profile, consent the CRM profile and email consent        profile_ttl after last touch
     erased_at        erasure tombstone                        erasure_ttl
@@ -34,6 +37,8 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
     browse adds,     max_categories       least recent            the add or the cooldown no
       cooldowns                                                   longer blocks a fire
     recent_views     recent_items         least recently viewed   -
+    price_drop,      max_signal_products  oldest fire             that product's cooldown is
+      back_in_stock                                               forgotten
     (window buckets, sent and the other parts are bounded by their time limit and granularity)
 
 The state is picklable (engines keep it in their state backends) and `None` once all of it
@@ -44,10 +49,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from transforms.catalog_changes import CatalogSignal
 from transforms.model import BehaviourEvent, CustomerProfile, Product
 from transforms.windows import Windows
 
-Item = BehaviourEvent | CustomerProfile
+Item = BehaviourEvent | CustomerProfile | CatalogSignal
 
 
 class CustomerState:
