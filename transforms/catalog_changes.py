@@ -22,9 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from fastavro import parse_schema
-
-from transforms.codec import _read, _without_logical_types, _write, load_contract
+from transforms.codec import _read, _write, parsed_schema
 from transforms.model import (
     R_FUTURE,
     R_INVALID,
@@ -45,7 +43,7 @@ PRICE_DROP: Final = "price_drop"
 BACK_IN_STOCK: Final = "back_in_stock"
 SIGNAL_TYPES: Final = frozenset({PRICE_DROP, BACK_IN_STOCK})
 
-_SCHEMA: Final = parse_schema(_without_logical_types(load_contract(CHANGE)))
+_SCHEMA: Final = parsed_schema(CHANGE)
 _FLOAT_MAX = 1.7976931348623157e308
 
 
@@ -122,19 +120,20 @@ def validate_change(
 
 
 def decode_change(
-    raw: bytes, origin: Origin, core: CoreSettings, received_at: int
+    raw: bytes, origin: Origin, core: CoreSettings, received_at: int | None
 ) -> CatalogChange | DeadLetter:
-    """Bytes of a catalog change (schemaless Avro) -> the validated change, or a dead letter."""
+    """Bytes of a catalog change (schemaless Avro) -> the validated change, or a dead letter;
+    `received_at` (None: unknown) bounds its time from above (max_future)."""
     r = _read(raw, CHANGE, _SCHEMA)
     if type(r) is tuple:
-        return dead_letter(raw, origin, r[0], r[1], received_at, core)
+        return dead_letter(raw, origin, r[0], r[1], received_at or 0, core)
     change = CatalogChange(
         r["change_id"], r["product_id"], r["occurred_at"], r["price"], r["in_stock"],
         r["category"], r["brand"], r["name"], origin,
     )
     problem = validate_change(change, core, received_at)
     if problem is not None:
-        return dead_letter(raw, origin, problem[0], problem[1], received_at, core)
+        return dead_letter(raw, origin, problem[0], problem[1], received_at or 0, core)
     return change
 
 
