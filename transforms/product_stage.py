@@ -14,9 +14,9 @@ state and timers exactly as for the customer stage (pipelines/keyed.py).
     outputs: (SIGNAL, CatalogSignal)  one per interested customer, at the change's occurred_at,
                                       for the customer stage (keyed by customer_id)
              (DEAD_LETTER, DeadLetter) a late catalog change
-             (DROPPED, reason)        duplicate_change, late (an event: the customer stage
-                                      dead-letters it), evicted:interested, evicted:change_ids,
-                                      evicted:pending
+             (DROPPED, reason)        duplicate_change, evicted:interested,
+                                      evicted:change_ids, evicted:product_pending
+A late event is ignored here and not counted: the customer stage dead-letters it (`late`).
 
 Rules, per product:
 - Interest: a view or cart add at t makes the customer interested as of t; a purchase by the
@@ -163,8 +163,8 @@ class ProductStage:
                 outputs += [(DROPPED, EVICTED_CHANGE_IDS)] * evict(state.seen, self.max_change_ids, state.seen.__getitem__)
             state.pending.append((t, 1, item.change_id, item))
         else:
-            if t <= floor:  # the customer stage dead-letters the event itself
-                return self._finish(state, [(DROPPED, "late")])
+            if t <= floor:  # not counted: the customer stage dead-letters the event itself
+                return self._finish(state, [])
             state.pending.append((t, 0, item.event_id, item))
         if len(state.pending) > self.max_pending:
             return self._overflow(state, outputs)

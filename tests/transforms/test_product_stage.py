@@ -121,14 +121,14 @@ def test_a_duplicate_change_id_is_dropped_even_after_processing():
     assert dropped(out) == ["duplicate_change"]
 
 
-def test_a_late_change_is_a_dead_letter_and_a_late_event_is_counted():
+def test_a_late_change_is_a_dead_letter_and_a_late_event_is_ignored():
     stage = ProductStage(CoreSettings())
     state, out, _ = drive(stage, priced(), CHANGE_AT)
     state, out, _ = stage.step(state, change(CHANGE_AT, 10.0, cid="late"), None)
     ((kind, dead),) = out
     assert kind == DEAD_LETTER and dead.reason == R_LATE
     state, out, _ = stage.step(state, view(CHANGE_AT - 1, cid="a"), CHANGE_AT + 5)
-    assert dropped(out) == ["late"]
+    assert out == [] and state.pending == [] and "a" not in state.interested
 
 
 def test_hostile_flood_of_viewers_keeps_the_newest_max_interested():
