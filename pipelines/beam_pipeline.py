@@ -183,7 +183,7 @@ class Decode(beam.DoFn):
         self.dead = 0                            # dead letters to a sink that reports writes
         self.report_dead = DEAD_LETTER in flow(self.local).reporting
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
+    def finish_bundle(self) -> Iterator[Any]:
         """Add the counts to the run's Flow (the dead letters emitted first), then output the
         groups, each stamped with its earliest item's timestamp: that holds the watermark
         downstream as the items did."""
@@ -318,7 +318,8 @@ class PerCustomer(beam.DoFn):
     the earliest of those; when it fires, every customer of the shard due by then is woken.
     """
 
-    key = operator.attrgetter("customer_id")   # the key of an item (PerProduct: its product)
+    # The key of an item (PerProduct: its product).
+    key: Callable[[Any], Any] = operator.attrgetter("customer_id")
     cache = "states"                          # the run's StateCache, by this name in Local
     active_counter = "active_customers"       # the Tally counter of keys holding state
 
@@ -360,7 +361,7 @@ class PerCustomer(beam.DoFn):
         for batch, n in self.stepped.items():
             if batch is not None and batch >= 0:
                 self.flow.add(batch, stepped=n)
-        if self.signal_times:
+        if self.signal_times and self.gate is not None:
             self.gate.step(self.signal_times)
         if self.active or self.dropped:
             tally(self.local).add({self.active_counter: self.active, **self.dropped})
@@ -377,6 +378,7 @@ class PerCustomer(beam.DoFn):
         stepped = self.stepped
         live: dict[str, list[Any]] = {}   # customer_id -> [state before, state, earliest wake]
         routed: wire.Routed = []
+        item: Any
         for item, watermark, batch in element[1]:
             stepped[batch] = stepped.get(batch, 0) + 1
             if batch is not None and batch < 0:

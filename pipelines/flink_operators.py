@@ -333,7 +333,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             carried, item = value
-            cid = self.key(item)
+            cid: Any = self.key(item)
             old, timer = self._held(cid)
             yield from self._store(cid, old, timer, *self.core.step(old, item, carried), ctx)
 

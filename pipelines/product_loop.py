@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import Any
 
 from pipelines.keyed import next_timer
 from transforms.catalog_changes import CatalogSignal
 from transforms.model import Output
-from transforms.product_stage import SIGNAL, ProductItem, ProductStage, ProductState, product_of
+from transforms.product_stage import SIGNAL, ProductStage, ProductState, product_of
 
 
 class ProductLoop:
@@ -36,7 +37,7 @@ class ProductLoop:
         self.timers: list[tuple[int, str]] = []
         self.next_wake: dict[str, int] = {}
 
-    def step(self, item: ProductItem, watermark: int | None) -> None:
+    def step(self, item: Any, watermark: int | None) -> None:
         """One item of the product stage (an event without a product key is ignored)."""
         pid = product_of(item)
         if pid is None:

@@ -195,7 +195,8 @@ class ReferenceRunner:
 
 
 def run_replay(
-    items: Iterable[Item | CatalogChange | DeadLetter], settings: Settings, out_dir: Path, core: Core | None = None
+    items: Iterable[Item | CatalogChange | DeadLetter], settings: Settings, out_dir: Path,
+    core: Core | None = None,
 ) -> dict[str, Any]:
     """Replay `items` through the reference runner into out_dir/*.jsonl; returns the summary."""
     core = core or build_core(settings)

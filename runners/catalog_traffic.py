@@ -37,8 +37,13 @@ class CatalogTrafficConfig:
     hostile_ratio: float = 0.0
 
 
-def with_catalog_changes(items: Iterable[Any], cfg: CatalogTrafficConfig) -> Iterator[Any]:
-    """`items` with catalog changes inserted (see the module docstring)."""
+def with_catalog_changes(items: Iterable[Any], cfg: CatalogTrafficConfig,
+                         counts: dict[str, int] | None = None) -> Iterator[Any]:
+    """`items` with catalog changes inserted (see the module docstring); `counts`, if
+    given, gets "catalog_changes" (all) and "catalog_hostile" (the invalid ones)."""
+    counts = {} if counts is None else counts
+    counts.setdefault("catalog_changes", 0)
+    counts.setdefault("catalog_hostile", 0)
     rng = random.Random(cfg.seed)
     recent: list[tuple[str, str | None, float]] = []   # (product, category, price)
     price: dict[str, float] = {}
@@ -61,7 +66,9 @@ def with_catalog_changes(items: Iterable[Any], cfg: CatalogTrafficConfig) -> Ite
         pid, category, listed = rng.choice(recent)
         old = price.get(pid, listed)
         seq = f"chg-{cfg.seed}-{seen}"
+        counts["catalog_changes"] += 1
         if rng.random() < cfg.hostile_ratio:
+            counts["catalog_hostile"] += 1
             yield CatalogChange(seq, pid, newest, -old, None, category)
             continue
         first = pid not in stock
@@ -89,4 +96,5 @@ def with_catalog_changes(items: Iterable[Any], cfg: CatalogTrafficConfig) -> Ite
 def change_record(change: CatalogChange, confluent: bool = False) -> tuple[str, str, bytes]:
     """(catalog_changes, key, Avro value) as sent to Kafka: keyed by product."""
     body = encode_change(change)
-    return CHANGES, change.product_id, confluent_frame(CHANGE_SCHEMA_ID, body) if confluent else body
+    value = confluent_frame(CHANGE_SCHEMA_ID, body) if confluent else body
+    return CHANGES, change.product_id, value

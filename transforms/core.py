@@ -146,7 +146,7 @@ class Core:
             return state, [(DROPPED, "duplicate")], []
         if item.occurred_at <= floor:
             etype = item.event_type
-            if type(item) is CatalogSignal:
+            if isinstance(item, CatalogSignal):
                 return self._finish(state, [(AUDIT, self._late_signal(item))], floor)
             if etype != CONSENT_CHANGE and etype != CUSTOMER_ERASURE:
                 return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
@@ -216,7 +216,7 @@ class Core:
         early = held - (len(after.pending) if after is not None else 0)
         return after, outputs + [(DROPPED, EVICTED_PENDING)] * early + out, wake_at
 
-    def _remember(self, state: CustomerState, item: BehaviourEvent) -> list[Output]:
+    def _remember(self, state: CustomerState, item: BehaviourEvent | CatalogSignal) -> list[Output]:
         """Keep the event's id for dedup; over `max_dedup_ids`, the oldest are evicted."""
         seen = state.seen
         seen[item.event_id] = item.occurred_at
@@ -249,7 +249,7 @@ class Core:
                 i += 1
                 if isinstance(item, CustomerProfile):
                     self._apply_profile(state, item, outputs)
-                elif type(item) is CatalogSignal:
+                elif isinstance(item, CatalogSignal):
                     self._apply_signal(state, item, fires, outputs)
                 else:
                     self._apply_event(state, item, fires, outputs)

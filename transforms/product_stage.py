@@ -160,7 +160,9 @@ class ProductStage:
                 return self._finish(state, [(DEAD_LETTER, late)])
             state.seen[item.change_id] = t
             if len(state.seen) > self.max_change_ids:
-                outputs += [(DROPPED, EVICTED_CHANGE_IDS)] * evict(state.seen, self.max_change_ids, state.seen.__getitem__)
+                seen = state.seen
+                outputs += [(DROPPED, EVICTED_CHANGE_IDS)] * evict(seen, self.max_change_ids,
+                                                                   seen.__getitem__)
             state.pending.append((t, 1, item.change_id, item))
         else:
             if t <= floor:  # not counted: the customer stage dead-letters the event itself
@@ -226,8 +228,9 @@ class ProductStage:
             for cid, at in state.interested.items():
                 if at > horizon:
                     outputs.append((SIGNAL, CatalogSignal(
-                        f"{state.product_id}:{c.change_id}:{kind}", cid, kind, t, state.product_id, c.change_id,
-                        at, old_price if kind == PRICE_DROP else None, shown, c.category)))
+                        f"{state.product_id}:{c.change_id}:{kind}", cid, kind, t,
+                        state.product_id, c.change_id, at,
+                        old_price if kind == PRICE_DROP else None, shown, c.category)))
 
     # ------------------------------------------------------------------ size and expiry
 

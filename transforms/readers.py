@@ -27,6 +27,7 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from transforms.catalog_changes import CatalogChange, validate_change
 from transforms.jsonl import item_from_json
@@ -120,12 +121,13 @@ def synthesized_profile(customer_id: str, at: int) -> CustomerProfile:
     )
 
 
-Items = Iterator[BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter]
+Items = Iterator[BehaviourEvent | CustomerProfile | DeadLetter]
+# What replay files (events JSONL) hold: catalog changes too.
+ReplayItems = Iterator[BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter]
+_T = TypeVar("_T")
 
 
-def with_synthesized_profiles(
-    items: Iterable[BehaviourEvent | CustomerProfile | DeadLetter],
-) -> Items:
+def with_synthesized_profiles(items: Iterable[_T]) -> Iterator[_T | CustomerProfile]:
     """`items` with a synthesized profile before the first event of each customer who has had
     no profile yet (customers whose profile comes first keep theirs)."""
     known: set[str] = set()
@@ -183,13 +185,13 @@ def _dead(line: str, origin: Origin, reason: str, error: str, core: CoreSettings
 
 def read_events_jsonl(
     path: str | Path, synthesize_profiles: bool = False, core: CoreSettings | None = None
-) -> Items:
+) -> ReplayItems:
     """Items of an events JSONL file in file order; bad lines become dead letters (origin: line)."""
     items = _read_events_jsonl(Path(path), core or CoreSettings())
     return with_synthesized_profiles(items) if synthesize_profiles else items
 
 
-def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
+def _read_events_jsonl(path: Path, core: CoreSettings) -> ReplayItems:
     topic = str(path)
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):

@@ -148,6 +148,7 @@ class Kafka(LocalService):
             k.payloads_topic,
             k.dead_letters_topic,
             k.audit_topic,
+            k.catalog_changes_topic,
         ]
 
     def healthy(self) -> bool:
