@@ -215,6 +215,12 @@ class Renderer:
         """The template context: plain dicts of plain values, every customer string cleaned."""
         first_name = _one_line(profile.first_name or "")[:MAX_NAME_LENGTH] if profile else ""
         locale = (profile.locale if profile else None) or "en"
+        shown = [self._product(item) for item in items if item is not None]
+        change = self._change(trigger.details)
+        if change is not None and change["new_price"] is not None and shown:
+            # The changed product (the evidence) at its new price, not the catalog's last one.
+            shown[0] = {**shown[0], "price": change["new_price"],
+                        "price_text": change["new_price_text"]}
         return {
             "customer": {"first_name": first_name or None, "locale": locale},
             "lang": _one_line(locale.split("-")[0].split("_")[0])[:8] or "en",
@@ -224,10 +230,10 @@ class Renderer:
                 "category": trigger.category,
                 "category_label": _category_label(trigger.category),
             },
-            "items": [self._product(item) for item in items if item is not None],
+            "items": shown,
             "recommendations": [self._product(rec) for rec in recommendations],
             "shop": self._shop,
-            "change": self._change(trigger.details),
+            "change": change,
         }
 
     def _change(self, details: dict[str, Any] | None) -> dict[str, Any] | None:
