@@ -12,7 +12,8 @@ from transforms.triggers import load_triggers
 def test_every_trigger_variant_has_a_sample(tmp_path):
     settings = Settings()
     renderer = Renderer()
-    expected = {(t.type, v) for t in load_triggers(settings.core) for v in renderer.variants(t.type)}
+    types = [t.type for t in load_triggers(settings.core)]
+    expected = {(t, v) for t in types for v in renderer.variants(t)}
     samples = write_preview(tmp_path, settings)
     assert {(s.trigger, s.variant) for s in samples} == expected
     assert {("price_drop", "a"), ("back_in_stock", "b")} <= expected
