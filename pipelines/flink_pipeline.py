@@ -244,17 +244,20 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
                 dec_profiles.get_side_output(tags[DEAD_LETTER])]
         decoded = dec_events
-    # The product stage (transforms/product_stage.py): its own watermarks over the stamps
-    # the decoder gave its items, so its timers follow the same clock; its signals are unioned
-    # into PerCustomer's input, whose watermark is then the minimum of both.
-    product_items = decoded.get_side_output(tags[PRODUCTS])
+    # The product stage (transforms/product_stage.py): watermarks over the stamps each decoder
+    # gave its items (one generator per decoder, then the union: the minimum of their clocks),
+    # so its timers follow the same clock; its signals are unioned into PerCustomer's input,
+    # whose watermark is then the minimum of both.
+    product_items = watermarked(decoded.get_side_output(tags[PRODUCTS]), settings, "products",
+                                "Products")
     if changes is not None:
         dec_changes = changes.process(decode_fn(CHANGES, settings, read), output_type=stamped) \
             .uid("decode-changes").name("DecodeChanges")
-        product_items = product_items.union(dec_changes.get_side_output(tags[PRODUCTS]))
+        product_items = product_items.union(watermarked(
+            dec_changes.get_side_output(tags[PRODUCTS]), settings, "changes", "Changes"))
         dead.append(dec_changes.get_side_output(tags[DEAD_LETTER]))
     per_product = (
-        by_customer(watermarked(product_items, settings, "products", "Products"))
+        by_customer(product_items)
         .process(per_customer_fn(settings, False, emit_counts, products=True),
                  output_type=keyed_type())
         .uid("per-product").name("PerProduct")

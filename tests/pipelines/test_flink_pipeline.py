@@ -37,7 +37,7 @@ def kafka_settings(bootstrap: str, **extra: str) -> Settings:
     tag = unique_name("ft")
     pairs = [f"kafka.bootstrap={bootstrap}", f"kafka.group_id={tag}",
              f"flink.transactional_id_prefix={tag}", "flink.checkpoint_interval=1s"]
-    for name in ("events", "profiles", "payloads", "audit", "dead_letters"):
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "catalog_changes"):
         pairs.append(f"kafka.{name}_topic={tag}-{name}")
     pairs += [f"{k}={v}" for k, v in extra.items()]
     return load_settings(None, os.environ).with_overrides(pairs)
