@@ -180,3 +180,27 @@ def test_state_pickles():
     state, _, _ = drive(stage, priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 50.0)), T0)
     again = pickle.loads(pickle.dumps(state))
     assert again.pending == state.pending and again.interested == state.interested
+
+
+def test_any_arrival_order_gives_the_same_signals():
+    import random
+
+    items = priced(view(T0 + HOUR, cid="a"), add(T0 + 2 * HOUR, cid="b"),
+                   purchase(T0 + 3 * HOUR, cid="a"), view(T0 + 4 * HOUR, cid="c"),
+                   change(CHANGE_AT, 80.0, True, "drop"), change(CHANGE_AT, 80.0, True, "drop"),
+                   view(CHANGE_AT, cid="d"), purchase(CHANGE_AT, cid="b"),
+                   change(CHANGE_AT + HOUR, in_stock=False), change(CHANGE_AT + 2 * HOUR, 60.0),
+                   change(CHANGE_AT + 3 * HOUR, in_stock=True))
+    want = None
+    rng = random.Random(5)
+    for _ in range(30):
+        shuffled = items[:]
+        rng.shuffle(shuffled)
+        _, out, _ = drive(ProductStage(CoreSettings()), shuffled, END_OF_TIME)
+        got = [(s.event_type, s.customer_id, s.occurred_at, s.old_price, s.new_price)
+               for k, s in out if k == SIGNAL]
+        want = got if want is None else want
+        assert got == want
+    assert [(k, c) for k, c, *_ in want] == [
+        (BACK_IN_STOCK, "c"), (BACK_IN_STOCK, "d"), (PRICE_DROP, "c"), (PRICE_DROP, "d"),
+        (PRICE_DROP, "c"), (PRICE_DROP, "d"), (BACK_IN_STOCK, "c"), (BACK_IN_STOCK, "d")]
