@@ -254,7 +254,7 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
             change = isinstance(item, CatalogChange)
             t = item.occurred_at if change else event_time(item)
             clock.observe(partition, t, now, offset, received)
-            if self.source == PROFILES:
+            if self.source == PROFILES or self.source == CHANGES:
                 stamp = NO_STAMP
             else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
                 combined = clock.watermark

@@ -171,7 +171,7 @@ class Outputs:
     counts: Any | None         # (reason, n) of dropped items, and ACTIVE deltas (replays)
 
 
-def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
+def watermarked(ds: Any, settings: Settings, uid: str, name: str, idle: bool = True) -> Any:
     """(Row(customer_id, (watermark, Item)), time) -> Row(customer_id, (watermark, Item))
     stamped with its time, with watermarks: bounded out-of-orderness and idleness.
 
@@ -183,11 +183,10 @@ def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
     from pyflink.java_gateway import get_gateway
 
     eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    strategy = (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(settings.core.max_out_of_orderness))
-        .with_idleness(Duration.of_millis(settings.flink.idleness))
-    )
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(settings.core.max_out_of_orderness))
+    if idle:  # (`idle` False: never marked idle, see build_topology's product stage)
+        strategy = strategy.with_idleness(Duration.of_millis(settings.flink.idleness))
     j_stamped = ds._j_data_stream.assignTimestampsAndWatermarks(
         strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner()))
     j_stamped.uid(f"{uid}-watermarks").name(f"{name}Watermarks")
@@ -244,20 +243,22 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
                 dec_profiles.get_side_output(tags[DEAD_LETTER])]
         decoded = dec_events
-    # The product stage (transforms/product_stage.py): watermarks over the stamps each decoder
-    # gave its items (one generator per decoder, then the union: the minimum of their clocks),
-    # so its timers follow the same clock; its signals are unioned into PerCustomer's input,
-    # whose watermark is then the minimum of both.
-    product_items = watermarked(decoded.get_side_output(tags[PRODUCTS]), settings, "products",
-                                "Products")
+    # The product stage (transforms/product_stage.py): watermarks over the stamps the events'
+    # decoder gave its items, so its timers follow the items' clock (catalog changes from Kafka
+    # carry NO_STAMP, as profiles: they never move it); its signals are unioned into
+    # PerCustomer's input, whose watermark is then the minimum of both. In a bounded read the
+    # product stream is never marked idle: idle, it would be left out of that minimum, and the
+    # end of the items' input could wake every customer before PerProduct's last signals.
+    bounded = profiles is None or (read is not None and read.stop is not None)
+    product_items = decoded.get_side_output(tags[PRODUCTS])
     if changes is not None:
         dec_changes = changes.process(decode_fn(CHANGES, settings, read), output_type=stamped) \
             .uid("decode-changes").name("DecodeChanges")
-        product_items = product_items.union(watermarked(
-            dec_changes.get_side_output(tags[PRODUCTS]), settings, "changes", "Changes"))
+        product_items = product_items.union(dec_changes.get_side_output(tags[PRODUCTS]))
         dead.append(dec_changes.get_side_output(tags[DEAD_LETTER]))
     per_product = (
-        by_customer(product_items)
+        by_customer(watermarked(product_items, settings, "products", "Products",
+                                idle=not bounded))
         .process(per_customer_fn(settings, False, emit_counts, products=True),
                  output_type=keyed_type())
         .uid("per-product").name("PerProduct")
