@@ -35,13 +35,16 @@ after dedup_ttl, the last price / stock after catalog_state_ttl without a change
 change then has no price to compare: no drop, no restock); the state is None when all have.
 
 Time of a signal: the change's occurred_at. The stage emits it when the watermark passes
-that time, before the watermark downstream of this stage passes it: on Flink and Beam the
-customer stage's watermark is held by this stage's timers and outputs, and the reference
-runner fires this stage's timers before the customer stage's. So the adapter steps a signal
-into the customer core with watermark occurred_at - 1 (a signal is judged by no source
-partition: it is never late by the clock), and only the customer's own progress (processed
-past the signal's time, e.g. by catching up for a late event of another partition) can make
-it late; the core then audits it `suppressed:late` (transforms/core.py).
+that time, before the customer stage is woken past it: on Flink the customer stage's input is
+the union of the items and this stage's output, so its watermark waits for this stage's timers
+(docs/flink-topology.md); on Beam a SignalGate caps the customer stage's wakes below this
+stage's next wakes and its signals in flight (pipelines/beam_products.py); the reference runner
+fires this stage's timers before the customers' (pipelines/product_loop.py). So every adapter
+steps a signal into the customer core with watermark occurred_at - 1 (`signal_watermark`: a
+signal belongs to no source partition, and the clock never makes it late), and only the
+customer's own progress (processed past the signal's time, e.g. by catching up for a late
+event of another partition) can make it late; the core then audits it `suppressed:late`
+(transforms/core.py) rather than dropping it.
 """
 
 from __future__ import annotations
