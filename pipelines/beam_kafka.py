@@ -42,7 +42,7 @@ from pipelines.beam_local import Flow, KafkaRecord, Local, tally, wall_ms
 from pipelines.beam_pipeline import DROPPED_PREFIX, build_pipeline, run_to_end, streaming_options
 from pipelines.beam_sinks import CountFeatures, FeatureWriter, kafka_sinks
 from pipelines.connections import kafka_client_config
-from pipelines.wire import EVENTS, PROFILES, event_time_of
+from pipelines.wire import CHANGES, EVENTS, PROFILES, event_time_of
 from transforms.clock import EventClock, receipt
 from transforms.core import Core
 from transforms.model import AUDIT, DEAD_LETTER, FEATURES, OUTCOME, PAYLOAD
@@ -292,7 +292,7 @@ class _Service(api_grpc.TestStreamServiceServicer):
 
     def _events(self, request: Any, context: Any) -> Iterator[Any]:
         """Per batch, elements per tag, then the watermark of every tag."""
-        tags = [t for t in request.output_ids if t in (EVENTS, PROFILES)]
+        tags = [t for t in request.output_ids if t in (EVENTS, PROFILES, CHANGES)]
         encode = self.coder.encode
         event = api.TestStreamPayload.Event
         element = api.TestStreamPayload.TimestampedElement
@@ -377,11 +377,16 @@ class ReadFromKafka(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         """The TestStream and one Acknowledge step per topic."""
         streams = pbegin | "Poll" >> TestStream(
-            coder=self.coder, output_tags=[EVENTS, PROFILES], endpoint=self.endpoint)
+            coder=self.coder, output_tags=[EVENTS, PROFILES, CHANGES], endpoint=self.endpoint)
         return {
-            tag: streams[tag] | f"Acknowledge{tag.title()}" >> beam.ParDo(_Acknowledge(self.local))
-            for tag in (EVENTS, PROFILES)
+            tag: streams[tag] | f"Acknowledge{_title(tag)}" >> beam.ParDo(_Acknowledge(self.local))
+            for tag in (EVENTS, PROFILES, CHANGES)
         }
+
+
+def _title(tag: str) -> str:
+    """A tag as a step name: events -> Events, catalog_changes -> CatalogChanges."""
+    return tag.title().replace("_", "")
 
 
 class _Acknowledge(beam.DoFn):
@@ -440,6 +445,8 @@ def run_kafka_job(
     writer = feature_writer or CountFeatures()
     local.put("features", (writer, threading.Lock()))
     names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
+    if topics is None and k.catalog_changes_topic and _topic_exists(k, k.catalog_changes_topic):
+        names[CHANGES] = k.catalog_changes_topic   # the product stage (beam_products.py)
     if create_topics is not None:
         create_topics(k, [*names.values(), k.payloads_topic, k.audit_topic,
                           k.dead_letters_topic, k.outcomes_topic], k.partitions)
@@ -451,7 +458,8 @@ def run_kafka_job(
             p = beam.Pipeline(options=streaming_options())
             inputs = p | "ReadKafka" >> source.read()
             build_pipeline(p, inputs[EVENTS], inputs[PROFILES],
-                           sinks or kafka_sinks(local, settings), settings, core, local)
+                           sinks or kafka_sinks(local, settings), settings, core, local,
+                           inputs[CHANGES] if CHANGES in names else None)
             _run_interruptibly(p, read.stop)
             source.raise_error()
             source.reader.commit_final()
@@ -508,3 +516,20 @@ def _run_interruptibly(p: beam.Pipeline, stop: threading.Event) -> None:
         job.join()
     if failure:
         raise failure[0]
+
+
+def _topic_exists(kafka: Any, topic: str) -> bool:
+    """Whether the broker knows `topic` (the catalog-changes topic is read only if it does)."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(**kafka_client_config(kafka))
+    except (KafkaError, OSError):
+        return False
+    try:
+        return topic in consumer.topics()
+    except (KafkaError, OSError):
+        return False
+    finally:
+        consumer.close()

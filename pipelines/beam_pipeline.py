@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import pickle
 import threading
 import zlib
@@ -63,8 +64,9 @@ from pipelines.beam_sinks import SINKS, file_sinks
 from pipelines.common import build_core
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.outputs import OutputFiles
-from pipelines.wire import EVENTS, PROFILES
+from pipelines.wire import CHANGES, EVENTS, PROFILES
 from transforms.bandit import Arms
+from transforms.catalog_changes import CatalogChange
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
 from transforms.model import (
@@ -79,6 +81,7 @@ from transforms.model import (
     Item,
     event_time,
 )
+from transforms.product_stage import product_of
 from transforms.settings import CoreSettings, Settings
 from transforms.state import CustomerState
 
@@ -97,6 +100,7 @@ Keyed = typehints.Tuple[int, typehints.Any]
 _STEP = {PAYLOAD: "Payloads", AUDIT: "Audit", DEAD_LETTER: "DeadLetters", FEATURES: "Features",
          OUTCOME: "Outcomes"}
 DROPPED_PREFIX = f"{DROPPED}:"
+PRODUCTS = "products"   # Decode's output of the items for the product stage (beam_products)
 # Unpickled customer states PerCustomer keeps beside Beam's state (StateCache): about 7 KB each
 # in memory; a customer past the limit is unpickled when next read.
 STATE_CACHE = 20_000
@@ -117,24 +121,39 @@ def build_pipeline(
     settings: Settings,
     core: Core | None = None,
     local: Local | None = None,
+    changes: beam.PCollection | None = None,
 ) -> dict[str, beam.PCollection]:
     """Wire the topology from the two input PCollections to `sinks` (PTransforms by output
     kind: PAYLOAD, AUDIT, DEAD_LETTER, FEATURES, OUTCOME); returns the routed PCollections by kind.
     `core` defaults to build_core(settings); `local` holds the run's shared objects
-    (beam_kafka.Local) when the sinks use some too."""
+    (beam_kafka.Local) when the sinks use some too. With `changes` (catalog changes, as the
+    events), the product stage runs before PerCustomer (pipelines/beam_products.py)."""
     local = local or Local()
     if core is not None:
         local.put("core", core)
+    products = changes is not None
     decoded_events = events | "DecodeEvents" >> beam.ParDo(
-        Decode(EVENTS, settings.core, local)).with_output_types(Keyed).with_outputs(
-            DEAD_LETTER, main="items")
+        Decode(EVENTS, settings.core, local, products)).with_output_types(Keyed).with_outputs(
+            DEAD_LETTER, PRODUCTS, main="items")
     decoded_profiles = profiles | "DecodeProfiles" >> beam.ParDo(
         Decode(PROFILES, settings.core, local)).with_output_types(Keyed).with_outputs(
             DEAD_LETTER, main="items")
+    inputs = [decoded_events.items, decoded_profiles.items]
+    dead = [decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER]]
+    if changes is not None:
+        from pipelines.beam_products import build_product_stage
+
+        decoded_changes = changes | "DecodeChanges" >> beam.ParDo(
+            Decode(CHANGES, settings.core, local)).with_output_types(Keyed).with_outputs(
+                DEAD_LETTER, main="items")
+        signals, product_dead = build_product_stage(decoded_events, decoded_changes, local,
+                                                    settings)
+        inputs.append(signals)
+        dead += product_dead
     routed = (
-        (decoded_events.items, decoded_profiles.items)
+        tuple(inputs)
         | "MergeInputs" >> beam.Flatten()
-        | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings)).with_outputs(
+        | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings, products)).with_outputs(
             *SINKS, main="unused")
     )
     outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES)}
@@ -148,7 +167,7 @@ def build_pipeline(
     outputs[OUTCOME] = arms[OUTCOME]
     outputs[PAYLOAD] = arms[PAYLOAD] | "Compose" >> beam.ParDo(Compose(local, settings))
     outputs[DEAD_LETTER] = (
-        (decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER], routed[DEAD_LETTER])
+        (*dead, routed[DEAD_LETTER])
         | "MergeDeadLetters" >> beam.Flatten()
     )
     for kind in SINKS:
@@ -163,19 +182,24 @@ class Decode(beam.DoFn):
     bundle's items grouped by the shard of their customer (shard_of), in arrival order, output
     when the bundle ends; dead letters on DEAD_LETTER as they come."""
 
-    def __init__(self, source: str, settings: CoreSettings, local: Local) -> None:
+    def __init__(self, source: str, settings: CoreSettings, local: Local,
+                 products: bool = False) -> None:
         self.source = source
         self.settings = settings
         self.local = local
+        # Items for the product stage also go out on PRODUCTS, by product shard (counted as
+        # routed with their batch, as beam_products.PerProduct counts them stepped).
+        self.products = products
 
     def start_bundle(self) -> None:
         """Count this bundle's records and items per batch (the run's Flow); group its items."""
         self.counts: dict[int, list[int]] = {}
         self.groups: dict[int, list[Any]] = {}   # shard -> [earliest element timestamp, items]
+        self.product_groups: dict[int, list[Any]] = {}  # the same, by product shard
         self.dead = 0                            # dead letters to a sink that reports writes
         self.report_dead = DEAD_LETTER in flow(self.local).reporting
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
+    def finish_bundle(self) -> Iterator[Any]:
         """Add the counts to the run's Flow (the dead letters emitted first), then output the
         groups, each stamped with its earliest item's timestamp: that holds the watermark
         downstream as the items did."""
@@ -188,6 +212,8 @@ class Decode(beam.DoFn):
                     f.add(batch, decoded=decoded, routed=routed)
         for shard, (stamp, items) in self.groups.items():
             yield WindowedValue((shard, items), stamp, _GLOBAL_WINDOWS)
+        for shard, (stamp, items) in self.product_groups.items():
+            yield TaggedOutput(PRODUCTS, WindowedValue((shard, items), stamp, _GLOBAL_WINDOWS))
 
     def process(self, element: tuple[Any, int | None, int, int],
                 stamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
@@ -211,14 +237,26 @@ class Decode(beam.DoFn):
             yield TaggedOutput(DEAD_LETTER, item)
             return
         counts[1] += 1
-        shard = shard_of(item.customer_id)
-        group = self.groups.get(shard)
-        if group is None:
-            self.groups[shard] = [stamp, [(item, watermark, batch)]]
-        else:
-            if stamp < group[0]:
-                group[0] = stamp
-            group[1].append((item, watermark, batch))
+        if self.source == CHANGES:
+            _group(self.groups, shard_of(item.product_id), stamp, (item, watermark, batch))
+            return
+        _group(self.groups, shard_of(item.customer_id), stamp, (item, watermark, batch))
+        if self.products:
+            pid = product_of(item)
+            if pid is not None:
+                counts[1] += 1
+                _group(self.product_groups, shard_of(pid), stamp, (item, watermark, batch))
+
+
+def _group(groups: dict[int, list[Any]], shard: int, stamp: Timestamp, entry: Any) -> None:
+    """Add `entry` to its shard's group: [earliest element timestamp, entries]."""
+    group = groups.get(shard)
+    if group is None:
+        groups[shard] = [stamp, [entry]]
+    else:
+        if stamp < group[0]:
+            group[0] = stamp
+        group[1].append(entry)
 
 
 def shard_of(customer_id: str) -> int:
@@ -296,18 +334,33 @@ class PerCustomer(beam.DoFn):
     the earliest of those; when it fires, every customer of the shard due by then is woken.
     """
 
-    def __init__(self, local: Local, settings: Settings) -> None:
+    # The key of an item (PerProduct: its product).
+    key: Callable[[Any], Any] = operator.attrgetter("customer_id")
+    cache = "states"                          # the run's StateCache, by this name in Local
+    active_counter = "active_customers"       # the Tally counter of keys holding state
+
+    def __init__(self, local: Local, settings: Settings, products: bool = False) -> None:
         self.local = local
         self.settings = settings
+        self.products = products  # a product stage upstream: wakes capped by its SignalGate
+
+    def make_keyed(self) -> wire.KeyedCore:
+        """The run's core (built once per run, shared by every copy of this DoFn)."""
+        return wire.KeyedCore(self.local.get("core", lambda: build_core(self.settings)),
+                              compose=False)
 
     def setup(self) -> None:
-        """The run's core (built once per run, shared by every copy of this DoFn)."""
-        self.keyed = wire.KeyedCore(self.local.get("core", lambda: build_core(self.settings)),
-                                    compose=False)
+        """The keyed rules, the run's Flow, state cache and (with products) SignalGate."""
+        self.keyed = self.make_keyed()
         self.flow = flow(self.local)
         self.reporting = frozenset(self.flow.reporting)
         self.states: StateCache[tuple[CustomerState, bytes]] = self.local.get(
-            "states", _state_cache)
+            self.cache, _state_cache)
+        self.gate = None
+        if self.products:
+            from pipelines.beam_products import signal_gate
+
+            self.gate = signal_gate(self.local)
 
     def start_bundle(self) -> None:
         """Count items stepped, dropped, and customers whose state appeared or went."""
@@ -315,16 +368,19 @@ class PerCustomer(beam.DoFn):
         self.emitted = 0
         self.stepped: dict[int, int] = {}
         self.dropped: dict[str, int] = {}
+        self.signal_times: list[int] = []   # signals stepped (beam_products: batch < 0)
 
     def finish_bundle(self) -> None:
         """Add the counts to the run's Flow (outputs emitted first) and Tally."""
         if self.emitted:
             self.flow.emit(self.emitted)
         for batch, n in self.stepped.items():
-            if batch is not None:
+            if batch is not None and batch >= 0:
                 self.flow.add(batch, stepped=n)
+        if self.signal_times and self.gate is not None:
+            self.gate.step(self.signal_times)
         if self.active or self.dropped:
-            tally(self.local).add({"active_customers": self.active, **self.dropped})
+            tally(self.local).add({self.active_counter: self.active, **self.dropped})
 
     def process(
         self, element: tuple[int, list[tuple[Item, int | None, int]]],
@@ -334,12 +390,16 @@ class PerCustomer(beam.DoFn):
         judged late against the watermark it came with."""
         table: Table = customers.read() or {}
         step = self.keyed.step
+        key = self.key
         stepped = self.stepped
         live: dict[str, list[Any]] = {}   # customer_id -> [state before, state, earliest wake]
         routed: wire.Routed = []
+        item: Any
         for item, watermark, batch in element[1]:
             stepped[batch] = stepped.get(batch, 0) + 1
-            cid = item.customer_id
+            if batch is not None and batch < 0:
+                self.signal_times.append(item.occurred_at)
+            cid = key(item)
             now = live.get(cid)
             if now is None:
                 raw, wake = table.get(cid, (None, None))
@@ -361,12 +421,11 @@ class PerCustomer(beam.DoFn):
         """Event time reached the timer: wake every customer of the shard due by then, at the
         timer's time, or later when that is known to be safe (docs/beam-topology.md)."""
         t = fired.micros // 1000
-        if self.flow.drained():
-            t = END_OF_TIME
-        else:
-            safe = self.flow.safe_watermark()
-            if safe is not None and safe > t:
-                t = safe
+        safe = END_OF_TIME if self.flow.drained() else self.flow.safe_watermark()
+        if safe is not None and safe > t:
+            t = safe
+        if self.gate is not None:  # may be before the timer (beam_products.SignalGate)
+            t = self.gate.bound(t)
         table: Table = customers.read() or {}
         wake = self.keyed.wake
         live: dict[str, list[Any]] = {}
@@ -539,8 +598,8 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
     output (docs/beam-topology.md).
     """
     clock = replay_clock(settings, wall_clock())
-    stream = TestStream(output_tags=[EVENTS, PROFILES])
-    pending: dict[str, list[TimestampedValue]] = {EVENTS: [], PROFILES: []}
+    stream = TestStream(output_tags=[EVENTS, PROFILES, CHANGES])
+    pending: dict[str, list[TimestampedValue]] = {EVENTS: [], PROFILES: [], CHANGES: []}
     sent: int | None = None
     number = flow.open_batch()
     size = 0
@@ -555,7 +614,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
         flow.close_batch(number, size, wm)
         if wm is not None and (sent is None or wm > sent):
             sent = wm
-            for tag in (EVENTS, PROFILES):
+            for tag in (EVENTS, PROFILES, CHANGES):
                 stream.advance_watermark_to(Timestamp(micros=wm * 1000), tag=tag)
 
     for item in items:
@@ -566,6 +625,12 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
             wm = clock.watermark
             stamp = wm if wm is not None else _MIN_MS
             tag = EVENTS
+        elif isinstance(item, CatalogChange):
+            stamp, tag = item.occurred_at, CHANGES
+            partition = source_partition(item.origin, item.product_id,
+                                         settings.replay_partitions)
+            wm = clock.partition_watermark(partition)
+            clock.observe(partition, stamp, now)
         else:
             stamp = event_time(item)
             tag = PROFILES if isinstance(item, CustomerProfile) else EVENTS
@@ -581,7 +646,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
             number, size = flow.open_batch(), 0
     flush()
     flow.end()
-    for tag in (EVENTS, PROFILES):
+    for tag in (EVENTS, PROFILES, CHANGES):
         stream.advance_watermark_to_infinity(tag=tag)
     return stream
 
@@ -598,7 +663,7 @@ def run_replay(
         p = beam.Pipeline(options=streaming_options())
         inputs = p | "ReadReplay" >> stream
         build_pipeline(p, inputs[EVENTS], inputs[PROFILES], file_sinks(local), settings, core,
-                       local)
+                       local, inputs[CHANGES])
         run_to_end(p)
         counts = tally(local).snapshot()
         for name, n in sorted(counts.items()):

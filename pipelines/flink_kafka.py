@@ -134,7 +134,10 @@ def stopping_offsets(
     consumer = KafkaConsumer(**kafka_client_config(k), group_id=read.group_id or k.group_id,
                              enable_auto_commit=False)
     try:
-        parts = [TopicPartition(t, p) for t in (k.events_topic, k.profiles_topic)
+        topics = [k.events_topic, k.profiles_topic]
+        if k.catalog_changes_topic and k.catalog_changes_topic in consumer.topics():
+            topics.append(k.catalog_changes_topic)   # read when it exists (reads_changes)
+        parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(consumer.partitions_for_topic(t) or ())]
         ends = consumer.end_offsets(parts)
         begins = consumer.beginning_offsets(parts)

@@ -2,11 +2,17 @@
 
     decode_fn(source, settings, read)     Kafka rows (or a replay file's lines) ->
                                           (Row(customer_id, (watermark, Item)), stamp);
-                                          dead letters to side_outputs()[DEAD_LETTER]
-    per_customer_fn(settings, emit_features, emit_counts)
+                                          dead letters to side_outputs()[DEAD_LETTER]; the
+                                          product stage's items (catalog changes, events with
+                                          a product) also to side_outputs()[PRODUCTS] as
+                                          (Row(product_id, (watermark, item)), stamp)
+    per_customer_fn(settings, emit_features, emit_counts, products=False)
                                           Row(customer_id, (watermark, Item)) -> payload
                                           requests; audit, dead letters (late), features and
-                                          counts on side outputs
+                                          counts on side outputs. With `products`: the product
+                                          stage (transforms/product_stage.py) keyed by
+                                          product, its signals out as Row(customer_id,
+                                          (signal_watermark, CatalogSignal)) for PerCustomer
     compose_fn(settings)                  PayloadRequest -> EmailPayload (stateless)
     kafka_row_fn(sink)                    sink record -> Row(k, v[, headers]) of its table
     write_features_fn(writer)             FEATURES records -> the feature writer
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import operator
 import pickle
 import struct
 import time
@@ -34,8 +41,9 @@ from pipelines import wire
 from pipelines.common import build_core
 from pipelines.flink_kafka import KafkaRead, offsets_consumer, partition_offsets
 from pipelines.keyed import StateCache, add_counts, next_timer
-from pipelines.wire import PROFILES
+from pipelines.wire import CHANGES, PROFILES
 from transforms.bandit import Arms
+from transforms.catalog_changes import CatalogChange
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
 from transforms.model import (
     AUDIT,
@@ -47,12 +55,15 @@ from transforms.model import (
     DeadLetter,
     event_time,
 )
+from transforms.product_stage import SIGNAL, ProductStage, product_of, signal_watermark
 from transforms.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Replay bookkeeping: +1 / -1 as a customer's state comes and goes.
 ACTIVE = "active_customers"
+ACTIVE_PRODUCTS = "active_products"   # the same for the product stage (not in the summary)
+PRODUCTS = "products"                 # the decoders' side output of the product stage's items
 LONG_MIN = -(1 << 63)
 # Flink timestamp of the profiles read from Kafka: no information, so that only behaviour
 # events move the watermark (docs/flink-topology.md).
@@ -123,6 +134,7 @@ def side_outputs() -> dict[str, Any]:
         FEATURES: OutputTag("features", pickled),
         DROPPED: OutputTag("counts", pickled),
         OUTCOME: OutputTag("outcomes", pickled),
+        PRODUCTS: OutputTag("products", Types.TUPLE([keyed_type(), Types.LONG()])),
     }
 
 
@@ -146,7 +158,8 @@ def state_ttl(settings: Settings) -> Any:
 
 
 def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = None) -> Any:
-    """The decoder of `source` (EVENTS, PROFILES; None: a replay file's pickled items)."""
+    """The decoder of `source` (EVENTS, PROFILES, CHANGES; None: a replay file's pickled
+    items)."""
     from pyflink.common import Row
     from pyflink.datastream.functions import ProcessFunction
 
@@ -175,8 +188,10 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
                 self.clock = replay_clock(settings.core, wall_ms())
                 return
             self.clock = EventClock(settings.core, settings.flink.idleness)
-            self.topic = topic = (settings.kafka.profiles_topic if self.source == PROFILES
-                                  else settings.kafka.events_topic)
+            k = settings.kafka
+            self.topic = topic = (k.profiles_topic if self.source == PROFILES
+                                  else k.catalog_changes_topic if self.source == CHANGES
+                                  else k.events_topic)
             read = self.read or KafkaRead()
             try:
                 consumer = offsets_consumer(settings, read)
@@ -230,8 +245,8 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
                 if isinstance(item, DeadLetter):
                     yield tags[DEAD_LETTER], item
                     return
-                partition = source_partition(item.origin, item.customer_id,
-                                             core.replay_partitions)
+                key = item.product_id if isinstance(item, CatalogChange) else item.customer_id
+                partition = source_partition(item.origin, key, core.replay_partitions)
                 offset, received = None, now
             else:
                 if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:
@@ -247,20 +262,28 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
                 yield tags[DEAD_LETTER], item
                 return
             wm = clock.partition_watermark(partition)
-            clock.observe(partition, event_time(item), now, offset, received)
-            if self.source == PROFILES:
+            change = isinstance(item, CatalogChange)
+            t = item.occurred_at if change else event_time(item)
+            clock.observe(partition, t, now, offset, received)
+            if self.source == PROFILES or self.source == CHANGES:
                 stamp = NO_STAMP
             else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
                 combined = clock.watermark
                 stamp = (LONG_MIN if combined is None else combined) + core.max_out_of_orderness + 1
-            yield Row(item.customer_id, (wm, item)), stamp
+            pid = product_of(item)
+            if pid is not None:      # the product stage's (PerProduct: docs/flink-topology.md)
+                yield tags[PRODUCTS], (Row(pid, (wm, item)), stamp)
+            if not change:
+                yield Row(item.customer_id, (wm, item)), stamp
 
     return Decode(source, settings, read)
 
 
-def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) -> Any:
-    """The keyed operator over the core (features and counts on side outputs if asked)."""
-    from pyflink.common import Types
+def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
+                    products: bool = False) -> Any:
+    """The keyed operator over the core (features and counts on side outputs if asked);
+    with `products`, over the product stage (PerProduct: signals on the main output)."""
+    from pyflink.common import Row, Types
     from pyflink.datastream.functions import KeyedProcessFunction
     from pyflink.datastream.state import ValueStateDescriptor
 
@@ -282,14 +305,20 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) 
         so it never outlives what Flink would still return.
         """
 
-        def __init__(self, settings: Settings, emit_features: bool, emit_counts: bool) -> None:
+        def __init__(self, settings: Settings, emit_features: bool, emit_counts: bool,
+                     products: bool = False) -> None:
             self.settings = settings
             self.emit_features = emit_features
             self.emit_counts = emit_counts
+            self.products = products
 
         def open(self, runtime_context: Any) -> None:
             # Payloads leave as the core's PayloadRequests: Compose renders them downstream.
-            self.core = wire.KeyedCore(build_core(self.settings), compose=False)
+            stage: Any = (ProductStage(self.settings.core) if self.products
+                          else build_core(self.settings))
+            self.core = wire.KeyedCore(stage, compose=False)
+            self.key = product_of if self.products else operator.attrgetter("customer_id")
+            self.active = ACTIVE_PRODUCTS if self.products else ACTIVE
             descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
             descriptor.enable_time_to_live(state_ttl(self.settings))
             self.state = runtime_context.get_state(descriptor)
@@ -315,7 +344,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) 
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             carried, item = value
-            cid = item.customer_id
+            cid: Any = self.key(item)
             old, timer = self._held(cid)
             yield from self._store(cid, old, timer, *self.core.step(old, item, carried), ctx)
 
@@ -349,6 +378,9 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) 
                 self.cache.put(cid, (state, new, written_at))
             tally = self.counts
             for sink, record in routed:
+                if sink == SIGNAL:   # PerProduct: for PerCustomer, never late by the clock
+                    yield Row(record.customer_id, (signal_watermark(record), record))
+                    continue
                 tally[sink] += 1
                 if sink == PAYLOAD:
                     yield record
@@ -362,7 +394,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) 
                     for reason, n in counts.items():
                         yield tags[DROPPED], (reason, n)
             if self.emit_counts and (old is None) != (state is None):
-                yield tags[DROPPED], (ACTIVE, 1 if old is None else -1)
+                yield tags[DROPPED], (self.active, 1 if old is None else -1)
 
         def _count(self) -> None:
             """Add what was counted since the last time to Flink's counters."""
@@ -377,7 +409,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool) 
         def close(self) -> None:
             self._count()
 
-    return PerCustomer(settings, emit_features, emit_counts)
+    return PerCustomer(settings, emit_features, emit_counts, products)
 
 
 def trigger_key_fn() -> Any:

@@ -9,6 +9,8 @@
                                              dead letters to a side output
     | union, "ItemsWatermarks"               bounded out-of-orderness + idleness
     | keyBy field 0 (Java: no Python key selector operator)
+      (the decoders' PRODUCTS side output, with the catalog changes: "ProductsWatermarks",
+       keyBy product, "PerProduct": the product stage; its signals are unioned in here)
     | "PerCustomer"                          the core per customer: state in a TTL'd
                                              ValueState, one event-time timer
                                              (pipelines/keyed.py); payload requests out
@@ -52,12 +54,15 @@ from typing import Any
 from pipelines.flink_kafka import (
     KafkaRead,
     kafka_read,
+    partition_offsets,
     row_type,
     sink_ddl,
     source_ddl,
 )
 from pipelines.flink_operators import (
     ACTIVE,
+    ACTIVE_PRODUCTS,
+    PRODUCTS,
     compose_fn,
     decode_fn,
     kafka_row_fn,
@@ -70,7 +75,7 @@ from pipelines.flink_operators import (
     write_features_fn,
 )
 from pipelines.outputs import OutputFiles
-from pipelines.wire import EVENTS, PROFILES
+from pipelines.wire import CHANGES, EVENTS, PROFILES
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -175,7 +180,7 @@ class Outputs:
     outcomes: Any = None       # attributed outcomes (transforms/attribution.py)
 
 
-def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
+def watermarked(ds: Any, settings: Settings, uid: str, name: str, idle: bool = True) -> Any:
     """(Row(customer_id, (watermark, Item)), time) -> Row(customer_id, (watermark, Item))
     stamped with its time, with watermarks: bounded out-of-orderness and idleness.
 
@@ -187,11 +192,10 @@ def watermarked(ds: Any, settings: Settings, uid: str, name: str) -> Any:
     from pyflink.java_gateway import get_gateway
 
     eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    strategy = (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(settings.core.max_out_of_orderness))
-        .with_idleness(Duration.of_millis(settings.flink.idleness))
-    )
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(settings.core.max_out_of_orderness))
+    if idle:  # (`idle` False: never marked idle, see build_topology's product stage)
+        strategy = strategy.with_idleness(Duration.of_millis(settings.flink.idleness))
     j_stamped = ds._j_data_stream.assignTimestampsAndWatermarks(
         strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner()))
     j_stamped.uid(f"{uid}-watermarks").name(f"{name}Watermarks")
@@ -219,13 +223,14 @@ def by_customer(items: Any, value_type: Any = None) -> Any:
 
 def build_topology(events: Any, profiles: Any | None, settings: Settings,
                    emit_features: bool = False, emit_counts: bool = False,
-                   read: KafkaRead | None = None) -> Outputs:
+                   read: KafkaRead | None = None, changes: Any | None = None) -> Outputs:
     """Wire decode -> watermarks -> PerCustomer over the input streams.
 
     `events` and `profiles` carry Kafka rows (Row(value, topic, partition, offset)); with
     `profiles` None, `events` carries a replay file's lines, events and profiles in arrival
     order through one decoder (so the whole input shares one clock, as in the reference runner).
     `read` tells the Kafka decoders where the read of each partition ends, if it is bounded.
+    `changes`: Kafka rows of catalog changes (a replay file's lines carry them among the rest).
     """
     from pyflink.common import Types
 
@@ -246,8 +251,30 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         items = dec_events.union(dec_profiles)
         dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
                 dec_profiles.get_side_output(tags[DEAD_LETTER])]
+        decoded = dec_events
+    # The product stage (transforms/product_stage.py): watermarks over the stamps the events'
+    # decoder gave its items, so its timers follow the items' clock (catalog changes from Kafka
+    # carry NO_STAMP, as profiles: they never move it); its signals are unioned into
+    # PerCustomer's input, whose watermark is then the minimum of both. In a bounded read the
+    # product stream is never marked idle: idle, it would be left out of that minimum, and the
+    # end of the items' input could wake every customer before PerProduct's last signals.
+    bounded = profiles is None or (read is not None and read.stop is not None)
+    product_items = decoded.get_side_output(tags[PRODUCTS])
+    if changes is not None:
+        dec_changes = changes.process(decode_fn(CHANGES, settings, read), output_type=stamped) \
+            .uid("decode-changes").name("DecodeChanges")
+        product_items = product_items.union(dec_changes.get_side_output(tags[PRODUCTS]))
+        dead.append(dec_changes.get_side_output(tags[DEAD_LETTER]))
+    per_product = (
+        by_customer(watermarked(product_items, settings, "products", "Products",
+                                idle=not bounded))
+        .process(per_customer_fn(settings, False, emit_counts, products=True),
+                 output_type=keyed_type())
+        .uid("per-product").name("PerProduct")
+    )
+    dead.append(per_product.get_side_output(tags[DEAD_LETTER]))
     per_customer = (
-        by_customer(watermarked(items, settings, "items", "Items"))
+        by_customer(watermarked(items, settings, "items", "Items").union(per_product))
         .process(per_customer_fn(settings, emit_features, emit_counts), output_type=pickled)
         .uid("per-customer").name("PerCustomer")
     )
@@ -264,7 +291,7 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
     counts = None
     if emit_counts:
         counts = per_customer.get_side_output(tags[DROPPED]).union(
-            per_trigger.get_side_output(tags[DROPPED]))
+            per_trigger.get_side_output(tags[DROPPED]), per_product.get_side_output(tags[DROPPED]))
     return Outputs(
         payloads=payloads,
         audit=per_customer.get_side_output(tags[AUDIT]),
@@ -302,8 +329,12 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
     columns = "`value`, `topic`, `partition`, `offset`, `received`"
     events = t_env.to_data_stream(t_env.sql_query(f"SELECT {columns} FROM events_in"))
     profiles = t_env.to_data_stream(t_env.sql_query(f"SELECT {columns} FROM profiles_in"))
+    changes = None
+    if reads_changes(settings, read):
+        t_env.execute_sql(source_ddl("changes_in", k.catalog_changes_topic, settings, read))
+        changes = t_env.to_data_stream(t_env.sql_query(f"SELECT {columns} FROM changes_in"))
     out = build_topology(events, profiles, settings, emit_features=feature_writer is not None,
-                         read=read)
+                         read=read, changes=changes)
     statements = t_env.create_statement_set()
     for sink, stream, topic in (
         (PAYLOAD, out.payloads, k.payloads_topic),
@@ -324,6 +355,18 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
         discard(written, "features-done", "FeaturesDone")
     statements.attach_as_datastream()
     return statements
+
+
+def reads_changes(settings: Settings, read: KafkaRead) -> bool:
+    """Whether the job reads the catalog-changes topic: when it exists at job start (the
+    services create it) and, for a read bounded by stop offsets, when those name it."""
+    topic = settings.kafka.catalog_changes_topic
+    if not topic:
+        return False
+    if isinstance(read.stop, dict):
+        return any(t == topic for t, _ in read.stop)
+    parts, _, _ = partition_offsets(settings, topic, read)
+    return bool(parts)
 
 
 # ------------------------------------------------------------------------------ run_kafka
@@ -411,6 +454,8 @@ def run_replay(items: Iterable[Item | DeadLetter], settings: Settings, out_dir: 
                     reason, n = record
                     if reason == ACTIVE:
                         active += n
+                        continue
+                    if reason == ACTIVE_PRODUCTS:
                         continue
                     for _ in range(n):
                         out.write((DROPPED, reason))

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from transforms.catalog_changes import CatalogChange
 from transforms.jsonl import to_json
 from transforms.model import (
     AUDIT,
@@ -70,7 +71,9 @@ class OutputFiles:
         self.inputs = 0
         self.timeline: list[tuple[float, int, int]] = [(0.0, 0, 0)]
 
-    def count_input(self, item: BehaviourEvent | CustomerProfile | DeadLetter) -> None:
+    def count_input(
+        self, item: BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter
+    ) -> None:
         """Count one input item by kind (and sample throughput every 1000 items)."""
         self.inputs += 1
         if self.inputs % 1000 == 0:
@@ -79,6 +82,9 @@ class OutputFiles:
             self.summary["input_events"] += 1
         elif isinstance(item, CustomerProfile):
             self.summary["input_profiles"] += 1
+        elif isinstance(item, CatalogChange):
+            s = self.summary
+            s["input_catalog_changes"] = s.get("input_catalog_changes", 0) + 1
         else:
             self.summary["input_dead_letters"] += 1
 

@@ -12,7 +12,12 @@ often timers fire changes no output (a test checks it). Payload requests and out
 through the arms stage (transforms/bandit.py, pipelines/arms.py), whose watermark moves after
 each round of timers, then requests are composed.
 
-    items (BehaviourEvent | CustomerProfile | DeadLetter) -> ReferenceRunner -> outputs by kind
+    items (BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter)
+        -> ReferenceRunner -> outputs by kind
+
+Catalog changes and product events also go to the product-keyed stage (pipelines/
+product_loop.py), whose timers fire before the customers' at every watermark; its signals are
+stepped into the customer stage at once (transforms/product_stage.py).
 """
 
 from __future__ import annotations
@@ -27,11 +32,24 @@ from pipelines.arms import ArmsDriver, is_arm_item
 from pipelines.common import build_core
 from pipelines.keyed import next_timer
 from pipelines.outputs import OutputFiles
+from pipelines.product_loop import ProductLoop
 from pipelines.wire import admit
+from transforms.catalog_changes import CatalogChange, CatalogSignal, encode_change
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
-from transforms.model import DEAD_LETTER, PAYLOAD, DeadLetter, Item, Output, event_time
+from transforms.model import (
+    DEAD_LETTER,
+    PAYLOAD,
+    R_FUTURE,
+    DeadLetter,
+    Item,
+    Origin,
+    Output,
+    event_time,
+)
+from transforms.product_stage import ProductStage, product_of, signal_watermark
 from transforms.settings import Settings
+from transforms.sizes import dead_letter
 from transforms.state import CustomerState
 
 FIRE_EVERY = 16_384  # input items between two rounds of timers
@@ -68,18 +86,22 @@ class ReferenceRunner:
         self.unfired = 0  # items fed since the last round of timers
         # The arms stage (transforms/bandit.py): requests and outcomes go through it.
         self.arms = ArmsDriver(core.arms, self._emit_arm)
+        self.products = ProductLoop(ProductStage(core.settings), emit, self._signal)
 
     @property
     def watermark(self) -> int | None:
         """The combined watermark (None before the first item)."""
         return self.event_clock.watermark
 
-    def feed(self, item: Item | DeadLetter) -> None:
+    def feed(self, item: Item | CatalogChange | DeadLetter) -> None:
         """One input item in arrival order."""
         if isinstance(item, DeadLetter):
             self.emit((DEAD_LETTER, item))
             return
         now = self.clock()
+        if isinstance(item, CatalogChange):
+            self._feed_change(item, now)
+            return
         admitted = admit(item, self.core.settings, now)
         if isinstance(admitted, DeadLetter):
             # Checked before the item can move the clock (the decoders do the same).
@@ -96,17 +118,45 @@ class ReferenceRunner:
             combined = clock.watermark
             due = self.next_wake.get(cid)
             if combined is not None and due is not None and due <= combined:
+                self.products.advance(combined)
                 self._fire(cid, combined)
         state, outputs, wake_at = self.core.step(self.states.get(cid), item, own)
         self._store(cid, state, outputs, wake_at)
+        if product_of(item) is not None:
+            self.products.step(item, own)
         clock.observe(partition, t, now)
         self.unfired += 1
         if self.unfired >= self.fire_every and clock.watermark is not None:
             self.unfired = 0
             self.advance(clock.watermark)
 
+    def _feed_change(self, change: CatalogChange, now: int) -> None:
+        """A catalog change: to the product stage, in its partition (keyed by product)."""
+        t = change.occurred_at
+        if t > now + self.core.settings.max_future:
+            self.emit((DEAD_LETTER, dead_letter(
+                encode_change(change), change.origin or Origin("unknown"), R_FUTURE,
+                f"event time {t} is {t - now} ms ahead of the wall clock", now,
+                self.core.settings)))
+            return
+        partition = source_partition(change.origin, change.product_id, self.partitions)
+        clock = self.event_clock
+        self.products.step(change, clock.partition_watermark(partition))
+        clock.observe(partition, t, now)
+        self.unfired += 1
+        if self.unfired >= self.fire_every and clock.watermark is not None:
+            self.unfired = 0
+            self.advance(clock.watermark)
+
+    def _signal(self, signal: CatalogSignal) -> None:
+        """A product-stage signal into its customer's core."""
+        cid = signal.customer_id
+        self._store(cid, *self.core.step(self.states.get(cid), signal, signal_watermark(signal)))
+
     def advance(self, watermark: int) -> None:
-        """Fire every timer at or before `watermark`, in time order."""
+        """Fire every timer at or before `watermark`, in time order: the product stage's
+        first (its signals reach the customers before they pass the signals' time)."""
+        self.products.advance(watermark)
         timers, next_wake = self.timers, self.next_wake
         while timers and timers[0][0] <= watermark:
             t, cid = heapq.heappop(timers)
@@ -158,7 +208,8 @@ class ReferenceRunner:
 
 
 def run_replay(
-    items: Iterable[Item | DeadLetter], settings: Settings, out_dir: Path, core: Core | None = None
+    items: Iterable[Item | CatalogChange | DeadLetter], settings: Settings, out_dir: Path,
+    core: Core | None = None,
 ) -> dict[str, Any]:
     """Replay `items` through the reference runner into out_dir/*.jsonl; returns the summary."""
     core = core or build_core(settings)

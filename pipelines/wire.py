@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from transforms.catalog_changes import CatalogChange, decode_change, encode_change
 from transforms.codec import (
     decode_event,
     decode_profile,
@@ -53,6 +54,7 @@ from transforms.state import CustomerState
 
 EVENTS = "events"
 PROFILES = "profiles"
+CHANGES = "catalog_changes"  # catalog changes (transforms/catalog_changes.py): the product stage
 
 # Sinks of the topology; FEATURES carries snapshots, erasures and consent changes for the
 # feature store.
@@ -78,18 +80,23 @@ def decode(
     raw = b"" if raw is None else bytes(raw)
     if source == PROFILES:
         return decode_profile(raw, origin, settings, received_at)
+    if source == CHANGES:
+        return decode_change(raw, origin, settings, received_at)  # type: ignore[return-value]
     return decode_event(raw, origin, received_at, settings, received_at)
 
 
-def admit(item: Item, settings: CoreSettings, now: int) -> Item | DeadLetter:
+def admit(item: Any, settings: CoreSettings, now: int) -> Any:
     """An input item against the wall clock at its receipt: one more than max_future ahead of
     it is a dead letter (`future_timestamp`), checked before it can move the clock
     (transforms/clock.py). decode() applies the same bound to events; this also covers
     profiles, and items read from files (decoded and validated without a clock)."""
-    t = event_time(item)
+    t = item.occurred_at if isinstance(item, CatalogChange) else event_time(item)
     if t <= now + settings.max_future:
         return item
-    raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
+    if isinstance(item, CatalogChange):
+        raw = encode_change(item)
+    else:
+        raw = encode_event(item) if isinstance(item, BehaviourEvent) else encode_profile(item)
     return dead_letter(
         raw,
         item.origin or Origin("unknown"),
@@ -111,6 +118,9 @@ def event_time_of(source: str, raw: bytes, settings: CoreSettings) -> int | None
     if source == PROFILES:
         profile = decode_profile(raw, _PEEK, settings, 0)
         return None if isinstance(profile, DeadLetter) else profile.updated_at
+    if source == CHANGES:
+        change = decode_change(raw, _PEEK, settings, None)
+        return None if isinstance(change, DeadLetter) else change.occurred_at
     pos = 5 if raw[:1] == b"\x00" else 0
     try:
         for _ in range(2):  # event_id, customer_id: length, then bytes

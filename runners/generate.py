@@ -6,10 +6,14 @@
     personalize generate --to file --format jsonl --out events.jsonl --malformed-ratio 0.01
 
 Kafka: events (and malformed records) to kafka.events_topic, profiles to kafka.profiles_topic,
-keyed by customer_id, schemaless Avro (--confluent: Confluent wire format). Files: `jsonl` is the
-events JSONL of transforms/jsonl.py; `rees46` the CSV replayed by `personalize replay` (only
-views, carts, removals and purchases: the rest is counted as skipped); `avro` a record log of
-Confluent-framed values (runners/kafka_io.py). Prints the counts as JSON on stdout.
+keyed by customer_id, schemaless Avro (--confluent: Confluent wire format). With
+--catalog-changes N, a catalog change (price drop or rise, stock out, restock: runners/
+catalog_traffic.py) follows every N-th product view or cart add, to kafka.catalog_changes_topic
+keyed by product_id, or into the file (jsonl and avro; rees46 cannot hold them: skipped).
+Files: `jsonl` is the events JSONL of transforms/jsonl.py; `rees46` the CSV replayed by
+`personalize replay` (only views, carts, removals and purchases: the rest is counted as
+skipped); `avro` a record log of Confluent-framed values (runners/kafka_io.py). Prints the
+counts as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.connections import open_producer
+from runners.catalog_traffic import (
+    CHANGES,
+    CatalogTrafficConfig,
+    change_record,
+    with_catalog_changes,
+)
 from runners.kafka_io import quiet_client_logs, write_record
 from runners.progress import Pacer, Progress
 from runners.traffic import (
@@ -37,6 +47,7 @@ from runners.traffic import (
     jsonl_line,
     rees46_line,
 )
+from transforms.catalog_changes import CatalogChange
 from transforms.model import event_time
 from transforms.readers import REES46_COLUMNS
 from transforms.settings import Settings
@@ -81,6 +92,11 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--malformed-ratio", type=_ratio, default=0.0, metavar="R",
                    help="share of events made malformed: garbage, truncated, negative price "
                         "(default 0)")
+    p.add_argument("--catalog-changes", type=int, default=0, metavar="N",
+                   help="a catalog change after every N-th product view or cart add "
+                        "(default 0: none)")
+    p.add_argument("--catalog-hostile-ratio", type=_ratio, default=0.0, metavar="R",
+                   help="share of catalog changes made invalid (negative price; default 0)")
     p.add_argument("--to", choices=("kafka", "file"), required=True, help="where to write")
     p.add_argument("--format", choices=("avro", "jsonl", "rees46"), default="jsonl",
                    help="file format (default jsonl)")
@@ -119,20 +135,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"generate: {exc}", file=sys.stderr)
         return 2
     progress = Progress("generate")
+    items: Iterable[Any] = traffic
+    changes = CatalogTrafficConfig(every=max(0, args.catalog_changes), seed=args.seed,
+                                   hostile_ratio=args.catalog_hostile_ratio)
+    changed: dict[str, int] = {}
+    if changes.every:
+        items = with_catalog_changes(traffic, changes, changed)
     if args.to == "kafka":
         if not args.verbose:
             quiet_client_logs()
         pacer = Pacer(1.0) if args.realtime else None
-        written = send_to_kafka(traffic, settings, progress, pacer, args.confluent)
+        written = send_to_kafka(items, settings, progress, pacer, args.confluent)
     else:
-        written = write_file(traffic, args.format, args.out, progress)
-    counts = {**traffic.counts, **written, "seconds": round(progress.done(), 3)}
+        written = write_file(items, args.format, args.out, progress)
+    counts = {**traffic.counts, **changed, **written, "seconds": round(progress.done(), 3)}
     print(json.dumps(counts))
     return 0 if not counts.get("failed") else 1
 
 
 def item_time(item: Generated) -> int:
     """The event time of a generated item (a malformed one: its source event's)."""
+    if isinstance(item, CatalogChange):
+        return item.occurred_at
     return item.event.occurred_at if isinstance(item, Malformed) else event_time(item)
 
 
@@ -145,7 +169,9 @@ def write_file(
     if fmt == "avro":
         with path.open("wb") as bin_fh:
             for item in items:
-                _, key, value = avro_record(item, confluent=True)
+                _, key, value = (change_record(item, confluent=True)
+                                 if isinstance(item, CatalogChange)
+                                 else avro_record(item, confluent=True))
                 write_record(bin_fh, key.encode(), value)
                 written += 1
                 progress.tick()
@@ -155,7 +181,8 @@ def write_file(
             fh.write(",".join(REES46_COLUMNS) + "\n")
         render = rees46_line if fmt == "rees46" else jsonl_line
         for item in items:
-            line = render(item)
+            line = (None if fmt == "rees46" else jsonl_line(item)) \
+                if isinstance(item, CatalogChange) else render(item)
             progress.tick()
             if line is None:
                 skipped += 1
@@ -174,7 +201,8 @@ def send_to_kafka(
     from runners.services._kafka import ensure_topics
 
     k = settings.kafka
-    topics = {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
+    topics = {EVENTS: k.events_topic, PROFILES: k.profiles_topic,
+              CHANGES: k.catalog_changes_topic}
     ensure_topics(k, topics.values(), k.partitions)
     producer = open_producer(k)
     failures: list[BaseException] = []
@@ -183,7 +211,8 @@ def send_to_kafka(
         for item in items:
             if pacer is not None:
                 pacer.wait(item_time(item))
-            kind, key, value = avro_record(item, confluent)
+            kind, key, value = (change_record(item, confluent) if isinstance(item, CatalogChange)
+                                else avro_record(item, confluent))
             producer.send(topics[kind], key=key.encode(), value=value).add_errback(failures.append)
             written += 1
             progress.tick()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from transforms.catalog import DEFAULT_SHOP_URL, CatalogItem, InMemoryCatalog
+from transforms.catalog_changes import BACK_IN_STOCK, PRICE_DROP, CatalogChange
 from transforms.core import Core
 from transforms.model import (
     ADD_TO_CART,
@@ -50,10 +51,11 @@ from transforms.model import (
     PayloadRequest,
     Product,
 )
+from transforms.product_stage import SIGNAL, ProductStage, product_of
 from transforms.recommend import Recommender
 from transforms.render import Renderer, choose_variant
 from transforms.segments import LIFECYCLES, TIERS, Segment
-from transforms.settings import MINUTE, Settings
+from transforms.settings import DAY, MINUTE, Settings
 from transforms.triggers.browse_intensity import TYPE as BROWSE_INTENSITY
 from transforms.triggers.cart_abandonment import TYPE as CART_ABANDONMENT
 from transforms.triggers.engagement_followup import TYPE as ENGAGEMENT_FOLLOWUP
@@ -284,13 +286,54 @@ def _until(trigger_type: str, settings: Settings) -> int:
     return T0 + 2 * max(core.cart_delay, delays.get(trigger_type, 0))
 
 
-JOURNEYS: dict[str, Callable[[str, Settings], list[Item]]] = {
+def _through_product_stage(items: list[Any], changes: list[CatalogChange],
+                           settings: Settings) -> list[Any]:
+    """`items` and the signals the product stage derives from them and `changes`."""
+    stage = ProductStage(settings.core)
+    state = None
+    for item in [*items, *changes]:
+        if product_of(item) is not None:
+            state, _, _ = stage.step(state, item)
+    _, outputs, _ = stage.wake(state, max(c.occurred_at for c in changes))
+    return items + [record for kind, record in outputs if kind == SIGNAL]
+
+
+def _price_drop_journey(cid: str, settings: Settings) -> list[Any]:
+    """A view of a phone whose price was known; a day later it drops by 15 %."""
+    phone = SAMPLE_PRODUCTS[0]
+    price = phone.price or 100.0
+    changes = [
+        CatalogChange("preview-price-0", phone.product_id, T0 - DAY, price, True, phone.category),
+        CatalogChange("preview-price-1", phone.product_id, T0 + 30 * MINUTE,
+                      round(price * 0.85, 2), None, phone.category),
+    ]
+    items = [_profile(cid), _event(cid, 0, PRODUCT_VIEW, T0, phone)]
+    return _through_product_stage(items, changes, settings)
+
+
+def _back_in_stock_journey(cid: str, settings: Settings) -> list[Any]:
+    """A cart add of headphones that were out of stock; later they are back."""
+    headphones = SAMPLE_PRODUCTS[7]
+    changes = [
+        CatalogChange("preview-stock-0", headphones.product_id, T0 - DAY, headphones.price,
+                      False, headphones.category),
+        CatalogChange("preview-stock-1", headphones.product_id,
+                      T0 + 3 * settings.core.cart_delay // 2, None, True, headphones.category),
+    ]
+    items = [_profile(cid), _event(cid, 0, ADD_TO_CART, T0, headphones)]
+    return _through_product_stage(items, changes, settings)
+
+
+
+JOURNEYS: dict[str, Callable[[str, Settings], list[Any]]] = {
     CART_ABANDONMENT: _cart_journey,
     BROWSE_INTENSITY: _browse_journey,
     POST_PURCHASE: _purchase_journey,
     WIN_BACK: _purchase_journey,
     WELCOME: _welcome_journey,
     ENGAGEMENT_FOLLOWUP: _followup_journey,
+    PRICE_DROP: _price_drop_journey,
+    BACK_IN_STOCK: _back_in_stock_journey,
 }
 
 

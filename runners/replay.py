@@ -30,6 +30,7 @@ from typing import Any
 from pipelines.connections import open_producer
 from runners.kafka_io import quiet_client_logs, read_records
 from runners.progress import Pacer, Progress
+from transforms.catalog_changes import CatalogChange, decode_change, encode_change
 from transforms.codec import (
     SCHEMA_ID_OF,
     decode_event,
@@ -42,7 +43,7 @@ from transforms.model import BehaviourEvent, CustomerProfile, DeadLetter, Origin
 from transforms.readers import read_events_jsonl, read_rees46, with_synthesized_profiles
 from transforms.settings import CoreSettings, Settings
 
-Items = Iterator[BehaviourEvent | CustomerProfile | DeadLetter]
+Items = Iterator[BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter]
 
 # --runner -> the module whose run_replay(items, settings, out_dir) runs it
 RUNNERS: dict[str, str] = {
@@ -52,6 +53,7 @@ RUNNERS: dict[str, str] = {
     "flink-cluster": "runners.flink_cluster",
 }
 _PROFILE_FRAME = b"\x00" + SCHEMA_ID_OF["customer_profile"].to_bytes(4, "big")
+_CHANGE_FRAME = b"\x00" + SCHEMA_ID_OF["catalog_change"].to_bytes(4, "big")
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -132,21 +134,23 @@ def read_record_log(path: Path, core: CoreSettings) -> Items:
         origin = Origin(topic, -1, n)
         if value.startswith(_PROFILE_FRAME):
             yield decode_profile(value, origin, core, 0)
+        elif value.startswith(_CHANGE_FRAME):
+            yield decode_change(value, origin, core, None)
         else:
             yield decode_event(value, origin, None, core, 0)
 
 
-def paced(items: Iterable[BehaviourEvent | CustomerProfile | DeadLetter], pacer: Pacer) -> Items:
+def paced(items: Iterable[Any], pacer: Pacer) -> Items:
     """`items`, each released when its event time is due (dead letters pass at once)."""
     for item in items:
-        if not isinstance(item, DeadLetter):
+        if isinstance(item, CatalogChange):
+            pacer.wait(item.occurred_at)
+        elif not isinstance(item, DeadLetter):
             pacer.wait(event_time(item))
         yield item
 
 
-def counted(
-    items: Iterable[BehaviourEvent | CustomerProfile | DeadLetter], progress: Progress
-) -> Items:
+def counted(items: Iterable[Any], progress: Progress) -> Items:
     """`items`, ticking `progress` for each."""
     for item in items:
         progress.tick()
@@ -159,17 +163,20 @@ def produce(items: Items, settings: Settings, progress: Progress) -> dict[str, A
 
     k = settings.kafka
     topics = {"events": k.events_topic, "profiles": k.profiles_topic,
-              "dead_letters": k.dead_letters_topic}
+              "dead_letters": k.dead_letters_topic, "catalog_changes": k.catalog_changes_topic}
     ensure_topics(k, topics.values(), k.partitions)
     producer = open_producer(k)
     failures: list[BaseException] = []
-    counts = {"events": 0, "profiles": 0, "dead_letters": 0}
+    counts = {"events": 0, "profiles": 0, "dead_letters": 0, "catalog_changes": 0}
     try:
         for item in items:
             if isinstance(item, BehaviourEvent):
                 kind, key, value = "events", item.customer_id.encode(), encode_event(item)
             elif isinstance(item, CustomerProfile):
                 kind, key, value = "profiles", item.customer_id.encode(), encode_profile(item)
+            elif isinstance(item, CatalogChange):   # keyed by product (the product stage's key)
+                kind, key, value = ("catalog_changes", item.product_id.encode(),
+                                    encode_change(item))
             else:
                 kind, key, value = "dead_letters", None, encode_dead_letter(item)
             producer.send(topics[kind], key=key, value=value).add_errback(failures.append)

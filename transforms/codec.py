@@ -64,6 +64,7 @@ OUTCOME_SCHEMA: Final = "outcome"
 # Confluent schema ids of our own contracts (what a producer puts after the magic byte).
 SCHEMA_IDS: Final[dict[int, str]] = {
     1: EVENT, 2: PROFILE, 3: PAYLOAD, 4: DEAD_LETTER_SCHEMA, 5: OUTCOME_SCHEMA,
+    6: "catalog_change",  # transforms/catalog_changes.py
 }
 SCHEMA_ID_OF: Final[dict[str, int]] = {name: sid for sid, name in SCHEMA_IDS.items()}
 

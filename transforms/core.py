@@ -37,6 +37,7 @@ from transforms.bounds import (
     evict,
 )
 from transforms.catalog import Catalog
+from transforms.catalog_changes import CatalogSignal
 from transforms.clock import END_OF_TIME
 from transforms.codec import encode_event
 from transforms.compose import Composer
@@ -130,6 +131,7 @@ class Core:
         }
         self.on_grant = [t for t in self.triggers if hasattr(t, "on_consent")]
         self.describing = {t.type: t for t in self.triggers if hasattr(t, "products")}
+        self.signalled = [t for t in self.triggers if hasattr(t, "on_signal")]
         # The stateless half of an emitted trigger (recommend, render): see compose.py.
         self.composer = Composer(settings, recommender, catalog, renderer)
         self.compose = self.composer.compose
@@ -163,6 +165,8 @@ class Core:
             return state, [(DROPPED, "duplicate")], []
         if item.occurred_at <= floor:
             etype = item.event_type
+            if isinstance(item, CatalogSignal):
+                return self._finish(state, [(AUDIT, self._late_signal(item))], floor)
             if etype != CONSENT_CHANGE and etype != CUSTOMER_ERASURE:
                 return self._finish(state, [(DEAD_LETTER, self._late(item, floor))], floor)
             # Never late: applied now, by its own time (as a late profile is).
@@ -176,7 +180,9 @@ class Core:
                 self._apply_consent_event(state, item, outputs)
             return self._finish(state, outputs, floor)
         evicted = self._remember(state, item)
-        state.pending.append((item.occurred_at, 1, item.event_id, item))
+        # Catalog signals after the customer's events at their instant (a purchase then counts).
+        rank = 2 if type(item) is CatalogSignal else 1
+        state.pending.append((item.occurred_at, rank, item.event_id, item))
         if len(state.pending) > self.max_pending:
             return self._overflow(state, evicted)
         return state, evicted, [item.occurred_at]
@@ -229,7 +235,7 @@ class Core:
         early = held - (len(after.pending) if after is not None else 0)
         return after, outputs + [(DROPPED, EVICTED_PENDING)] * early + out, wake_at
 
-    def _remember(self, state: CustomerState, item: BehaviourEvent) -> list[Output]:
+    def _remember(self, state: CustomerState, item: BehaviourEvent | CatalogSignal) -> list[Output]:
         """Keep the event's id for dedup; over `max_dedup_ids`, the oldest are evicted."""
         seen = state.seen
         seen[item.event_id] = item.occurred_at
@@ -264,6 +270,8 @@ class Core:
                 i += 1
                 if isinstance(item, CustomerProfile):
                     self._apply_profile(state, item, outputs)
+                elif isinstance(item, CatalogSignal):
+                    self._apply_signal(state, item, fires, outputs)
                 else:
                     self._apply_event(state, item, fires, outputs)
             slots = state.triggers
@@ -431,6 +439,27 @@ class Core:
         evicted = attribution.remember(state.messages, sent, self.settings.max_attributed_messages)
         if evicted:
             outputs += [(DROPPED, attribution.EVICTED_MESSAGES)] * evicted
+    def _apply_signal(
+        self, state: CustomerState, signal: CatalogSignal, fires: list[FiredTrigger],
+        outputs: list[Output],
+    ) -> None:
+        """A product stage's signal (transforms/product_stage.py): only the signal triggers
+        see it; it is no activity of the customer (windows and features are left alone)."""
+        if state.erased_at is not None:
+            outputs.append((DROPPED, "erased"))
+            return
+        for trig in self.signalled:
+            for f in trig.on_signal(state, signal):
+                if isinstance(f, str):
+                    outputs.append((DROPPED, f))
+                else:
+                    fires.append(f)
+
+    def _late_signal(self, signal: CatalogSignal) -> AuditRecord:
+        """A signal behind this customer's progress (see transforms/product_stage.py): it
+        has no raw form to dead-letter, so its trigger is audited suppressed:late."""
+        return AuditRecord(signal.customer_id, signal.event_type, signal.product_id,
+                           signal.occurred_at, f"suppressed:{R_LATE}")
 
     def _erase(self, state: CustomerState, ev: BehaviourEvent, outputs: list[Output]) -> None:
         """GDPR erasure: forget everything but the dedup ids and the tombstone."""
@@ -503,6 +532,9 @@ class Core:
         describing = self.describing.get(fired.type)
         if describing is not None:  # products the trigger's own slot describes (base.py)
             known.update(describing.products(state))
+        if fired.details is not None and "product" in fired.details:
+            signalled: Product = fired.details["product"]  # its price is the new one
+            known[signalled.product_id] = signalled
         evidence = fired.evidence
         seeds = list(evidence) + [p for p in recent if p not in evidence]
         categories = [fired.category] if fired.category else []

@@ -143,11 +143,16 @@ def to_json(record: Any) -> dict[str, Any]:
     return result
 
 
-def item_to_json(item: BehaviourEvent | CustomerProfile) -> dict[str, Any]:
-    """An input item as a line of an events JSONL file: its JSON form plus `kind`."""
+def item_to_json(item: Any) -> dict[str, Any]:
+    """An input item (event, profile, catalog change) as a line of an events JSONL file: its
+    JSON form plus `kind`."""
     if isinstance(item, BehaviourEvent):
         return {"kind": KIND_EVENT, **event_to_json(item)}
-    return {"kind": KIND_PROFILE, **profile_to_json(item)}
+    if isinstance(item, CustomerProfile):
+        return {"kind": KIND_PROFILE, **profile_to_json(item)}
+    from transforms.catalog_changes import change_to_json
+
+    return change_to_json(item)
 
 
 def dumps(obj: dict[str, Any]) -> str:
@@ -282,8 +287,9 @@ def profile_from_json(d: dict[str, Any]) -> CustomerProfile:
     )
 
 
-def item_from_json(d: dict[str, Any]) -> BehaviourEvent | CustomerProfile:
-    """A line of an events JSONL file: {"kind": "event" | "profile", ...}, or a bare event."""
+def item_from_json(d: dict[str, Any]) -> Any:
+    """A line of an events JSONL file: {"kind": "event" | "profile" | "catalog_change", ...},
+    or a bare event."""
     if not isinstance(d, dict):
         raise TypeError(f"a line must be a JSON object, not {type(d).__name__}")
     kind = d.get("kind", KIND_EVENT)
@@ -291,7 +297,11 @@ def item_from_json(d: dict[str, Any]) -> BehaviourEvent | CustomerProfile:
         return event_from_json(d)
     if kind == KIND_PROFILE:
         return profile_from_json(d)
-    raise ValueError(f"unknown kind {str(kind)[:64]!r} (event or profile)")
+    from transforms.catalog_changes import KIND_CHANGE, change_from_json
+
+    if kind == KIND_CHANGE:
+        return change_from_json(d)
+    raise ValueError(f"unknown kind {str(kind)[:64]!r} (event, profile or catalog_change)")
 
 
 # -- reading our own outputs back ---------------------------------------------------------------

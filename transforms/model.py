@@ -146,6 +146,9 @@ class FiredTrigger:
     evidence: list[str]
     source_event_ids: list[str] = field(default_factory=list)
     category: str | None = None
+    # Runtime only, not on the wire: what the templates may show beyond the products (price
+    # drop: {"product": Product, "old_price", "new_price"}; transforms/triggers/signal_base.py).
+    details: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -27,7 +27,9 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
+from transforms.catalog_changes import CatalogChange, validate_change
 from transforms.jsonl import item_from_json
 from transforms.model import (
     ADD_TO_CART,
@@ -120,11 +122,12 @@ def synthesized_profile(customer_id: str, at: int) -> CustomerProfile:
 
 
 Items = Iterator[BehaviourEvent | CustomerProfile | DeadLetter]
+# What replay files (events JSONL) hold: catalog changes too.
+ReplayItems = Iterator[BehaviourEvent | CustomerProfile | CatalogChange | DeadLetter]
+_T = TypeVar("_T")
 
 
-def with_synthesized_profiles(
-    items: Iterable[BehaviourEvent | CustomerProfile | DeadLetter],
-) -> Items:
+def with_synthesized_profiles(items: Iterable[_T]) -> Iterator[_T | CustomerProfile]:
     """`items` with a synthesized profile before the first event of each customer who has had
     no profile yet (customers whose profile comes first keep theirs)."""
     known: set[str] = set()
@@ -182,13 +185,13 @@ def _dead(line: str, origin: Origin, reason: str, error: str, core: CoreSettings
 
 def read_events_jsonl(
     path: str | Path, synthesize_profiles: bool = False, core: CoreSettings | None = None
-) -> Items:
+) -> ReplayItems:
     """Items of an events JSONL file in file order; bad lines become dead letters (origin: line)."""
     items = _read_events_jsonl(Path(path), core or CoreSettings())
     return with_synthesized_profiles(items) if synthesize_profiles else items
 
 
-def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
+def _read_events_jsonl(path: Path, core: CoreSettings) -> ReplayItems:
     topic = str(path)
     with path.open("rb") as fh:
         for line_no, raw_line in enumerate(fh, start=1):
@@ -214,11 +217,12 @@ def _read_events_jsonl(path: Path, core: CoreSettings) -> Items:
             except (TypeError, ValueError) as exc:  # a wrong type, an unknown field or kind
                 yield dead_letter(raw, origin, R_INVALID, str(exc)[:200], 0, core)
                 continue
-            problem = (
-                validate_event(item, core, None)
-                if isinstance(item, BehaviourEvent)
-                else validate_profile(item, core)
-            )
+            if isinstance(item, BehaviourEvent):
+                problem = validate_event(item, core, None)
+            elif isinstance(item, CustomerProfile):
+                problem = validate_profile(item, core)
+            else:
+                problem = validate_change(item, core, None)
             if problem is not None:
                 yield dead_letter(raw, origin, problem[0], problem[1], 0, core)
                 continue

@@ -225,6 +225,12 @@ class Renderer:
         """The template context: plain dicts of plain values, every customer string cleaned."""
         first_name = _one_line(profile.first_name or "")[:MAX_NAME_LENGTH] if profile else ""
         locale = (profile.locale if profile else None) or "en"
+        shown = [self._product(item) for item in items if item is not None]
+        change = self._change(trigger.details)
+        if change is not None and change["new_price"] is not None and shown:
+            # The changed product (the evidence) at its new price, not the catalog's last one.
+            shown[0] = {**shown[0], "price": change["new_price"],
+                        "price_text": change["new_price_text"]}
         return {
             "customer": {"first_name": first_name or None, "locale": locale},
             "lang": _one_line(locale.split("-")[0].split("_")[0])[:8] or "en",
@@ -234,10 +240,27 @@ class Renderer:
                 "category": trigger.category,
                 "category_label": _category_label(trigger.category),
             },
-            "items": [self._product(item) for item in items if item is not None],
+            "items": shown,
             "recommendations": [self._product(rec) for rec in recommendations],
             "shop": self._shop,
+            "change": change,
         }
+
+    def _change(self, details: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A price change's old and new price (and their text), for price-drop templates."""
+        if not details:
+            return None
+        change: dict[str, Any] = {}
+        for name in ("old_price", "new_price"):
+            price = details.get(name)
+            ok = isinstance(price, float | int) and 0 <= price < float("inf")
+            change[name] = price if ok else None
+            change[f"{name}_text"] = f"{self._currency}{price:,.2f}" if ok else None
+        old, new = change["old_price"], change["new_price"]
+        change["saving_pct"] = (
+            int((old - new) * 100 // old) if old and new is not None and new < old else None
+        )
+        return change
 
     def _product(self, p: CatalogItem | Recommendation) -> dict[str, Any]:
         price = p.price if p.price is not None and p.price >= 0 else None

@@ -170,6 +170,17 @@ class CoreSettings:
     welcome_signup_value: str = "sign_up"
     followup_enabled: bool = True
     followup_window: int = duration(2 * HOUR)     # an email click with no site visit within it
+    # Price drop and back in stock (transforms/product_stage.py, transforms/triggers/
+    # price_drop.py, back_in_stock.py): per product, the customers who viewed or carted it
+    # within interest_window and did not buy it since, the newest max_interested of them.
+    interest_window: int = duration(14 * DAY)
+    max_interested: int = 1_000
+    price_drop_min_pct: float = 10.0  # a drop of at least this percent of the last price
+    catalog_state_ttl: int = duration(30 * DAY)  # a product's last price / stock, after its change
+    max_change_ids: int = 1_000  # catalog change ids held per product for dedup (dedup_ttl)
+    price_drop_cooldown: int = duration(7 * DAY)  # per customer and product
+    back_in_stock_cooldown: int = duration(7 * DAY)  # per customer and product
+    max_signal_products: int = 200  # cooldown entries per customer and trigger
 
 
 @dataclass(slots=True)
@@ -183,6 +194,7 @@ class KafkaSettings:
     dead_letters_topic: str = "dead-letters"
     audit_topic: str = "policy-audit"
     outcomes_topic: str = "email-outcomes"
+    catalog_changes_topic: str = "catalog-changes"  # price / stock changes (catalog_change.avsc)
     partitions: int = 4
     group_id: str = "personalize"
     # The local broker of `personalize services` (KRaft controller listener and JVM heap).

@@ -16,6 +16,9 @@ Every part has a time limit (STYLE.md rule 7):
                      win_back: last activity (one int)        until it fires (win_back_delay)
                      welcome: (due, welcomed_at, key)         due; the mark: with the profile
                      engagement_followup: (deadline, key, id) until it fires or a visit
+                     price_drop, back_in_stock: product ->    their cooldown
+                     last fire (pending may hold catalog
+                     signals of the product stage)
     sent             emitted payloads (fired_at, type)        cap_window
                      (and held-out would-be ones, policy.py)
     messages         sends for attribution (fired_at, id,     attribution_window after fired_at
@@ -48,6 +51,8 @@ transforms/bounds.py): over it the oldest entries go, each counted as dropped `e
                      messages                                     purchases are not attributed
     post_purchase    post_purchase_       oldest purchase         not in the evidence
       products         max_items
+    price_drop,      max_signal_products  oldest fire             that product's cooldown is
+      back_in_stock                                               forgotten
     (window buckets, sent and the other parts are bounded by their time limit and granularity)
 
 Segments (transforms/segments.py) are no part of the state: they are computed from the
@@ -61,10 +66,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from transforms.catalog_changes import CatalogSignal
 from transforms.model import BehaviourEvent, CustomerProfile, Product
 from transforms.windows import Windows
 
-Item = BehaviourEvent | CustomerProfile
+Item = BehaviourEvent | CustomerProfile | CatalogSignal
 
 
 class CustomerState:

@@ -149,6 +149,7 @@ class Kafka(LocalService):
             k.dead_letters_topic,
             k.audit_topic,
             k.outcomes_topic,
+            k.catalog_changes_topic,
         ]
 
     def healthy(self) -> bool:

@@ -38,6 +38,7 @@ def job_settings(kafka: str, new_topic: Callable[..., str], **core: str) -> tupl
         f"kafka.payloads_topic={new_topic('beam-payloads')}",
         f"kafka.audit_topic={new_topic('beam-audit')}",
         f"kafka.dead_letters_topic={new_topic('beam-dead')}",
+        f"kafka.catalog_changes_topic={unique_name('beam-changes')}",  # none: not read
         f"kafka.group_id={unique_name('beam-it')}",
         *(f"core.{k}={v}" for k, v in core.items()),
     ])

@@ -19,6 +19,7 @@ from runners.cli import main
 from runners.preview import build_samples
 from transforms.render import Renderer
 from transforms.settings import Settings
+from transforms.triggers import load_triggers
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +111,7 @@ def test_preview_pages_render_in_chromium(tmp_path):
     assert main(["preview", "--out", str(out)]) == 0
     renderer = Renderer()
     expected = {
-        f"{t}_{v}" for t in ("cart_abandonment", "browse_intensity") for v in renderer.variants(t)
+        f"{t.type}_{v}" for t in load_triggers(Settings().core) for v in renderer.variants(t.type)
     }
     assert len(expected) >= 4
     samples = build_samples(Settings())

@@ -39,7 +39,8 @@ def kafka_settings(bootstrap: str, **extra: str) -> Settings:
     pairs = [f"kafka.bootstrap={bootstrap}", f"kafka.group_id={tag}",
              f"flink.transactional_id_prefix={tag}", "flink.checkpoint_interval=1s",
              "core.holdout_share=0"]
-    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes"):
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes",
+                 "catalog_changes"):
         pairs.append(f"kafka.{name}_topic={tag}-{name}")
     pairs += [f"{k}={v}" for k, v in extra.items()]
     return load_settings(None, os.environ).with_overrides(pairs)

@@ -1,0 +1,144 @@
+"""The product-keyed stage on Beam (transforms/product_stage.py): a second keyed DoFn before
+PerCustomer, over the same shard tables and timers (beam_pipeline.PerCustomer).
+
+    Decode (events: items with a product also on PRODUCTS; changes)  (shard, [(item, wm, batch)])
+    | "MergeProductInputs" Flatten
+    | "PerProduct"        PerCustomer's mechanics keyed by product: SIGNAL, DEAD_LETTER out
+    | "KeySignals"        CatalogSignal -> (customer shard, [(signal, its time - 1, SIGNALS)])
+    -> PerCustomer, flattened with the decoded events and profiles
+
+Why the outputs are the reference runner's: PerProduct's timer for a change at t holds its
+output watermark at t, so PerCustomer's watermark passes t only after the change's signals
+reached it (transforms/product_stage.py). The safe-watermark wakes (docs/beam-topology.md) stay
+safe: Decode counts the items it routes to PerProduct with the batch, PerProduct counts those
+it stepped, so the Flow's safe watermark covers both stages; and PerCustomer's jump beyond its
+timer is capped by the SignalGate: below every product's next wake (no product can emit a
+signal before its next wake), and none while signals emitted are not all stepped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from pipelines import wire
+from pipelines.beam_local import Local
+from pipelines.beam_pipeline import PRODUCTS, PerCustomer, shard_of
+from transforms.catalog_changes import CatalogSignal
+from transforms.model import DEAD_LETTER
+from transforms.product_stage import SIGNAL, ProductStage, product_of, signal_watermark
+
+SIGNALS = -1            # the batch number signals carry: no source batch (never counted)
+
+
+class SignalGate:
+    """How far PerCustomer may wake (thread-safe; one per run, in Local): below every
+    product's next wake and below every signal emitted but not yet stepped. The DirectRunner
+    holds no output watermark for a stateful DoFn's timers, so PerCustomer's watermark may pass
+    a change's time before PerProduct's timer for it has run: the gate keeps PerCustomer's
+    wakes behind it (its timer then fires again until PerProduct caught up)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wakes: dict[str, int] = {}           # product -> its next wake
+        self.heap: list[tuple[int, str]] = []     # (wake, product); stale entries skipped
+        self.inflight: dict[int, int] = {}        # signal time -> signals not yet stepped
+        self.times: list[int] = []                # heap of those times (stale skipped)
+
+    def update(self, signals: list[int], wakes: dict[str, int | None]) -> None:
+        """PerProduct emitted signals at these times; its products' next wakes are `wakes`."""
+        with self.lock:
+            for t in signals:
+                n = self.inflight.get(t, 0)
+                self.inflight[t] = n + 1
+                if not n:
+                    heapq.heappush(self.times, t)
+            for pid, wake in wakes.items():
+                if wake is None:
+                    self.wakes.pop(pid, None)
+                elif self.wakes.get(pid) != wake:
+                    self.wakes[pid] = wake
+                    heapq.heappush(self.heap, (wake, pid))
+
+    def step(self, signals: list[int]) -> None:
+        """PerCustomer has stepped signals at these times."""
+        with self.lock:
+            for t in signals:
+                n = self.inflight.get(t, 0) - 1
+                if n > 0:
+                    self.inflight[t] = n
+                else:
+                    self.inflight.pop(t, None)
+
+    def bound(self, t: int) -> int:
+        """`t` capped below every product's next wake and every signal in flight."""
+        with self.lock:
+            heap, wakes = self.heap, self.wakes
+            while heap and wakes.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)
+            if heap and heap[0][0] <= t:
+                t = heap[0][0] - 1
+            times, inflight = self.times, self.inflight
+            while times and times[0] not in inflight:
+                heapq.heappop(times)
+            if times and times[0] <= t:
+                t = times[0] - 1
+            return t
+
+
+def signal_gate(local: Local) -> SignalGate:
+    """The run's SignalGate."""
+    gate: SignalGate = local.get("signal_gate", SignalGate)
+    return gate
+
+
+class PerProduct(PerCustomer):
+    """PerCustomer's shard tables and timers over the product stage, keyed by product."""
+
+    key = staticmethod(product_of)
+    cache = "product_states"
+    active_counter = "active_products"
+
+    def make_keyed(self) -> wire.KeyedCore:
+        """The product stage behind the keyed contract."""
+        return wire.KeyedCore(ProductStage(self.settings.core), compose=False)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        """PerCustomer's, and the run's SignalGate."""
+        super().setup()
+        self.signal_gate = signal_gate(self.local)
+
+    def _store(self, table: Any, live: dict[str, list[Any]], routed: wire.Routed,
+               *args: Any, **kwargs: Any) -> Iterator[TaggedOutput]:
+        """Tell the gate what it emits and its products' next wakes, then PerCustomer's."""
+        signals = [record.occurred_at for sink, record in routed if sink == SIGNAL]
+        self.signal_gate.update(signals, {pid: (None if state is None else earliest)
+                                          for pid, (_, state, earliest) in live.items()})
+        return super()._store(table, live, routed, *args, **kwargs)
+
+
+def build_product_stage(decoded_events: Any, decoded_changes: Any, local: Local,
+                        settings: Any) -> tuple[Any, list[Any]]:
+    """The product stage's signals keyed for PerCustomer, and its dead-letter PCollections."""
+    routed = (
+        (decoded_events[PRODUCTS], decoded_changes.items)
+        | "MergeProductInputs" >> beam.Flatten()
+        | "PerProduct" >> beam.ParDo(PerProduct(local, settings)).with_outputs(
+            SIGNAL, DEAD_LETTER, main="unused")
+    )
+    signals = routed[SIGNAL] | "KeySignals" >> beam.ParDo(KeySignals())
+    return signals, [decoded_changes[DEAD_LETTER], routed[DEAD_LETTER]]
+
+
+class KeySignals(beam.DoFn):
+    """CatalogSignal -> (customer shard, [(signal, signal_watermark, SIGNALS)])."""
+
+    def process(self, signal: CatalogSignal) -> Iterator[Any]:
+        """One signal, for its customer's shard of PerCustomer."""
+        yield shard_of(signal.customer_id), [(signal, signal_watermark(signal), SIGNALS)]
+

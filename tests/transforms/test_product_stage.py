@@ -1,0 +1,206 @@
+"""The product-keyed stage at named instants: interest window, purchases, drops, restocks,
+dedup, caps and expiry (transforms/product_stage.py)."""
+
+from __future__ import annotations
+
+import pickle
+
+from tests.builders import HOUR, MINUTE, T0, add, purchase, view
+from transforms.catalog_changes import BACK_IN_STOCK, PRICE_DROP, CatalogChange
+from transforms.clock import END_OF_TIME
+from transforms.model import DEAD_LETTER, DROPPED, R_LATE
+from transforms.product_stage import SIGNAL, ProductStage, signal_watermark
+from transforms.settings import DAY, CoreSettings
+
+WINDOW = 14 * DAY
+CHANGE_AT = T0 + 3 * DAY
+
+
+def change(t: int, price: float | None = None, in_stock: bool | None = None, cid: str = "",
+           pid: str = "p1") -> CatalogChange:
+    return CatalogChange(cid or f"ch-{t}-{price}-{in_stock}", pid, t, price, in_stock, "shoes")
+
+
+def drive(stage, items, until, state=None, watermark=None):
+    outputs = []
+    for item in items:
+        state, out, _ = stage.step(state, item, watermark)
+        outputs += out
+    state, out, wake = stage.wake(state, until)
+    return state, outputs + out, wake
+
+
+def signals(outputs):
+    return [(s.event_type, s.customer_id, s.occurred_at) for k, s in outputs if k == SIGNAL]
+
+
+def dropped(outputs):
+    return [r for k, r in outputs if k == DROPPED]
+
+
+def priced(*extra, settings=None):
+    """A product priced 100 and out of stock at T0, then `extra`."""
+    return [change(T0, 100.0, False, "base"), *extra]
+
+
+def test_a_drop_of_exactly_the_minimum_percent_signals_each_interested_customer():
+    stage = ProductStage(CoreSettings())
+    items = priced(view(T0 + HOUR, cid="a"), add(T0 + 2 * HOUR, cid="b"), change(CHANGE_AT, 90.0))
+    _, out, _ = drive(stage, items, CHANGE_AT)
+    assert signals(out) == [(PRICE_DROP, "a", CHANGE_AT), (PRICE_DROP, "b", CHANGE_AT)]
+    sig = [s for k, s in out if k == SIGNAL][0]
+    assert (sig.old_price, sig.new_price, sig.interest_at) == (100.0, 90.0, T0 + HOUR)
+    assert signal_watermark(sig) == CHANGE_AT - 1
+
+
+def test_a_drop_just_below_the_minimum_and_a_rise_are_not_drops():
+    stage = ProductStage(CoreSettings())
+    items = priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 90.01),
+                   change(CHANGE_AT + HOUR, 120.0))
+    _, out, _ = drive(stage, items, CHANGE_AT + DAY)
+    assert signals(out) == []
+
+
+def test_nothing_before_the_watermark_reaches_the_change():
+    stage = ProductStage(CoreSettings())
+    _, out, wake = drive(stage, priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 50.0)),
+                         CHANGE_AT - 1)
+    assert signals(out) == []
+    assert wake == [CHANGE_AT]
+
+
+def test_interest_exactly_the_window_before_the_change_is_too_old():
+    stage = ProductStage(CoreSettings())
+    at = T0 + HOUR
+    items = priced(view(at, cid="old"), view(at + 1, cid="new"), change(at + WINDOW, 50.0))
+    _, out, _ = drive(stage, items, at + WINDOW)
+    assert signals(out) == [(PRICE_DROP, "new", at + WINDOW)]
+
+
+def test_a_purchase_ends_the_interest_and_a_later_view_renews_it():
+    stage = ProductStage(CoreSettings())
+    items = priced(view(T0 + HOUR, cid="a"), purchase(T0 + 2 * HOUR, cid="a"),
+                   view(T0 + HOUR, cid="b"), purchase(T0 + 2 * HOUR, cid="b"),
+                   view(T0 + 3 * HOUR, cid="b"), change(CHANGE_AT, 50.0))
+    _, out, _ = drive(stage, items, CHANGE_AT)
+    assert signals(out) == [(PRICE_DROP, "b", CHANGE_AT)]
+
+
+def test_a_purchase_at_the_change_instant_comes_first():
+    stage = ProductStage(CoreSettings())
+    items = priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 50.0), purchase(CHANGE_AT, cid="a"))
+    _, out, _ = drive(stage, items, CHANGE_AT)
+    assert signals(out) == []
+
+
+def test_a_restock_signals_but_in_stock_to_in_stock_and_unknown_to_in_stock_do_not():
+    stage = ProductStage(CoreSettings())
+    items = priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, in_stock=True),
+                   change(CHANGE_AT + HOUR, in_stock=True))
+    _, out, _ = drive(stage, items, CHANGE_AT + DAY)
+    assert signals(out) == [(BACK_IN_STOCK, "a", CHANGE_AT)]
+    unknown = [view(T0 + HOUR, cid="a"), change(CHANGE_AT, 80.0, True, "first")]
+    _, out, _ = drive(ProductStage(CoreSettings()), unknown, CHANGE_AT)
+    assert signals(out) == []
+
+
+def test_a_drop_and_a_restock_at_once_signal_both():
+    stage = ProductStage(CoreSettings())
+    items = priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 50.0, True))
+    _, out, _ = drive(stage, items, CHANGE_AT)
+    assert signals(out) == [(BACK_IN_STOCK, "a", CHANGE_AT), (PRICE_DROP, "a", CHANGE_AT)]
+
+
+def test_a_duplicate_change_id_is_dropped_even_after_processing():
+    stage = ProductStage(CoreSettings())
+    state, out, _ = drive(stage, priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 50.0, cid="x"),
+                                        change(CHANGE_AT, 50.0, cid="x")), CHANGE_AT)
+    assert len(signals(out)) == 1
+    assert dropped(out) == ["duplicate_change"]
+    state, out, _ = stage.step(state, change(CHANGE_AT + HOUR, 10.0, cid="x"), CHANGE_AT)
+    assert dropped(out) == ["duplicate_change"]
+
+
+def test_a_late_change_is_a_dead_letter_and_a_late_event_is_ignored():
+    stage = ProductStage(CoreSettings())
+    state, out, _ = drive(stage, priced(), CHANGE_AT)
+    state, out, _ = stage.step(state, change(CHANGE_AT, 10.0, cid="late"), None)
+    ((kind, dead),) = out
+    assert kind == DEAD_LETTER and dead.reason == R_LATE
+    state, out, _ = stage.step(state, view(CHANGE_AT - 1, cid="a"), CHANGE_AT + 5)
+    assert out == [] and state.pending == [] and "a" not in state.interested
+
+
+def test_hostile_flood_of_viewers_keeps_the_newest_max_interested():
+    stage = ProductStage(CoreSettings(max_interested=32))
+    viewers = [view(T0 + HOUR + i * MINUTE, cid=f"c{i:03d}") for i in range(100)]
+    state, out, _ = drive(stage, priced(*viewers, change(CHANGE_AT, 50.0)), CHANGE_AT)
+    sent = [c for _, c, _ in signals(out)]
+    assert len(sent) <= 32 and sent == sorted(sent) and sent[-1] == "c099"
+    assert dropped(out).count("evicted:interested") == 100 - len(sent)
+    assert len(state.interested) <= 32
+
+
+def test_hostile_flood_of_change_ids_is_capped():
+    stage = ProductStage(CoreSettings(max_change_ids=16))
+    changes = [change(T0 + i, 100.0 + i, cid=f"x{i}") for i in range(50)]
+    state, out, _ = drive(stage, changes, T0 + HOUR)
+    assert len(state.seen) <= 16
+    assert dropped(out).count("evicted:change_ids") == 50 - len(state.seen)
+
+
+def test_interest_expires_and_the_state_is_none_once_all_has_expired():
+    settings = CoreSettings()
+    stage = ProductStage(settings)
+    state, _, wake = drive(stage, priced(view(T0 + HOUR, cid="a")), T0 + HOUR)
+    assert state is not None and wake
+    state, _, _ = stage.wake(state, T0 + HOUR + WINDOW)
+    assert state is not None and state.interested == {} and state.price == 100.0
+    state, _, _ = stage.wake(state, T0 + settings.catalog_state_ttl)
+    assert state is None
+
+
+def test_after_the_price_expired_a_lower_price_is_no_drop():
+    settings = CoreSettings()
+    stage = ProductStage(settings)
+    later = T0 + settings.catalog_state_ttl + HOUR
+    state, _, _ = drive(stage, priced(), T0 + settings.catalog_state_ttl)
+    state, out, _ = drive(stage, [view(later - HOUR, cid="a"), change(later, 1.0)], later, state)
+    assert signals(out) == []
+
+
+def test_end_of_time_clears_everything():
+    stage = ProductStage(CoreSettings())
+    state, _, _ = drive(stage, priced(view(T0 + HOUR, cid="a")), END_OF_TIME)
+    assert state is None
+
+
+def test_state_pickles():
+    stage = ProductStage(CoreSettings())
+    state, _, _ = drive(stage, priced(view(T0 + HOUR, cid="a"), change(CHANGE_AT, 50.0)), T0)
+    again = pickle.loads(pickle.dumps(state))
+    assert again.pending == state.pending and again.interested == state.interested
+
+
+def test_any_arrival_order_gives_the_same_signals():
+    import random
+
+    items = priced(view(T0 + HOUR, cid="a"), add(T0 + 2 * HOUR, cid="b"),
+                   purchase(T0 + 3 * HOUR, cid="a"), view(T0 + 4 * HOUR, cid="c"),
+                   change(CHANGE_AT, 80.0, True, "drop"), change(CHANGE_AT, 80.0, True, "drop"),
+                   view(CHANGE_AT, cid="d"), purchase(CHANGE_AT, cid="b"),
+                   change(CHANGE_AT + HOUR, in_stock=False), change(CHANGE_AT + 2 * HOUR, 60.0),
+                   change(CHANGE_AT + 3 * HOUR, in_stock=True))
+    want = None
+    rng = random.Random(5)
+    for _ in range(30):
+        shuffled = items[:]
+        rng.shuffle(shuffled)
+        _, out, _ = drive(ProductStage(CoreSettings()), shuffled, END_OF_TIME)
+        got = [(s.event_type, s.customer_id, s.occurred_at, s.old_price, s.new_price)
+               for k, s in out if k == SIGNAL]
+        want = got if want is None else want
+        assert got == want
+    assert [(k, c) for k, c, *_ in want] == [
+        (BACK_IN_STOCK, "c"), (BACK_IN_STOCK, "d"), (PRICE_DROP, "c"), (PRICE_DROP, "d"),
+        (PRICE_DROP, "c"), (PRICE_DROP, "d"), (BACK_IN_STOCK, "c"), (BACK_IN_STOCK, "d")]
