@@ -251,15 +251,16 @@ def test_generate_responses_writes_the_answers_and_the_truth_beside_them(
             "--to", "file", "--out", str(out), "--responses", "--truth", str(truth)]
     # Only the two triggers the truth answers (an answer to every email, purchases included,
     # would make the purchase-led triggers fire on and on).
-    argv += [f"--set=core.{name}_enabled=false"
-             for name in ("post_purchase", "win_back", "welcome", "followup")]
+    off = [f"core.{name}_enabled=false" for name in ("post_purchase", "win_back", "welcome",
+                                                       "followup")]
+    argv += [f"--set={o}" for o in off]
     assert main(argv) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["loop_converged"] and counts["loop_rounds"] >= 2
     assert counts["sends"] == counts["opens"] == counts["clicks"] == counts["purchases"] > 0
     items = list(read_events_jsonl(out))
     # Replayed, the file sends exactly the emails it answers: one open and one click each.
-    sent = {s.message_id for s in read_sends_of(items, tmp_path) if not s.holdout}
+    sent = {s.message_id for s in read_sends_of(items, tmp_path, off) if not s.holdout}
     for kind in (EMAIL_OPEN, EMAIL_CLICK):
         answered = [i.email_message_id for i in items if getattr(i, "event_type", "") == kind
                     and i.event_id.isalnum() and i.email_message_id in sent]
@@ -269,8 +270,8 @@ def test_generate_responses_writes_the_answers_and_the_truth_beside_them(
     assert written["loop"]["sends"] == counts["sends"]
 
 
-def read_sends_of(items: list, tmp_path: Path) -> list[Send]:
-    run_replay(iter(items), Settings(), tmp_path / "replayed")
+def read_sends_of(items: list, tmp_path: Path, overrides: list[str] | None = None) -> list[Send]:
+    run_replay(iter(items), Settings().with_overrides(overrides or []), tmp_path / "replayed")
     return read_sends(tmp_path / "replayed")
 
 
