@@ -59,7 +59,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     ch.add_argument("--input", required=True, type=Path, metavar="CHANGES.jsonl",
                     help="one catalog change per line")
     ch.add_argument("--confluent", action="store_true",
-                    help="values in the Confluent wire format (schema id 5)")
+                    help="values in the Confluent wire format (schema id 6)")
     ch.set_defaults(func=produce_changes)
 
 

@@ -16,7 +16,7 @@ from transforms.catalog_changes import (
     decode_change,
     encode_change,
 )
-from transforms.codec import confluent_frame
+from transforms.codec import SCHEMA_ID_OF, confluent_frame
 from transforms.model import (
     R_DECODE,
     R_EMPTY,
@@ -51,7 +51,7 @@ def test_round_trip_plain_and_confluent():
     c = change()
     got = decoded(c)
     assert got == change(origin=ORIGIN)
-    framed = decode_change(confluent_frame(5, encode_change(c)), ORIGIN, S, NOW)
+    framed = decode_change(confluent_frame(SCHEMA_ID_OF["catalog_change"], encode_change(c)), ORIGIN, S, NOW)
     assert isinstance(framed, CatalogChange) and framed.price == 9.5
 
 
