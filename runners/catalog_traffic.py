@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from transforms.catalog_changes import CatalogChange, encode_change
-from transforms.codec import confluent_frame
+from transforms.codec import SCHEMA_ID_OF, confluent_frame
 from transforms.model import ADD_TO_CART, PRODUCT_VIEW, BehaviourEvent
 
 CHANGES = "catalog_changes"
-CHANGE_SCHEMA_ID = 5
+CHANGE_SCHEMA_ID = SCHEMA_ID_OF["catalog_change"]
 
 
 @dataclass(slots=True)
