@@ -158,4 +158,4 @@ class CustomerState:
 
 
 # CustomerState's slots in order, read in one C call (its pickle; see __getstate__).
-_slot_values = attrgetter(*CustomerState.__slots__)
+_slot_values = attrgetter(*vars(CustomerState)["__slots__"])
