@@ -6,7 +6,9 @@ dataclasses: cheap to build, picklable for engine state, and free of any engine 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -60,7 +62,25 @@ class Compact:
     __slots__: tuple[str, ...] = ()
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        return type(self), tuple([getattr(self, name) for name in self.__slots__])
+        cls = type(self)
+        fields = _FIELDS.get(cls)
+        if fields is None:
+            fields = _FIELDS[cls] = _fields_getter(cls.__slots__)
+        return cls, fields(self)
+
+
+def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """One C call that reads `names` in order into a tuple (the fields of a Compact pickle):
+    engines pickle each pending event on every state write, and a comprehension of getattr
+    calls was most of the time of a state's pickle outside the pickler itself."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda obj: (getattr(obj, name),)
+    return attrgetter(*names)
+
+
+# Compact class -> its fields getter, built on its first pickle.
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 @dataclass(slots=True)

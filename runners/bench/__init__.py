@@ -588,6 +588,32 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                 outcome.rows.append(
                     Row(
                         "flink",
+                        f"topology records/s against the keyed floor ({records} records; floor "
+                        f"{base_records})",
+                        tp.get("topology_eps"),
+                        "records/s",
+                        tp.get("floor_eps"),
+                        "keyed floor, same run",
+                        note="issue 19's acceptance: the keyed contract's own cost is the floor",
+                        target=Target("ratio", ">=", 0.5, ">= 0.5 x keyed floor"),
+                    )
+                )
+                if tp.get("topology_cpu_us") and tp.get("floor_cpu_us"):
+                    outcome.rows.append(
+                        Row(
+                            "flink",
+                            "topology CPU per record (mini-cluster JVM) against the keyed floor's "
+                            "(ratio: floor / topology, steadier than wall time on a shared host)",
+                            tp["topology_cpu_us"],
+                            "us",
+                            tp["floor_cpu_us"],
+                            "keyed floor, same run",
+                            ratio=round(tp["floor_cpu_us"] / tp["topology_cpu_us"], 3),
+                        )
+                    )
+                outcome.rows.append(
+                    Row(
+                        "flink",
                         "fused bound records/s: keyed and timed in Java as the floor, one Python "
                         "keyed operator that decodes and runs the core, Compose chained "
                         f"({records} records; no lateness, audit and dead letters discarded)",
