@@ -51,7 +51,8 @@ def test_round_trip_plain_and_confluent():
     c = change()
     got = decoded(c)
     assert got == change(origin=ORIGIN)
-    framed = decode_change(confluent_frame(SCHEMA_ID_OF["catalog_change"], encode_change(c)), ORIGIN, S, NOW)
+    framed = confluent_frame(SCHEMA_ID_OF["catalog_change"], encode_change(c))
+    framed = decode_change(framed, ORIGIN, S, NOW)
     assert isinstance(framed, CatalogChange) and framed.price == 9.5
 
 

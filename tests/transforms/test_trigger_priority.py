@@ -19,8 +19,8 @@ def test_default_order_and_unknown_types_after_all_listed_by_name():
         "engagement_followup", "welcome", "win_back", "alpha", "zeta",
     ]
     assert [t.type for t in load_triggers(s)] == [
-        "cart_abandonment", "browse_intensity", "post_purchase", "engagement_followup",
-        "welcome", "win_back",
+        "cart_abandonment", "browse_intensity", "back_in_stock", "price_drop", "post_purchase",
+        "engagement_followup", "welcome", "win_back",
     ]
 
 
