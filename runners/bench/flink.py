@@ -236,7 +236,7 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
         wall_ms,
     )
     from pipelines.flink_pipeline import by_customer, discard
-    from transforms.model import AUDIT, DEAD_LETTER, PAYLOAD, DeadLetter
+    from transforms.model import AUDIT, DEAD_LETTER, OUTCOME, PAYLOAD, DeadLetter
 
     tags = side_outputs()
     per_customer: Any = type(per_customer_fn(settings, False, False))
@@ -264,7 +264,7 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
     keyed = by_customer(streams[0].union(streams[1]), value_type)
     per_customer = keyed.process(DecodingPerCustomer(settings, False, False),
                                  output_type=Types.PICKLED_BYTE_ARRAY()).name("FusedPerCustomer")
-    for sink in (AUDIT, DEAD_LETTER):  # registered as side outputs, as in the topology
+    for sink in (AUDIT, DEAD_LETTER, OUTCOME):  # side outputs PerCustomer yields to
         discard(per_customer.get_side_output(tags[sink]), f"fused-{sink}", f"Fused-{sink}")
     payloads = (
         per_customer
