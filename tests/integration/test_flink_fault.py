@@ -22,7 +22,6 @@ from runners.services._proc import cmdline
 from tests.builders import HOUR, SECOND, T0, add, profile, view
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from transforms.codec import decode_payload
-from transforms.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +54,7 @@ def test_a_killed_taskmanager_loses_and_duplicates_no_payload(kafka, flink_clust
     s = kafka_settings(kafka, **{"flink.checkpoint_interval": "1s"})
     tag = s.kafka.group_id
     items = workload(tag)
-    reference.run_replay(items, Settings(), tmp_path / "ref")
+    reference.run_replay(items, s, tmp_path / "ref")  # the job's settings: no holdout
     expected = sorted(json.loads(line)["message_id"]
                       for line in (tmp_path / "ref" / "payloads.jsonl").open())
     assert len(expected) == CUSTOMERS
