@@ -49,6 +49,7 @@ event of another partition) can make it late; the core then audits it `suppresse
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Final
 
 from transforms.bounds import evict
@@ -289,8 +290,7 @@ class ProductStage:
         return state, outputs, [wake]
 
 
-def _order(p: tuple[int, int, str, ProductItem]) -> tuple[int, int, str]:
-    return p[0], p[1], p[2]
+_order = itemgetter(0, 1, 2)  # a pending item's (time, rank, id): its processing order
 
 
 def signal_watermark(signal: CatalogSignal) -> int:
