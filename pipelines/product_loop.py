@@ -37,11 +37,13 @@ class ProductLoop:
         self.timers: list[tuple[int, str]] = []
         self.next_wake: dict[str, int] = {}
 
-    def step(self, item: Any, watermark: int | None) -> None:
-        """One item of the product stage (an event without a product key is ignored)."""
-        pid = product_of(item)
+    def step(self, item: Any, watermark: int | None, pid: str | None = None) -> None:
+        """One item of the product stage (an event without a product key is ignored); `pid`:
+        its product_of, if the caller has it already."""
         if pid is None:
-            return
+            pid = product_of(item)
+            if pid is None:
+                return
         self._store(pid, *self.stage.step(self.states.get(pid), item, watermark))
 
     def advance(self, watermark: int) -> None:

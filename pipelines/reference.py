@@ -122,8 +122,9 @@ class ReferenceRunner:
                 self._fire(cid, combined)
         state, outputs, wake_at = self.core.step(self.states.get(cid), item, own)
         self._store(cid, state, outputs, wake_at)
-        if product_of(item) is not None:
-            self.products.step(item, own)
+        pid = product_of(item)
+        if pid is not None:
+            self.products.step(item, own, pid)
         clock.observe(partition, t, now)
         self.unfired += 1
         if self.unfired >= self.fire_every and clock.watermark is not None:

@@ -49,6 +49,7 @@ event of another partition) can make it late; the core then audits it `suppresse
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Final
 
 from transforms.bounds import evict
@@ -182,11 +183,15 @@ class ProductStage:
         outputs: list[Output] = []
         pending = state.pending
         if pending:
-            pending.sort(key=_order)
-            cut = 0
-            while cut < len(pending) and pending[cut][0] <= t:
-                cut += 1
-            due, state.pending = pending[:cut], pending[cut:]
+            if len(pending) > 1:
+                pending.sort(key=_order)
+            if pending[-1][0] <= t:  # all due (the usual case): no slicing
+                due, state.pending = pending, []
+            else:
+                cut = 0
+                while cut < len(pending) and pending[cut][0] <= t:
+                    cut += 1
+                due, state.pending = pending[:cut], pending[cut:]
             for _, _, _, item in due:
                 if isinstance(item, CatalogChange):
                     self._change(state, item, outputs)
@@ -205,7 +210,10 @@ class ProductStage:
         interested.pop(cid, None)
         if ev.event_type == PURCHASE:
             return
-        interested[cid] = ev.occurred_at  # events come in time order: insertion order is age
+        # Items are processed in time order, each after every item processed before it
+        # (step rejects those at or before processed_until): insertion order is age, and the
+        # times never decrease in it, which _purge and _finish rely on.
+        interested[cid] = ev.occurred_at
         if len(interested) > self.max_interested:
             outputs += [(DROPPED, EVICTED_INTERESTED)] * evict(interested, self.max_interested)
 
@@ -252,8 +260,10 @@ class ProductStage:
 
     def _purge(self, state: ProductState, now: int) -> None:
         horizon = now - self.window
-        if state.interested:
-            state.interested = {c: at for c, at in state.interested.items() if at > horizon}
+        interested = state.interested
+        # Interest times never decrease in insertion order (_interest): the expired are first.
+        while interested and next(iter(interested.values())) <= horizon:
+            del interested[next(iter(interested))]
         if state.seen:
             cut = now - self.dedup_ttl
             state.seen = {i: at for i, at in state.seen.items() if at > cut}
@@ -264,8 +274,8 @@ class ProductStage:
         """The next wake (the first pending item, else the next expiry on the hour grid), or
         None state when nothing is left."""
         ends = []
-        if state.interested:
-            ends.append(min(state.interested.values()) + self.window)
+        if state.interested:  # the oldest interest is the first (_interest)
+            ends.append(next(iter(state.interested.values())) + self.window)
         if state.seen:
             ends.append(min(state.seen.values()) + self.dedup_ttl)
         if state.changed_at is not None:
@@ -280,8 +290,7 @@ class ProductStage:
         return state, outputs, [wake]
 
 
-def _order(p: tuple[int, int, str, ProductItem]) -> tuple[int, int, str]:
-    return p[0], p[1], p[2]
+_order = itemgetter(0, 1, 2)  # a pending item's (time, rank, id): its processing order
 
 
 def signal_watermark(signal: CatalogSignal) -> int:

@@ -204,3 +204,22 @@ def test_any_arrival_order_gives_the_same_signals():
     assert [(k, c) for k, c, *_ in want] == [
         (BACK_IN_STOCK, "c"), (BACK_IN_STOCK, "d"), (PRICE_DROP, "c"), (PRICE_DROP, "d"),
         (PRICE_DROP, "c"), (PRICE_DROP, "d"), (BACK_IN_STOCK, "c"), (BACK_IN_STOCK, "d")]
+
+
+def test_interest_expires_oldest_first_at_the_exact_instant():
+    # The stage trims interest from the oldest end (times never decrease in its order): a
+    # renewed interest moves to the young end, and each expires exactly `window` after it.
+    stage = ProductStage(CoreSettings())
+    a1, b, a2 = T0 + HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR
+    state, _, wake = drive(stage, [view(a2, cid="a"), view(b, cid="b"), view(a1, cid="a")], a2)
+    assert list(state.interested.items()) == [("b", b), ("a", a2)]
+    assert b + WINDOW <= wake[0] < b + WINDOW + HOUR  # the oldest's expiry, on the hour grid
+    state, _, _ = stage.wake(state, b + WINDOW - 1)
+    assert list(state.interested.items()) == [("b", b), ("a", a2)]
+    state, _, wake = stage.wake(state, b + WINDOW)
+    assert list(state.interested.items()) == [("a", a2)]
+    assert a2 + WINDOW <= wake[0] < a2 + WINDOW + HOUR
+    state, _, _ = stage.wake(state, a2 + WINDOW - 1)
+    assert state.interested == {"a": a2}
+    state, out, wake = stage.wake(state, a2 + WINDOW)
+    assert state is None and out == [] and wake == []

@@ -30,6 +30,7 @@ class SignalTrigger:
     type: str
     priority: int
     has_deadline = False
+    event_types: frozenset[str] = frozenset()  # on_event fires nothing: the core skips it
 
     def __init__(self, cooldown: int, max_products: int) -> None:
         self.cooldown = cooldown
