@@ -74,7 +74,8 @@ def test_a_cart_add_after_the_cart_expired_starts_a_new_cart():
     fire = T0 + 8 * DAY + HOUR
     whole = run(Core(), items, [fire])
     assert run(Core(), items, [T0 + 2 * HOUR, T0 + 7 * DAY + 1, fire]) == whole
-    fired = [line for line in whole if line.startswith(f"{PAYLOAD} ") and f"fired_at={fire}" in line]
+    fired = [line for line in whole
+             if line.startswith(f"{PAYLOAD} ") and f"fired_at={fire}" in line]
     assert len(fired) == 1 and "evidence=['p2']" in fired[0]
 
 
