@@ -11,6 +11,8 @@ only if no purge had run in between.
 from __future__ import annotations
 
 from tests.builders import HOUR, MINUTE, T0, add, erasure, profile, purchase, view
+from tests.transforms.test_price_drop import SIGNAL_AT, signal
+from transforms.catalog_changes import PRICE_DROP, CatalogSignal
 from transforms.core import Core
 from transforms.model import AUDIT, DROPPED, FEATURES, PAYLOAD
 from transforms.settings import DAY, CoreSettings
@@ -102,3 +104,30 @@ def test_the_erasure_tombstone_ends_at_erasure_ttl_whatever_the_wakes():
             assert run(Core(), items, splits) == whole, (at, splits)
         assert (f"{DROPPED} 'erased'" in whole) is dropped
         assert any(line.startswith(f"{FEATURES} ") for line in whole) is not dropped
+
+
+def test_an_expired_profile_is_gone_for_a_price_drop_whatever_the_wakes():
+    # profile_ttl 1 d, nothing armed (win-back off): a price drop two days after the view
+    # meets no profile, whether or not a purge ran after the profile expired.
+    settings = CoreSettings(profile_ttl=DAY, win_back_delay=0)
+    items = [profile(T0 - HOUR), view(T0 + HOUR, "p1"), signal()]
+    wm = SIGNAL_AT - 1
+    whole = run_with_signal(Core(settings), items, [SIGNAL_AT], wm)
+    gone = T0 + HOUR + DAY            # the last touch (the view) + profile_ttl
+    for splits in ([gone, SIGNAL_AT], [gone + 1, SIGNAL_AT], [SIGNAL_AT - 1, SIGNAL_AT]):
+        assert run_with_signal(Core(settings), items, splits, wm) == whole, splits
+    audits = [line for line in whole if line.startswith(f"{AUDIT} ") and PRICE_DROP in line]
+    assert len(audits) == 1 and "emitted" not in audits[0]
+
+
+def run_with_signal(core: Core, items: list, wakes: list[int], wm: int) -> list[str]:
+    """run(), the catalog signal stepped with its own watermark (as every adapter does)."""
+    state = None
+    out: list = []
+    for item in items:
+        state, o, _ = core.step(state, item, wm if isinstance(item, CatalogSignal) else None)
+        out += o
+    for t in wakes:
+        state, o, _ = core.wake(state, t)
+        out += o
+    return [f"{kind} {record!r}" for kind, record in out]
