@@ -215,9 +215,12 @@ class Core:
         happened yet (engines fire such timers before the next element; a batching adapter
         may not have), so the item meets the customer as of the watermark on every engine."""
         if self._next_wake(state) > floor:
+            self._expire(state, floor)
             return state, []
         caught, outputs, _ = self.wake(state, floor)
-        return caught or CustomerState(state.customer_id), outputs
+        caught = caught or CustomerState(state.customer_id)
+        self._expire(caught, floor)  # the item is applied at floor: what expired before is gone
+        return caught, outputs
 
     def _overflow(self, state: CustomerState, outputs: list[Output]) -> Result:
         """Pending is over its cap (the watermark stalls, or one customer floods): process its

@@ -10,11 +10,11 @@ only if no purge had run in between.
 
 from __future__ import annotations
 
-from tests.builders import HOUR, MINUTE, T0, add, erasure, profile, purchase, view
+from tests.builders import HOUR, MINUTE, T0, add, consent, erasure, profile, purchase, view
 from tests.transforms.test_price_drop import SIGNAL_AT, signal
 from transforms.catalog_changes import PRICE_DROP, CatalogSignal
 from transforms.core import Core
-from transforms.model import AUDIT, DROPPED, FEATURES, PAYLOAD
+from transforms.model import AUDIT, CONSENT, DROPPED, FEATURES, PAYLOAD
 from transforms.settings import DAY, CoreSettings
 from transforms.windows import PURCHASE_WINDOW
 
@@ -131,3 +131,27 @@ def run_with_signal(core: Core, items: list, wakes: list[int], wm: int) -> list[
         state, o, _ = core.wake(state, t)
         out += o
     return [f"{kind} {record!r}" for kind, record in out]
+
+
+def test_a_late_consent_meets_an_expired_consent_as_gone_whatever_the_wakes():
+    # Consent granted by the profile, expired a day after the last touch (profile_ttl 1 d); a
+    # late grant at T0 + 4 d is a change (written to the feature store) whether or not a purge
+    # ran in between.
+    settings = CoreSettings(profile_ttl=DAY, win_back_delay=0)
+    late = consent(T0 + 4 * DAY, True)
+    watermark = T0 + 5 * DAY
+    runs = []
+    for wakes in ([watermark], [T0 + 2 * HOUR, watermark]):
+        core = Core(settings)
+        state = None
+        out: list = []
+        for item in [profile(T0 - HOUR), view(T0, "p1", eid="v1")]:
+            state, o, _ = core.step(state, item)
+            out += o
+        for t in wakes:
+            state, o, _ = core.wake(state, t)
+            out += o
+        state, o, _ = core.step(state, late, watermark)
+        runs.append([f"{kind} {record!r}" for kind, record in out + o])
+    assert runs[0] == runs[1]
+    assert sum(line.startswith(f"{CONSENT} ") for line in runs[0]) == 2  # the profile's, then
