@@ -84,7 +84,7 @@ from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.sizes import dead_letter
 from transforms.state import CustomerState, Item, last_touch
 from transforms.triggers import load_triggers, priorities
-from transforms.windows import Features
+from transforms.windows import PURCHASE_WINDOW, Features
 
 RECENT_VIEW_TTL = DAY
 PURCHASED_TTL = 30 * DAY
@@ -216,9 +216,12 @@ class Core:
         happened yet (engines fire such timers before the next element; a batching adapter
         may not have), so the item meets the customer as of the watermark on every engine."""
         if self._next_wake(state) > floor:
+            self._expire(state, floor)
             return state, []
         caught, outputs, _ = self.wake(state, floor)
-        return caught or CustomerState(state.customer_id), outputs
+        caught = caught or CustomerState(state.customer_id)
+        self._expire(caught, floor)  # the item is applied at floor: what expired before is gone
+        return caught, outputs
 
     def _overflow(self, state: CustomerState, outputs: list[Output]) -> Result:
         """Pending is over its cap (the watermark stalls, or one customer floods): process its
@@ -265,6 +268,7 @@ class Core:
                 ts = write
             if ts > t:
                 return
+            self._expire(state, ts)
             fires: list[FiredTrigger] = []
             while i < n and due[i][0] == ts:
                 item = due[i][3]
@@ -693,6 +697,31 @@ class Core:
         if known and (last is None or last <= now - s.profile_ttl) and not self._armed(state):
             state.profile = None  # kept while a deadline is armed: its fire needs them
             state.consent = None
+
+    def _expire(self, state: CustomerState, t: int) -> None:
+        """Before instant t: drop what a purge at t - 1 would have dropped of what the rules
+        and outputs read (an expired cart, erasure tombstone, profile and consent), so no output
+        depends on when purges ran, that is on how an engine splits its wakes."""
+        s = self.settings
+        changed = state.cart_changed_at
+        if state.cart and changed is not None and changed < t - s.cart_ttl:
+            state.cart.clear()
+        erased = state.erased_at
+        if erased is not None and erased < t - s.erasure_ttl:
+            state.erased_at = None
+        profile, consent = state.profile, state.consent
+        if profile is None and consent is None:
+            return
+        floor = t - s.profile_ttl  # _purge at t - 1 drops them if every touch is behind it
+        if (profile is None or profile.updated_at < floor) and (
+            consent is None or consent[1] < floor
+        ):
+            last = state.windows.last_activity  # gone from the windows at t - 1 if expired
+            if (last is None or last < floor or last < t - PURCHASE_WINDOW) and not self._armed(
+                state
+            ):
+                state.profile = None
+                state.consent = None
 
     def _armed(self, state: CustomerState) -> int | None:
         """The latest armed trigger deadline, if any."""

@@ -1,6 +1,9 @@
 """Per-customer state of the core: everything the rules remember about one customer.
 
-Every part has a time limit (STYLE.md rule 7):
+Every part has a time limit (STYLE.md rule 7). Purges run when a wake ends, at times that
+differ between engines; what the rules read is also expired by time when it is read
+(core.Core._expire, Windows.features, the time filters of _request and policy), so no output
+depends on when purges ran.
 
     pending          items waiting for the watermark          until processed
     seen             event ids, for dedup                     dedup_ttl after occurred_at

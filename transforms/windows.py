@@ -229,7 +229,9 @@ class Windows:
             sessions,
             opens,
             clicks,
-            self.last_activity,
+            # As purge(now - 1) leaves it, whenever purges ran.
+            last if (last := self.last_activity) is None or last >= now - PURCHASE_WINDOW
+            else None,
         )
 
 def _purge(
