@@ -161,7 +161,7 @@ def build_pipeline(
         (routed[PAYLOAD], routed[OUTCOME])
         | "MergeArmItems" >> beam.Flatten()
         | "KeyByTrigger" >> beam.Map(_by_trigger).with_output_types(ArmKeyed)
-        | "PerTrigger" >> beam.ParDo(PerTrigger(local, settings)).with_outputs(
+        | "PerTrigger" >> beam.ParDo(PerTrigger(local, settings, products)).with_outputs(
             PAYLOAD, OUTCOME, main="unused")
     )
     outputs[OUTCOME] = arms[OUTCOME]
@@ -411,12 +411,14 @@ class PerCustomer(beam.DoFn):
             routed.extend(outputs)
             if counts:
                 add_counts(self.dropped, counts, DROPPED_PREFIX)
-        return self._store(table, live, routed, customers, wake_at, timer, timer_fired=False)
+        return self._store(table, live, routed, customers, wake_at, timer, timer_fired=False,
+                           shard=element[0])
 
     @on_timer(WAKE)
     def on_wake(
         self, fired: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         customers: Any = _CUSTOMERS, wake_at: Any = _WAKE_AT, timer: Any = _WAKE,
+        shard: Any = beam.DoFn.KeyParam,
     ) -> Iterator[TaggedOutput]:
         """Event time reached the timer: wake every customer of the shard due by then, at the
         timer's time, or later when that is known to be safe (docs/beam-topology.md)."""
@@ -439,11 +441,12 @@ class PerCustomer(beam.DoFn):
             routed.extend(outputs)
             if counts:
                 add_counts(self.dropped, counts, DROPPED_PREFIX)
-        return self._store(table, live, routed, customers, wake_at, timer, timer_fired=True)
+        return self._store(table, live, routed, customers, wake_at, timer, timer_fired=True,
+                           shard=shard)
 
     def _store(
         self, table: Table, live: dict[str, list[Any]], routed: wire.Routed,
-        customers: Any, wake_at: Any, timer: Any, timer_fired: bool,
+        customers: Any, wake_at: Any, timer: Any, timer_fired: bool, shard: Any = None,
     ) -> Iterator[TaggedOutput]:
         """Write a new table with the customers in `live` ([state before, after, earliest
         wake]), keep the timer at the earliest wake of the shard (`timer_fired`: it has just
@@ -470,6 +473,13 @@ class PerCustomer(beam.DoFn):
             elif timer_fired or due != wake_at.read():
                 timer.set(Timestamp(micros=due * 1000))
                 wake_at.write(due)
+            if self.gate is not None:    # how far PerTrigger may wake (SignalGate.arms_bound)
+                self.gate.customers(shard, due)
+        if self.gate is not None:
+            arms = [(Arms.key(record), Arms.time_of(record))
+                    for sink, record in routed if is_arm_item(sink)]
+            if arms:
+                self.gate.arms_emitted(arms)
         for sink, record in routed:
             yield TaggedOutput(sink, record)
 
@@ -481,6 +491,9 @@ ARMS_WAKE = TimerSpec("arms_wake", TimeDomain.WATERMARK)
 _ARMS = beam.DoFn.StateParam(ARMS)
 _ARMS_WAKE_AT = beam.DoFn.StateParam(ARMS_WAKE_AT)
 _ARMS_WAKE = beam.DoFn.TimerParam(ARMS_WAKE)
+# How far PerTrigger's last timer asked it to wake, while the SignalGate held it back.
+ARMS_TARGET = ReadModifyWriteStateSpec("arms_target", VarIntCoder())
+_ARMS_TARGET = beam.DoFn.StateParam(ARMS_TARGET)
 
 
 def _by_trigger(item: Any) -> tuple[str, Any]:
@@ -492,39 +505,78 @@ class PerTrigger(beam.DoFn):
     OUTCOME; dropped counts to the run's Tally). Its watermark is the time of its timer when
     it fires (a DoFn is not told its watermark): an item arriving in between waits for it."""
 
-    def __init__(self, local: Local, settings: Settings) -> None:
+    def __init__(self, local: Local, settings: Settings, products: bool = False) -> None:
         self.local = local
         self.settings = settings
+        self.products = products  # a product stage upstream: wakes capped by its SignalGate
 
     def setup(self) -> None:
-        """The run's core's arms (shared with PerCustomer)."""
+        """The run's core's arms (shared with PerCustomer) and (with products) SignalGate."""
         self.arms = self.local.get("core", lambda: build_core(self.settings)).arms
+        self.gate = None
+        if self.products:
+            from pipelines.beam_products import signal_gate
+
+            self.gate = signal_gate(self.local)
 
     def process(
         self, element: tuple[str, Any], arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT,
-        timer: Any = _ARMS_WAKE,
+        timer: Any = _ARMS_WAKE, target: Any = _ARMS_TARGET,
     ) -> Iterator[TaggedOutput]:
-        """One item of this trigger type."""
+        """One item of this trigger type (with products: then on towards a wake that items
+        in flight held back)."""
         held = wake_at.read()
         state, outputs, wakes = self.arms.step(arms.read(), element[1], None)
-        return self._store(held, state, outputs, wakes, arms, wake_at, timer, woke=False)
+        if self.gate is None:
+            return self._store(held, state, outputs, wakes, arms, wake_at, timer, woke=False)
+        self.gate.arms_stepped(element[0], Arms.time_of(element[1]))
+        goal = target.read()
+        if goal is None:
+            return self._store(held, state, outputs, wakes, arms, wake_at, timer, woke=False)
+        state, more, wakes, waiting = self._wake_to(element[0], state, goal, target)
+        return self._store(held, state, outputs + more, wakes, arms, wake_at, timer,
+                           woke=False, waiting=waiting)
 
     @on_timer(ARMS_WAKE)
     def on_wake(
         self, fired: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT, timer: Any = _ARMS_WAKE,
+        target: Any = _ARMS_TARGET, key: Any = beam.DoFn.KeyParam,
     ) -> Iterator[TaggedOutput]:
-        """Event time reached the timer: wake the arms at its time."""
-        state, outputs, wakes = self.arms.wake(arms.read(), fired.micros // 1000)
-        return self._store(None, state, outputs, wakes, arms, wake_at, timer, woke=True)
+        """Event time reached the timer: wake the arms at its time, or (with products) only
+        as far as PerCustomer has woken its customers and PerTrigger stepped their items
+        (SignalGate.arms_bound): the rest when those items arrive, or when the timer fires
+        again."""
+        t = fired.micros // 1000
+        if self.gate is None:
+            state, outputs, wakes = self.arms.wake(arms.read(), t)
+            return self._store(None, state, outputs, wakes, arms, wake_at, timer, woke=True)
+        state, outputs, wakes, waiting = self._wake_to(key, arms.read(), t, target)
+        return self._store(None, state, outputs, wakes, arms, wake_at, timer, woke=True,
+                           waiting=waiting)
+
+    def _wake_to(self, key: str, state: Any, goal: int, target: Any) -> tuple[Any, ...]:
+        """Wake as far towards `goal` as the gate lets; (state, outputs, wakes, whether items
+        of this key in flight hold it)."""
+        assert self.gate is not None
+        t, waiting = self.gate.arms_bound(goal, key)
+        state, outputs, wakes = self.arms.wake(state, t)
+        if t < goal:
+            target.write(goal)
+        else:
+            target.clear()
+        return state, outputs, wakes, waiting
 
     def _store(self, held: int | None, state: Any, outputs: list[Any], wakes: list[int],
-               arms: Any, wake_at: Any, timer: Any, woke: bool) -> Iterator[TaggedOutput]:
+               arms: Any, wake_at: Any, timer: Any, woke: bool,
+               waiting: bool = False) -> Iterator[TaggedOutput]:
         if state is None:
             arms.clear()
         else:
             arms.write(state)
         t = _timer(next_timer(held, state, wakes, woke))
+        if waiting:   # no timer behind the watermark: it would starve the items it waits for
+            t = None
         if t is None:
             wake_at.clear()
         elif woke or t != held:

@@ -49,6 +49,9 @@ class SignalGate:
         self.heap: list[tuple[int, str]] = []     # (wake, product); stale entries skipped
         self.inflight: dict[int, int] = {}        # signal time -> signals not yet stepped
         self.times: list[int] = []                # heap of those times (stale skipped)
+        self.due: dict[int, int] = {}             # PerCustomer shard -> its earliest wake
+        self.due_heap: list[tuple[int, int]] = [] # (wake, shard); stale entries skipped
+        self.arms: dict[str, dict[int, int]] = {} # trigger -> time -> items not yet stepped
 
     def update(self, signals: list[int], wakes: dict[str, int | None]) -> None:
         """PerProduct emitted signals at these times; its products' next wakes are `wakes`."""
@@ -89,6 +92,52 @@ class SignalGate:
             if times and times[0] <= t:
                 t = times[0] - 1
             return t
+
+
+    def customers(self, shard: int, due: int | None) -> None:
+        """PerCustomer's `shard` has its earliest customer due at `due` (None: none)."""
+        with self.lock:
+            if due is None:
+                self.due.pop(shard, None)
+            elif self.due.get(shard) != due:
+                self.due[shard] = due
+                heapq.heappush(self.due_heap, (due, shard))
+
+    def arms_emitted(self, items: list[tuple[str, int]]) -> None:
+        """PerCustomer emitted arm items (requests, outcomes): (trigger type, time) each."""
+        with self.lock:
+            for key, t in items:
+                times = self.arms.setdefault(key, {})
+                times[t] = times.get(t, 0) + 1
+
+    def arms_stepped(self, key: str, t: int) -> None:
+        """PerTrigger has stepped an arm item of trigger type `key` and time t."""
+        with self.lock:
+            times = self.arms.get(key, {})
+            n = times.get(t, 0) - 1
+            if n > 0:
+                times[t] = n
+            else:
+                times.pop(t, None)
+
+    def arms_bound(self, t: int, key: str) -> tuple[int, bool]:
+        """How far PerTrigger's `key` may wake: `bound(t)`, below every customer PerCustomer
+        has not woken yet, and below every arm item of `key` PerCustomer emitted that PerTrigger
+        has not stepped yet (with whether such an item holds it: its arrival wakes it on). The
+        DirectRunner holds PerTrigger's watermark neither at PerCustomer's timers (nor at a
+        wake the gate cut) nor at elements still to deliver once its watermark passed them."""
+        t = self.bound(t)
+        with self.lock:
+            heap, due = self.due_heap, self.due
+            while heap and due.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)
+            if heap and heap[0][0] <= t:
+                t = heap[0][0] - 1
+            times = self.arms.get(key)
+            first = min(times) if times else None
+            if first is not None and first <= t:
+                return first - 1, True
+            return t, False
 
 
 def signal_gate(local: Local) -> SignalGate:

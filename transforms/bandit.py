@@ -166,6 +166,12 @@ class Arms:
         """The stage's key: the item's trigger type."""
         return item.trigger.type if isinstance(item, PayloadRequest) else item.trigger_type
 
+    @staticmethod
+    def time_of(item: ArmItem) -> int:
+        """An item's time for the stage's watermark: a request's fired_at, an outcome's
+        occurred_at."""
+        return item.trigger.fired_at if isinstance(item, PayloadRequest) else item.occurred_at
+
     def variants(self, trigger_type: str) -> tuple[str, ...]:
         """The trigger's variants, sorted (cached)."""
         found = self._sorted.get(trigger_type)
