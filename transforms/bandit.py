@@ -74,7 +74,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -82,6 +81,7 @@ from transforms.bounds import evict
 from transforms.model import DROPPED, OUTCOME, PAYLOAD, Outcome, Output, PayloadRequest
 from transforms.render import DEFAULT_VARIANT, choose_variant
 from transforms.settings import CoreSettings
+from transforms.slots import SlotTuple
 
 THOMPSON = "thompson"
 UNIFORM = "uniform"
@@ -97,7 +97,7 @@ Pending = tuple[int, int, int, str, ArmItem]
 Result = tuple["ArmsState | None", list[Output], list[int]]
 
 
-class ArmsState:
+class ArmsState(SlotTuple):
     """The arms of one trigger type; see the module docstring."""
 
     __slots__ = ("trigger_type", "pending", "deltas", "base", "rewarded", "watermark",
@@ -112,13 +112,6 @@ class ArmsState:
         self.rewarded: dict[str, tuple[int, int, str]] = {}
         self.watermark: int | None = None        # the newest watermark seen
         self.folded_through: int | None = None   # epochs <= this are in base
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in self.__slots__])
-
-    def __setstate__(self, values: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            setattr(self, name, value)
 
     def __repr__(self) -> str:
         return (f"ArmsState({self.trigger_type!r}, pending={len(self.pending)}, "

@@ -74,6 +74,7 @@ from transforms.model import (
 )
 from transforms.settings import HOUR, CoreSettings
 from transforms.sizes import dead_letter
+from transforms.slots import SlotTuple
 
 SIGNAL: Final = "signal"  # output kind: a CatalogSignal for the customer stage
 INTEREST_EVENTS: Final = frozenset({PRODUCT_VIEW, ADD_TO_CART, PURCHASE})
@@ -97,7 +98,7 @@ def product_of(item: Any) -> str | None:
     return None
 
 
-class ProductState:
+class ProductState(SlotTuple):
     """Per product: buffered items, change ids, last price / stock, interested customers."""
 
     __slots__ = ("product_id", "pending", "seen", "price", "in_stock", "changed_at",
@@ -112,13 +113,6 @@ class ProductState:
         self.changed_at: int | None = None      # the last change applied
         self.interested: dict[str, int] = {}    # customer -> interest time, oldest first
         self.processed_until: int | None = None
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in self.__slots__])
-
-    def __setstate__(self, values: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            setattr(self, name, value)
 
     def __repr__(self) -> str:
         return (f"ProductState({self.product_id!r}, pending={len(self.pending)}, "

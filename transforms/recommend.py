@@ -452,23 +452,10 @@ class Recommender:
         self, seeds: Sequence[str], banned: set[str], k: int,
         out: list[tuple[str, float]], chosen: set[str],
     ) -> None:
-        assert self.model is not None
-        known = sorted({i for i in (self._index.get(s) for s in seeds) if i is not None})
-        if not known or self.model.neighbours == 0:
-            return
-        idx = self.model.nbr_idx[known].ravel()
-        score = self.model.nbr_score[known].ravel().astype(np.float64)
-        valid = idx >= 0
-        cand, inverse = np.unique(idx[valid], return_inverse=True)
-        total = np.round(np.bincount(inverse, weights=score[valid]), 6)
-        for j in np.lexsort((cand, -total)).tolist():  # score desc, product_id asc
-            pid = self._ids[cand[j]]
-            if pid in banned or total[j] <= 0.0:
-                continue
-            out.append((pid, float(total[j])))
-            chosen.add(pid)
-            if len(out) == k:
-                return
+        m = self.model
+        assert m is not None
+        if m.neighbours:
+            self._summed(m.nbr_idx, m.nbr_score, seeds, banned, k, out, chosen)
 
     def _from_copurchases(
         self, products: Sequence[str], banned: set[str], k: int,
@@ -476,11 +463,20 @@ class Recommender:
     ) -> None:
         m = self.model
         assert m is not None
-        known = sorted({i for i in (self._index.get(p) for p in products) if i is not None})
-        if not known or m.cop_idx is None or m.cop_score is None or not m.cop_idx.shape[1]:
+        if m.cop_idx is not None and m.cop_score is not None and m.cop_idx.shape[1]:
+            self._summed(m.cop_idx, m.cop_score, products, banned, k, out, chosen)
+
+    def _summed(
+        self, rows: np.ndarray, scores: np.ndarray, keys: Sequence[str], banned: set[str],
+        k: int, out: list[tuple[str, float]], chosen: set[str],
+    ) -> None:
+        """Top up `out` to k with the products of `keys`' rows (neighbours or co-purchases),
+        their scores summed (numpy gather + accumulate), score desc then product_id asc."""
+        known = sorted({i for i in (self._index.get(p) for p in keys) if i is not None})
+        if not known:
             return
-        idx = m.cop_idx[known].ravel()
-        score = m.cop_score[known].ravel().astype(np.float64)
+        idx = rows[known].ravel()
+        score = scores[known].ravel().astype(np.float64)
         valid = idx >= 0
         cand, inverse = np.unique(idx[valid], return_inverse=True)
         total = np.round(np.bincount(inverse, weights=score[valid]), 6)
