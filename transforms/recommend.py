@@ -288,13 +288,7 @@ def _copurchases(
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
     keys, _, support = _pairs(flat, np.ones(len(flat)), starts, sizes, n)
     a, c = keys // n, keys % n
-    order = np.lexsort((c, -support, a))  # per item: support desc, product_id asc
-    a, c, support = a[order], c[order], support[order]
-    first = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
-    rank = np.arange(len(a)) - np.repeat(first, np.diff(np.r_[first, len(a)]))
-    top = rank < top_n
-    cop_idx[a[top], rank[top]] = c[top]
-    cop_score[a[top], rank[top]] = support[top]
+    _fill_top(a, c, support, top_n, cop_idx, cop_score)  # support desc, product_id asc
     return cop_idx, cop_score
 
 
@@ -341,15 +335,21 @@ def _neighbours(
     pairs, co = pairs[supported], co[supported]
     a, c = pairs // n, pairs % n
     sim = (co / np.sqrt(norm2[a] * norm2[c])).astype(np.float32)  # ranked as stored
-    # Per item a: neighbours by similarity desc, then product_id (= index) asc.
-    order = np.lexsort((c, -sim, a))
-    a, c, sim = a[order], c[order], sim[order]
+    _fill_top(a, c, sim, top_n, nbr_idx, nbr_score)  # similarity desc, product_id asc
+    return nbr_idx, nbr_score
+
+
+def _fill_top(a: np.ndarray, c: np.ndarray, score: np.ndarray, top_n: int,
+              idx_out: np.ndarray, score_out: np.ndarray) -> None:
+    """Per item a, its top_n partners c by score desc, then product_id (= index) asc, into
+    row a of idx_out / score_out."""
+    order = np.lexsort((c, -score, a))
+    a, c, score = a[order], c[order], score[order]
     starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
     rank = np.arange(len(a)) - np.repeat(starts, np.diff(np.r_[starts, len(a)]))
     top = rank < top_n
-    nbr_idx[a[top], rank[top]] = c[top]
-    nbr_score[a[top], rank[top]] = sim[top]
-    return nbr_idx, nbr_score
+    idx_out[a[top], rank[top]] = c[top]
+    score_out[a[top], rank[top]] = score[top]
 
 
 def _runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
