@@ -7,8 +7,8 @@
                           arm (pipelines/arms.py); PAYLOAD, OUTCOME out, dropped counted
     | "Compose"           stateless: PayloadRequest -> EmailPayload
 
-With a product stage upstream (beam_products.py), PerTrigger's wakes are capped by the run's
-SignalGate (SignalGate.arms_bound): the DirectRunner holds PerTrigger's watermark neither at
+PerTrigger's wakes are capped by the run's SignalGate (beam_products.py, SignalGate.arms_bound;
+with or without a product stage): the DirectRunner holds PerTrigger's watermark neither at
 PerCustomer's timers nor at elements still to deliver (docs/beam-topology.md).
 """
 
@@ -35,15 +35,15 @@ from transforms.model import OUTCOME, PAYLOAD
 from transforms.settings import Settings
 
 
-def build_arms_stage(routed: Mapping[str, Any], local: Local, settings: Settings,
-                     products: bool) -> dict[str, Any]:
+def build_arms_stage(routed: Mapping[str, Any], local: Local,
+                     settings: Settings) -> dict[str, Any]:
     """PerCustomer's requests and outcomes through the arms stage: the composed payloads and
-    the outcomes, by output kind (PAYLOAD, OUTCOME). `products`: a product stage upstream."""
+    the outcomes, by output kind (PAYLOAD, OUTCOME)."""
     arms = (
         (routed[PAYLOAD], routed[OUTCOME])
         | "MergeArmItems" >> beam.Flatten()
         | "KeyByTrigger" >> beam.Map(_by_trigger).with_output_types(ArmKeyed)
-        | "PerTrigger" >> beam.ParDo(PerTrigger(local, settings, products)).with_outputs(
+        | "PerTrigger" >> beam.ParDo(PerTrigger(local, settings)).with_outputs(
             PAYLOAD, OUTCOME, main="unused")
     )
     return {OUTCOME: arms[OUTCOME],
@@ -71,30 +71,25 @@ class PerTrigger(beam.DoFn):
     OUTCOME; dropped counts to the run's Tally). Its watermark is the time of its timer when
     it fires (a DoFn is not told its watermark): an item arriving in between waits for it."""
 
-    def __init__(self, local: Local, settings: Settings, products: bool = False) -> None:
+    def __init__(self, local: Local, settings: Settings) -> None:
         self.local = local
         self.settings = settings
-        self.products = products  # a product stage upstream: wakes capped by its SignalGate
 
     def setup(self) -> None:
-        """The run's core's arms (shared with PerCustomer) and (with products) SignalGate."""
-        self.arms = self.local.get("core", lambda: build_core(self.settings)).arms
-        self.gate = None
-        if self.products:
-            from pipelines.beam_products import signal_gate
+        """The run's core's arms (shared with PerCustomer) and the run's SignalGate."""
+        from pipelines.beam_products import signal_gate
 
-            self.gate = signal_gate(self.local)
+        self.arms = self.local.get("core", lambda: build_core(self.settings)).arms
+        self.gate = signal_gate(self.local)
 
     def process(
         self, element: tuple[str, Any], arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT,
         timer: Any = _ARMS_WAKE, target: Any = _ARMS_TARGET,
     ) -> Iterator[TaggedOutput]:
-        """One item of this trigger type (with products: then on towards a wake that items
-        in flight held back)."""
+        """One item of this trigger type, then on towards a wake that items in flight held
+        back."""
         held = wake_at.read()
         state, outputs, wakes = self.arms.step(arms.read(), element[1], None)
-        if self.gate is None:
-            return self._store(held, state, outputs, wakes, arms, wake_at, timer, woke=False)
         self.gate.arms_stepped(element[0], Arms.time_of(element[1]))
         goal = target.read()
         if goal is None:
@@ -109,14 +104,11 @@ class PerTrigger(beam.DoFn):
         arms: Any = _ARMS, wake_at: Any = _ARMS_WAKE_AT, timer: Any = _ARMS_WAKE,
         target: Any = _ARMS_TARGET, key: Any = beam.DoFn.KeyParam,
     ) -> Iterator[TaggedOutput]:
-        """Event time reached the timer: wake the arms at its time, or (with products) only
-        as far as PerCustomer has woken its customers and PerTrigger stepped their items
+        """Event time reached the timer: wake the arms at its time, but only as far as
+        PerCustomer has woken its customers and PerTrigger stepped their items
         (SignalGate.arms_bound): the rest when those items arrive, or when the timer fires
         again."""
         t = fired.micros // 1000
-        if self.gate is None:
-            state, outputs, wakes = self.arms.wake(arms.read(), t)
-            return self._store(None, state, outputs, wakes, arms, wake_at, timer, woke=True)
         state, outputs, wakes, waiting = self._wake_to(key, arms.read(), t, target)
         return self._store(None, state, outputs, wakes, arms, wake_at, timer, woke=True,
                            waiting=waiting)
@@ -124,7 +116,6 @@ class PerTrigger(beam.DoFn):
     def _wake_to(self, key: str, state: Any, goal: int, target: Any) -> tuple[Any, ...]:
         """Wake as far towards `goal` as the gate lets; (state, outputs, wakes, whether items
         of this key in flight hold it)."""
-        assert self.gate is not None
         t, waiting = self.gate.arms_bound(goal, key)
         state, outputs, wakes = self.arms.wake(state, t)
         if t < goal:

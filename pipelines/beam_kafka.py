@@ -41,6 +41,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from pipelines.beam_local import Flow, KafkaRecord, Local, tally, wall_ms
 from pipelines.beam_pipeline import DROPPED_PREFIX, build_pipeline, run_to_end, streaming_options
 from pipelines.beam_sinks import CountFeatures, FeatureWriter, kafka_sinks
+from pipelines.common import changes_topic
 from pipelines.connections import kafka_client_config
 from pipelines.wire import CHANGES, EVENTS, PROFILES, event_time_of
 from transforms.clock import EventClock, receipt
@@ -445,8 +446,9 @@ def run_kafka_job(
     writer = feature_writer or CountFeatures()
     local.put("features", (writer, threading.Lock()))
     names = topics or {EVENTS: k.events_topic, PROFILES: k.profiles_topic}
-    if topics is None and k.catalog_changes_topic and _topic_exists(k, k.catalog_changes_topic):
-        names[CHANGES] = k.catalog_changes_topic   # the product stage (beam_products.py)
+    changes = changes_topic(settings)
+    if topics is None and changes is not None and _topic_exists(k, changes):
+        names[CHANGES] = changes   # the product stage (beam_products.py)
     if create_topics is not None:
         create_topics(k, [*names.values(), k.payloads_topic, k.audit_topic,
                           k.dead_letters_topic, k.outcomes_topic], k.partitions)

@@ -59,14 +59,12 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines import wire
-from pipelines.arms import is_arm_item
 from pipelines.beam_local import Flow, KafkaRecord, Local, flow, tally, wall_ms
 from pipelines.beam_sinks import SINKS, file_sinks
 from pipelines.common import build_core
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.outputs import OutputFiles
 from pipelines.wire import CHANGES, EVENTS, PROFILES
-from transforms.bandit import Arms
 from transforms.catalog_changes import CatalogChange
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
@@ -128,11 +126,12 @@ def build_pipeline(
     kind: PAYLOAD, AUDIT, DEAD_LETTER, FEATURES, OUTCOME); returns the routed PCollections by kind.
     `core` defaults to build_core(settings); `local` holds the run's shared objects
     (beam_kafka.Local) when the sinks use some too. With `changes` (catalog changes, as the
-    events), the product stage runs before PerCustomer (pipelines/beam_products.py)."""
+    events), the product stage runs before PerCustomer (pipelines/beam_products.py); not with
+    core.catalog_signals false: then changes are only decoded, each a dead letter."""
     local = local or Local()
     if core is not None:
         local.put("core", core)
-    products = changes is not None
+    products = changes is not None and settings.core.catalog_signals
     decoded_events = events | "DecodeEvents" >> beam.ParDo(
         Decode(EVENTS, settings.core, local, products)).with_output_types(Keyed).with_outputs(
             DEAD_LETTER, PRODUCTS, main="items")
@@ -142,25 +141,28 @@ def build_pipeline(
     inputs = [decoded_events.items, decoded_profiles.items]
     dead = [decoded_events[DEAD_LETTER], decoded_profiles[DEAD_LETTER]]
     if changes is not None:
-        from pipelines.beam_products import build_product_stage
-
         decoded_changes = changes | "DecodeChanges" >> beam.ParDo(
             Decode(CHANGES, settings.core, local)).with_output_types(Keyed).with_outputs(
                 DEAD_LETTER, main="items")
-        signals, product_dead = build_product_stage(decoded_events, decoded_changes, local,
-                                                    settings)
-        inputs.append(signals)
-        dead += product_dead
+        if products:
+            from pipelines.beam_products import build_product_stage
+
+            signals, product_dead = build_product_stage(decoded_events, decoded_changes, local,
+                                                        settings)
+            inputs.append(signals)
+            dead += product_dead
+        else:    # core.catalog_signals false: wire.admit made each change a dead letter
+            dead.append(decoded_changes[DEAD_LETTER])
     routed = (
         tuple(inputs)
         | "MergeInputs" >> beam.Flatten()
-        | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings, products)).with_outputs(
+        | "PerCustomer" >> beam.ParDo(PerCustomer(local, settings)).with_outputs(
             *SINKS, main="unused")
     )
     outputs = {kind: routed[kind] for kind in (AUDIT, FEATURES)}
     from pipelines.beam_arms import build_arms_stage
 
-    outputs.update(build_arms_stage(routed, local, settings, products))
+    outputs.update(build_arms_stage(routed, local, settings))
     outputs[DEAD_LETTER] = (
         (*dead, routed[DEAD_LETTER])
         | "MergeDeadLetters" >> beam.Flatten()
@@ -333,11 +335,11 @@ class PerCustomer(beam.DoFn):
     key: Callable[[Any], Any] = operator.attrgetter("customer_id")
     cache = "states"                          # the run's StateCache, by this name in Local
     active_counter = "active_customers"       # the Tally counter of keys holding state
+    gated = True                              # wakes capped by the SignalGate (not PerProduct)
 
-    def __init__(self, local: Local, settings: Settings, products: bool = False) -> None:
+    def __init__(self, local: Local, settings: Settings) -> None:
         self.local = local
         self.settings = settings
-        self.products = products  # a product stage upstream: wakes capped by its SignalGate
 
     def make_keyed(self) -> wire.KeyedCore:
         """The run's core (built once per run, shared by every copy of this DoFn)."""
@@ -345,17 +347,16 @@ class PerCustomer(beam.DoFn):
                               compose=False)
 
     def setup(self) -> None:
-        """The keyed rules, the run's Flow, state cache and (with products) SignalGate."""
+        """The keyed rules, the run's Flow, state cache and SignalGate (beam_products: the
+        arms stage's wakes need it with or without a product stage)."""
         self.keyed = self.make_keyed()
         self.flow = flow(self.local)
         self.reporting = frozenset(self.flow.reporting)
         self.states: StateCache[tuple[CustomerState, bytes]] = self.local.get(
             self.cache, _state_cache)
-        self.gate = None
-        if self.products:
-            from pipelines.beam_products import signal_gate
+        from pipelines.beam_products import signal_gate
 
-            self.gate = signal_gate(self.local)
+        self.gate = signal_gate(self.local) if self.gated else None
 
     def start_bundle(self) -> None:
         """Count items stepped, dropped, and customers whose state appeared or went."""
@@ -471,10 +472,7 @@ class PerCustomer(beam.DoFn):
             if self.gate is not None:    # how far PerTrigger may wake (SignalGate.arms_bound)
                 self.gate.customers(shard, due)
         if self.gate is not None:
-            arms = [(Arms.key(record), Arms.time_of(record))
-                    for sink, record in routed if is_arm_item(sink)]
-            if arms:
-                self.gate.arms_emitted(arms)
+            self.gate.arms_emitted(routed)
         for sink, record in routed:
             yield TaggedOutput(sink, record)
 
@@ -542,6 +540,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
     for item in items:
         if on_item is not None:
             on_item(item)
+        item = wire.replayed(item, settings)
         now = wall_clock()
         if isinstance(item, DeadLetter):
             wm = clock.watermark

@@ -27,8 +27,10 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from pipelines import wire
+from pipelines.arms import is_arm_item
 from pipelines.beam_local import Local
 from pipelines.beam_pipeline import PRODUCTS, PerCustomer, shard_of
+from transforms.bandit import Arms
 from transforms.catalog_changes import CatalogSignal
 from transforms.model import DEAD_LETTER
 from transforms.product_stage import SIGNAL, ProductStage, product_of, signal_watermark
@@ -38,7 +40,8 @@ SIGNALS = -1            # the batch number signals carry: no source batch (never
 
 class SignalGate:
     """How far PerCustomer may wake (thread-safe; one per run, in Local): below every
-    product's next wake and below every signal emitted but not yet stepped. The DirectRunner
+    product's next wake and below every signal emitted but not yet stepped (neither, without
+    a product stage); and how far PerTrigger may (arms_bound), with or without one. The DirectRunner
     holds no output watermark for a stateful DoFn's timers, so PerCustomer's watermark may pass
     a change's time before PerProduct's timer for it has run: the gate keeps PerCustomer's
     wakes behind it (its timer then fires again until PerProduct caught up)."""
@@ -103,8 +106,13 @@ class SignalGate:
                 self.due[shard] = due
                 heapq.heappush(self.due_heap, (due, shard))
 
-    def arms_emitted(self, items: list[tuple[str, int]]) -> None:
-        """PerCustomer emitted arm items (requests, outcomes): (trigger type, time) each."""
+    def arms_emitted(self, routed: wire.Routed) -> None:
+        """PerCustomer emitted these outputs: count its arm items (requests, outcomes) by
+        trigger type and time."""
+        items = [(Arms.key(record), Arms.time_of(record))
+                 for sink, record in routed if is_arm_item(sink)]
+        if not items:
+            return
         with self.lock:
             for key, t in items:
                 times = self.arms.setdefault(key, {})
@@ -152,6 +160,7 @@ class PerProduct(PerCustomer):
     key = staticmethod(product_of)
     cache = "product_states"
     active_counter = "active_products"
+    gated = False       # the gate holds the other stages to its wakes, not it
 
     def make_keyed(self) -> wire.KeyedCore:
         """The product stage behind the keyed contract."""

@@ -1,4 +1,4 @@
-"""What every topology builds the same way: the configured core."""
+"""What every topology builds the same way: the configured core, the topics it reads."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
         settings.core, recommender=Recommender(model), catalog=catalog, renderer=Renderer(),
         segments=model.segments if model is not None else None,
     )
+
+
+def changes_topic(settings: Settings) -> str | None:
+    """The catalog-changes topic a Kafka job reads (when it exists): none with
+    core.catalog_signals false (no product stage: the topic's changes stay in Kafka) or no
+    kafka.catalog_changes_topic."""
+    if not settings.core.catalog_signals:
+        return None
+    return settings.kafka.catalog_changes_topic or None

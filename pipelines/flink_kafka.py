@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.common import changes_topic
 from pipelines.connections import flink_kafka_options, kafka_client_config
 from transforms.settings import Settings
 
@@ -135,8 +136,9 @@ def stopping_offsets(
                              enable_auto_commit=False)
     try:
         topics = [k.events_topic, k.profiles_topic]
-        if k.catalog_changes_topic and k.catalog_changes_topic in consumer.topics():
-            topics.append(k.catalog_changes_topic)   # read when it exists (reads_changes)
+        changes = changes_topic(settings)
+        if changes is not None and changes in consumer.topics():
+            topics.append(changes)   # read when it exists (reads_changes)
         parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(consumer.partitions_for_topic(t) or ())]
         ends = consumer.end_offsets(parts)

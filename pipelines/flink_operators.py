@@ -5,7 +5,8 @@
                                           dead letters to side_outputs()[DEAD_LETTER]; the
                                           product stage's items (catalog changes, events with
                                           a product) also to side_outputs()[PRODUCTS] as
-                                          (Row(product_id, (watermark, item)), stamp)
+                                          (Row(product_id, (watermark, item)), stamp),
+                                          unless core.catalog_signals is false
     per_customer_fn(settings, emit_features, emit_counts, products=False)
                                           Row(customer_id, (watermark, Item)) -> payload
                                           requests; audit, dead letters (late), features and
@@ -241,7 +242,7 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
             clock, core = self.clock, self.settings.core
             now = wall_ms()                   # idleness; receipt when a record has no timestamp
             if self.source is None:
-                item = pickle.loads(base64.b64decode(value))
+                item = wire.replayed(pickle.loads(base64.b64decode(value)), core)
                 if isinstance(item, DeadLetter):
                     yield tags[DEAD_LETTER], item
                     return
@@ -270,7 +271,7 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
             else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
                 combined = clock.watermark
                 stamp = (LONG_MIN if combined is None else combined) + core.max_out_of_orderness + 1
-            pid = product_of(item)
+            pid = product_of(item) if core.catalog_signals else None
             if pid is not None:      # the product stage's (PerProduct: docs/flink-topology.md)
                 yield tags[PRODUCTS], (Row(pid, (wm, item)), stamp)
             if not change:

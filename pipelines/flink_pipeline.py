@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.common import changes_topic
 from pipelines.flink_kafka import (
     KafkaRead,
     kafka_read,
@@ -259,22 +260,28 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
     # product stream is never marked idle: idle, it would be left out of that minimum, and the
     # end of the items' input could wake every customer before PerProduct's last signals.
     bounded = profiles is None or (read is not None and read.stop is not None)
-    product_items = decoded.get_side_output(tags[PRODUCTS])
+    products = settings.core.catalog_signals    # false: no product stage (wire.admit)
+    product_items = decoded.get_side_output(tags[PRODUCTS]) if products else None
     if changes is not None:
         dec_changes = changes.process(decode_fn(CHANGES, settings, read), output_type=stamped) \
             .uid("decode-changes").name("DecodeChanges")
-        product_items = product_items.union(dec_changes.get_side_output(tags[PRODUCTS]))
+        if products:
+            product_items = product_items.union(dec_changes.get_side_output(tags[PRODUCTS]))
         dead.append(dec_changes.get_side_output(tags[DEAD_LETTER]))
-    per_product = (
-        by_customer(watermarked(product_items, settings, "products", "Products",
-                                idle=not bounded))
-        .process(per_customer_fn(settings, False, emit_counts, products=True),
-                 output_type=keyed_type())
-        .uid("per-product").name("PerProduct")
-    )
-    dead.append(per_product.get_side_output(tags[DEAD_LETTER]))
+    customer_items = watermarked(items, settings, "items", "Items")
+    per_product = None
+    if products:
+        per_product = (
+            by_customer(watermarked(product_items, settings, "products", "Products",
+                                    idle=not bounded))
+            .process(per_customer_fn(settings, False, emit_counts, products=True),
+                     output_type=keyed_type())
+            .uid("per-product").name("PerProduct")
+        )
+        dead.append(per_product.get_side_output(tags[DEAD_LETTER]))
+        customer_items = customer_items.union(per_product)
     per_customer = (
-        by_customer(watermarked(items, settings, "items", "Items").union(per_product))
+        by_customer(customer_items)
         .process(per_customer_fn(settings, emit_features, emit_counts), output_type=pickled)
         .uid("per-customer").name("PerCustomer")
     )
@@ -290,8 +297,9 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
     dead.append(per_customer.get_side_output(tags[DEAD_LETTER]))
     counts = None
     if emit_counts:
+        counted = [per_trigger] if per_product is None else [per_trigger, per_product]
         counts = per_customer.get_side_output(tags[DROPPED]).union(
-            per_trigger.get_side_output(tags[DROPPED]), per_product.get_side_output(tags[DROPPED]))
+            *(op.get_side_output(tags[DROPPED]) for op in counted))
     return Outputs(
         payloads=payloads,
         audit=per_customer.get_side_output(tags[AUDIT]),
@@ -358,10 +366,11 @@ def build_kafka_job(env: Any, settings: Settings, read: KafkaRead,
 
 
 def reads_changes(settings: Settings, read: KafkaRead) -> bool:
-    """Whether the job reads the catalog-changes topic: when it exists at job start (the
-    services create it) and, for a read bounded by stop offsets, when those name it."""
-    topic = settings.kafka.catalog_changes_topic
-    if not topic:
+    """Whether the job reads the catalog-changes topic: with core.catalog_signals, when it
+    exists at job start (the services create it) and, for a read bounded by stop offsets,
+    when those name it."""
+    topic = changes_topic(settings)
+    if topic is None:
         return False
     if isinstance(read.stop, dict):
         return any(t == topic for t, _ in read.stop)

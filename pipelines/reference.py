@@ -17,7 +17,9 @@ each round of timers, then requests are composed.
 
 Catalog changes and product events also go to the product-keyed stage (pipelines/
 product_loop.py), whose timers fire before the customers' at every watermark; its signals are
-stepped into the customer stage at once (transforms/product_stage.py).
+stepped into the customer stage at once (transforms/product_stage.py). With
+core.catalog_signals false there is no product stage: a catalog change is a dead letter
+(wire.replayed).
 """
 
 from __future__ import annotations
@@ -33,23 +35,20 @@ from pipelines.common import build_core
 from pipelines.keyed import next_timer
 from pipelines.outputs import OutputFiles
 from pipelines.product_loop import ProductLoop
-from pipelines.wire import admit
-from transforms.catalog_changes import CatalogChange, CatalogSignal, encode_change
+from pipelines.wire import admit, replayed
+from transforms.catalog_changes import CatalogChange, CatalogSignal
 from transforms.clock import END_OF_TIME, replay_clock, source_partition
 from transforms.core import Core
 from transforms.model import (
     DEAD_LETTER,
     PAYLOAD,
-    R_FUTURE,
     DeadLetter,
     Item,
-    Origin,
     Output,
     event_time,
 )
 from transforms.product_stage import ProductStage, product_of, signal_watermark
 from transforms.settings import Settings
-from transforms.sizes import dead_letter
 from transforms.state import CustomerState
 
 FIRE_EVERY = 16_384  # input items between two rounds of timers
@@ -86,7 +85,8 @@ class ReferenceRunner:
         self.unfired = 0  # items fed since the last round of timers
         # The arms stage (transforms/bandit.py): requests and outcomes go through it.
         self.arms = ArmsDriver(core.arms, self._emit_arm)
-        self.products = ProductLoop(ProductStage(core.settings), emit, self._signal)
+        self.products = (ProductLoop(ProductStage(core.settings), emit, self._signal)
+                         if core.settings.catalog_signals else None)
 
     @property
     def watermark(self) -> int | None:
@@ -95,6 +95,7 @@ class ReferenceRunner:
 
     def feed(self, item: Item | CatalogChange | DeadLetter) -> None:
         """One input item in arrival order."""
+        item = replayed(item, self.core.settings)
         if isinstance(item, DeadLetter):
             self.emit((DEAD_LETTER, item))
             return
@@ -118,13 +119,16 @@ class ReferenceRunner:
             combined = clock.watermark
             due = self.next_wake.get(cid)
             if combined is not None and due is not None and due <= combined:
-                self.products.advance(combined)
+                if self.products is not None:
+                    self.products.advance(combined)
                 self._fire(cid, combined)
         state, outputs, wake_at = self.core.step(self.states.get(cid), item, own)
         self._store(cid, state, outputs, wake_at)
-        pid = product_of(item)
-        if pid is not None:
-            self.products.step(item, own, pid)
+        products = self.products
+        if products is not None:
+            pid = product_of(item)
+            if pid is not None:
+                products.step(item, own, pid)
         clock.observe(partition, t, now)
         self.unfired += 1
         if self.unfired >= self.fire_every and clock.watermark is not None:
@@ -133,13 +137,11 @@ class ReferenceRunner:
 
     def _feed_change(self, change: CatalogChange, now: int) -> None:
         """A catalog change: to the product stage, in its partition (keyed by product)."""
-        t = change.occurred_at
-        if t > now + self.core.settings.max_future:
-            self.emit((DEAD_LETTER, dead_letter(
-                encode_change(change), change.origin or Origin("unknown"), R_FUTURE,
-                f"event time {t} is {t - now} ms ahead of the wall clock", now,
-                self.core.settings)))
+        admitted = admit(change, self.core.settings, now)
+        if isinstance(admitted, DeadLetter) or self.products is None:
+            self.emit((DEAD_LETTER, admitted))
             return
+        t = change.occurred_at
         partition = source_partition(change.origin, change.product_id, self.partitions)
         clock = self.event_clock
         self.products.step(change, clock.partition_watermark(partition))
@@ -157,7 +159,8 @@ class ReferenceRunner:
     def advance(self, watermark: int) -> None:
         """Fire every timer at or before `watermark`, in time order: the product stage's
         first (its signals reach the customers before they pass the signals' time)."""
-        self.products.advance(watermark)
+        if self.products is not None:
+            self.products.advance(watermark)
         timers, next_wake = self.timers, self.next_wake
         while timers and timers[0][0] <= watermark:
             t, cid = heapq.heappop(timers)

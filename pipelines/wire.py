@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from transforms.catalog_changes import CatalogChange, decode_change, encode_change
+from transforms.catalog_changes import (
+    CatalogChange,
+    decode_change,
+    encode_change,
+    refused_change,
+)
 from transforms.codec import (
     decode_event,
     decode_profile,
@@ -89,7 +94,10 @@ def admit(item: Any, settings: CoreSettings, now: int) -> Any:
     """An input item against the wall clock at its receipt: one more than max_future ahead of
     it is a dead letter (`future_timestamp`), checked before it can move the clock
     (transforms/clock.py). decode() applies the same bound to events; this also covers
-    profiles, and items read from files (decoded and validated without a clock)."""
+    profiles, and items read from files (decoded and validated without a clock). With
+    core.catalog_signals false a catalog change is a dead letter `catalog_signals_off`."""
+    if isinstance(item, CatalogChange) and not settings.catalog_signals:
+        return refused_change(item, settings, now)
     t = item.occurred_at if isinstance(item, CatalogChange) else event_time(item)
     if t <= now + settings.max_future:
         return item
@@ -105,6 +113,15 @@ def admit(item: Any, settings: CoreSettings, now: int) -> Any:
         now,
         settings,
     )
+
+
+def replayed(item: Any, settings: CoreSettings) -> Any:
+    """A replay file's item as every runner takes it: with core.catalog_signals false a
+    catalog change is a dead letter `catalog_signals_off` before it reaches a stage or the
+    clock, as the file's bad lines (received_at 0: a file has no receipt time)."""
+    if isinstance(item, CatalogChange) and not settings.catalog_signals:
+        return refused_change(item, settings, 0)
+    return item
 
 
 def event_time_of(source: str, raw: bytes, settings: CoreSettings) -> int | None:

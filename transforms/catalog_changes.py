@@ -9,6 +9,9 @@
     encode_change(CatalogChange) -> bytes
     validate_change(CatalogChange, CoreSettings, received_at | None) -> (reason, message) | None
     change_to_json / change_from_json      the JSONL form ({"kind": "catalog_change", ...})
+    refused_change(CatalogChange, CoreSettings, received_at) -> DeadLetter
+                     a change a job without the product stage (core.catalog_signals false)
+                     was given: dead letter `catalog_signals_off`
 
 Validation (first failure reported, reasons of transforms/model.py): `change_id` and
 `product_id` non-empty [missing_field]; strings within `max_string_length` [oversized_field];
@@ -42,6 +45,8 @@ KIND_CHANGE: Final = "catalog_change"  # the JSONL kind of a change in a replay 
 PRICE_DROP: Final = "price_drop"
 BACK_IN_STOCK: Final = "back_in_stock"
 SIGNAL_TYPES: Final = frozenset({PRICE_DROP, BACK_IN_STOCK})
+# The dead-letter reason of a change given to a job whose product stage is off.
+R_SIGNALS_OFF: Final = "catalog_signals_off"
 
 _SCHEMA: Final = parsed_schema(CHANGE)
 _FLOAT_MAX = 1.7976931348623157e308
@@ -135,6 +140,14 @@ def decode_change(
     if problem is not None:
         return dead_letter(raw, origin, problem[0], problem[1], received_at or 0, core)
     return change
+
+
+def refused_change(c: CatalogChange, core: CoreSettings, received_at: int) -> DeadLetter:
+    """A change that reached a job with core.catalog_signals false: a dead letter, not lost
+    in silence (its bytes re-encoded, as for the other dead letters of decoded items)."""
+    return dead_letter(encode_change(c), c.origin or Origin("unknown"), R_SIGNALS_OFF,
+                       f"catalog change of product {c.product_id!r} not taken: "
+                       "core.catalog_signals is false (no product stage)", received_at, core)
 
 
 def encode_change(c: CatalogChange) -> bytes:

@@ -56,6 +56,21 @@ def parse_duration(value: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(value: Any) -> bool:
+    """True / False from "true", "yes", "on", "1" / "false", "no", "off", "0" (any case);
+    anything else is a SettingsError, not a silent False (a typo must not turn a stage off)."""
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingsError(f"not a boolean: {value!r} (use true or false)")
+
+
 def duration(default_ms: int) -> Any:
     """A dataclass field holding a duration in milliseconds (parsed from strings on load)."""
     return field(default=default_ms, metadata={"duration": True})
@@ -170,6 +185,11 @@ class CoreSettings:
     welcome_signup_value: str = "sign_up"
     followup_enabled: bool = True
     followup_window: int = duration(2 * HOUR)     # an email click with no site visit within it
+    # The product stage and its triggers (price_drop, back_in_stock). False: a deployment
+    # without a catalog stream: no engine builds the product stage, the Kafka jobs do not read
+    # kafka.catalog_changes_topic, and a catalog change that still arrives (a replay file) is a
+    # dead letter `catalog_signals_off` (transforms/catalog_changes.py refused_change).
+    catalog_signals: bool = True
     # Price drop and back in stock (transforms/product_stage.py, transforms/triggers/
     # price_drop.py, back_in_stock.py): per product, the customers who viewed or carted it
     # within interest_window and did not buy it since, the newest max_interested of them.
@@ -366,9 +386,7 @@ def _assign(settings: Settings, section: str, key: str, value: Any) -> None:
         if f.metadata.get("duration"):
             coerced: Any = parse_duration(value)
         elif isinstance(current, bool):
-            coerced = (
-                value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
-            )
+            coerced = value if isinstance(value, bool) else parse_bool(value)
         elif isinstance(current, int):
             coerced = int(value)
         elif isinstance(current, float):

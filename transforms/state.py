@@ -21,7 +21,10 @@ depends on when purges ran.
                      engagement_followup: (deadline, key, id) until it fires or a visit
                      price_drop, back_in_stock: product ->    their cooldown
                      last fire (pending may hold catalog
-                     signals of the product stage)
+                     signals of the product stage; neither
+                     with core.catalog_signals false: the
+                     triggers and the product stage and its
+                     per-product state do not exist then)
     sent             emitted payloads (fired_at, type)        cap_window
                      (and held-out would-be ones, policy.py)
     messages         sends for attribution (fired_at, id,     attribution_window after fired_at

@@ -23,7 +23,8 @@ class BackInStock(SignalTrigger):
     priority = 2
 
     def __init__(self, settings: CoreSettings) -> None:
-        super().__init__(settings.back_in_stock_cooldown, settings.max_signal_products)
+        super().__init__(settings.back_in_stock_cooldown, settings.max_signal_products,
+                         settings.catalog_signals)
 
 
 TRIGGER = BackInStock

@@ -23,7 +23,8 @@ class PriceDrop(SignalTrigger):
     priority = 3
 
     def __init__(self, settings: CoreSettings) -> None:
-        super().__init__(settings.price_drop_cooldown, settings.max_signal_products)
+        super().__init__(settings.price_drop_cooldown, settings.max_signal_products,
+                         settings.catalog_signals)
 
 
 TRIGGER = PriceDrop

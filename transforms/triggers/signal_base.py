@@ -32,7 +32,8 @@ class SignalTrigger:
     has_deadline = False
     event_types: frozenset[str] = frozenset()  # on_event fires nothing: the core skips it
 
-    def __init__(self, cooldown: int, max_products: int) -> None:
+    def __init__(self, cooldown: int, max_products: int, enabled: bool = True) -> None:
+        self.enabled = enabled  # core.catalog_signals: not loaded without the product stage
         self.cooldown = cooldown
         self.max_products = max(1, max_products)
         self.evicted = f"evicted:{self.type}"
