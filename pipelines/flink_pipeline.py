@@ -261,7 +261,7 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
     # end of the items' input could wake every customer before PerProduct's last signals.
     bounded = profiles is None or (read is not None and read.stop is not None)
     products = settings.core.catalog_signals    # false: no product stage (wire.admit)
-    product_items = decoded.get_side_output(tags[PRODUCTS]) if products else None
+    product_items: Any = decoded.get_side_output(tags[PRODUCTS]) if products else None
     if changes is not None:
         dec_changes = changes.process(decode_fn(CHANGES, settings, read), output_type=stamped) \
             .uid("decode-changes").name("DecodeChanges")
