@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 CHANGE_AT = T0 + 2 * DAY
 
 
-def scenario(s: Settings) -> tuple[int, dict[str, str]]:
-    """Produce the journeys and the changes; (records produced, customers by role)."""
+def scenario(s: Settings) -> tuple[int, int, dict[str, str]]:
+    """Produce the journeys and the changes; (event and profile records, change records,
+    customers by role)."""
     from pipelines.connections import open_producer
     from runners.services import ensure_topics
 
@@ -52,7 +53,7 @@ def scenario(s: Settings) -> tuple[int, dict[str, str]]:
     producer.send(k.catalog_changes_topic, key=b"p9", value=b"\x02\x03garbage")
     producer.flush()
     producer.close()
-    return n + len(changes) + 1, who
+    return n, len(changes) + 1, who
 
 
 def check(s: Settings, who: dict[str, str]) -> None:
@@ -77,8 +78,8 @@ def test_catalog_changes_from_kafka_fire_price_drop_and_back_in_stock_on_flink(k
     from runners.services import kafka_connector_jar
 
     s = kafka_settings(kafka)
-    n, who = scenario(s)
-    options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
+    n, changes, who = scenario(s)
+    options = argparse.Namespace(runner="flink", max_events=n + changes, until_idle=None,
                                  from_beginning=True, savepoint=None, detached=False)
     assert run_kafka(s, [kafka_connector_jar(s)], options) == 0
     check(s, who)
@@ -89,8 +90,55 @@ def test_catalog_changes_from_kafka_fire_price_drop_and_back_in_stock_on_beam(ka
     from runners.services import ensure_topics
 
     s = kafka_settings(kafka)
-    n, who = scenario(s)
+    n, changes, who = scenario(s)
+    summary = run_kafka_job(s, ReadOptions(max_events=n + changes, from_beginning=True),
+                            create_topics=ensure_topics)
+    assert summary["read"] == n + changes
+    check(s, who)
+
+
+def check_off(s: Settings) -> None:
+    """core.catalog_signals false: the job ran without the changes topic. No signal payload,
+    nothing of the topic dead-lettered, and its changes left unconsumed for the group."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    k = s.kafka
+    payloads = [decode_payload(r.value) for r in consume(s, k.payloads_topic)]
+    assert payloads
+    assert not [p for p in payloads if p.trigger.type in ("price_drop", "back_in_stock")]
+    dead = consume(s, k.dead_letters_topic, idle_ms=1000)
+    assert not [r for r in dead if k.catalog_changes_topic.encode() in r.value]
+    consumer = KafkaConsumer(bootstrap_servers=k.bootstrap, group_id=k.group_id,
+                             enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(k.catalog_changes_topic)
+        assert parts
+        assert all(consumer.committed(TopicPartition(k.catalog_changes_topic, p)) is None
+                   for p in parts)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.engine
+def test_catalog_signals_off_the_flink_job_leaves_the_changes_topic_alone(kafka):
+    from pipelines.flink_pipeline import run_kafka
+    from runners.services import kafka_connector_jar
+
+    s = kafka_settings(kafka, **{"core.catalog_signals": "false"})
+    n, _, _ = scenario(s)
+    options = argparse.Namespace(runner="flink", max_events=n, until_idle=None,
+                                 from_beginning=True, savepoint=None, detached=False)
+    assert run_kafka(s, [kafka_connector_jar(s)], options) == 0
+    check_off(s)
+
+
+def test_catalog_signals_off_the_beam_job_leaves_the_changes_topic_alone(kafka):
+    from pipelines.beam_kafka import ReadOptions, run_kafka_job
+    from runners.services import ensure_topics
+
+    s = kafka_settings(kafka, **{"core.catalog_signals": "false"})
+    n, _, _ = scenario(s)
     summary = run_kafka_job(s, ReadOptions(max_events=n, from_beginning=True),
                             create_topics=ensure_topics)
     assert summary["read"] == n
-    check(s, who)
+    check_off(s)
