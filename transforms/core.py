@@ -103,6 +103,27 @@ _key = itemgetter(0, 1, 2)  # a Pending's (time, rank, id): its processing order
 # the tuple order (profiles rank before events at the same instant, then by event_id).
 Pending = tuple[int, int, str, Item]
 
+# What a step did to the state it was given (step_change), for engines whose state writes cost
+# per byte (Flink pickles the state on every write): UNCHANGED (a duplicate), BUFFERED (only
+# the item appended to `pending` and, unless a profile, its event id set in `seen`: what
+# state.rebuffer repeats), CHANGED (anything else, or a new state).
+UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
+_DUPLICATE = (DROPPED, "duplicate")
+
+
+def step_change(held: int | None, state: CustomerState | None, outputs: list[Output]) -> int:
+    """What the step that returned (state, outputs) changed; `held` is len(state.pending)
+    before it, None when there was no state. A step outputs nothing only when it buffered its
+    item (pending one longer) or applied a late item at once (pending no longer: caught up or
+    as it was); a duplicate outputs only its count and changes nothing."""
+    if held is None or state is None:
+        return CHANGED
+    if not outputs:
+        return BUFFERED if len(state.pending) == held + 1 else CHANGED
+    if len(outputs) == 1 and outputs[0] == _DUPLICATE:
+        return UNCHANGED
+    return CHANGED
+
 
 class Core:
     """The rules, configured once: settings, triggers, recommender, catalog and templates."""
@@ -163,7 +184,7 @@ class Core:
             return self._finish(state, outputs, floor)
         seen_at = state.seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
-            return state, [(DROPPED, "duplicate")], []
+            return state, [_DUPLICATE], []
         if item.occurred_at <= floor:
             etype = item.event_type
             if isinstance(item, CatalogSignal):
