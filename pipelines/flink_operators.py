@@ -322,7 +322,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
         def open(self, runtime_context: Any) -> None:
             # Payloads leave as the core's PayloadRequests: Compose renders them downstream.
             stage: Any = (ProductStage(self.settings.core) if self.products
-                          else build_core(self.settings))
+                          else build_core(self.settings, snapshots=self.emit_features))
             self.core = wire.KeyedCore(stage, compose=False)
             self.key = product_of if self.products else operator.attrgetter("customer_id")
             self.active = ACTIVE_PRODUCTS if self.products else ACTIVE

@@ -135,8 +135,14 @@ class Core:
         catalog: Catalog | None = None,
         renderer: Renderer | None = None,
         segments: SegmentModel | None = None,
+        snapshots: bool = True,
     ) -> None:
         self.settings = settings = settings or CoreSettings()
+        # Feature snapshots (FEATURES outputs: write-behind and at each decision) only when
+        # something writes them: an engine without a feature writer would compute and drop
+        # them (a fifth of the core's time). Nothing else reads them; consent writes (CONSENT)
+        # and erasures are output either way.
+        self.snapshots = snapshots
         self.triggers = load_triggers(settings)
         # Segments at fire time and in snapshots (transforms/segments.py), and the triggers
         # limited to some of them (core.trigger_segments; SettingsError names what to fix).
@@ -308,7 +314,8 @@ class Core:
                 self._decide(state, fires, ts, outputs)
             if state.features_due == ts:
                 state.features_due = None
-                outputs.append((FEATURES, self._snapshot(state, ts)))
+                if self.snapshots:   # (a state from a job that wrote them)
+                    outputs.append((FEATURES, self._snapshot(state, ts)))
 
     def _apply_profile(
         self, state: CustomerState, profile: CustomerProfile, outputs: list[Output]
@@ -439,7 +446,7 @@ class Core:
         if len(windows.sessions) > self.max_sessions or len(windows.views) > self.max_categories:
             evicted = windows.bound(self.max_sessions, self.max_categories)
             outputs += [(DROPPED, reason) for reason in evicted]
-        if state.features_due is None:
+        if state.features_due is None and self.snapshots:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.
             state.features_due = ts + self.settings.feature_write_interval
 
@@ -531,7 +538,7 @@ class Core:
                     AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, request.message_id),
                 )
             )
-        if scored is not None:
+        if scored is not None and self.snapshots:
             outputs.append((FEATURES, self._snapshot(state, t, scored, segment)))
 
     # ------------------------------------------------------------------ payload
