@@ -11,8 +11,10 @@ from transforms.render import Renderer
 from transforms.settings import Settings
 
 
-def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
-    """The core with the trained model (paths.model: recommendations and segments) and a catalog.
+def build_core(settings: Settings, catalog: Catalog | None = None,
+               snapshots: bool = True) -> Core:
+    """The core with the trained model (paths.model: recommendations and segments) and a catalog;
+    `snapshots` False when nothing writes feature snapshots (Core: they are not computed).
 
     The catalog is `catalog` if given, else the JSONL file paths.catalog, else, with
     redis.use_catalog (Kafka runs), the Redis catalog behind a small local cache; offline
@@ -27,7 +29,7 @@ def build_core(settings: Settings, catalog: Catalog | None = None) -> Core:
         catalog = open_catalog(settings)
     return Core(
         settings.core, recommender=Recommender(model), catalog=catalog, renderer=Renderer(),
-        segments=model.segments if model is not None else None,
+        segments=model.segments if model is not None else None, snapshots=snapshots,
     )
 
 

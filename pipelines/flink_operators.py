@@ -46,6 +46,7 @@ from pipelines.wire import CHANGES, PROFILES
 from transforms.bandit import Arms
 from transforms.catalog_changes import CatalogChange
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
+from transforms.core import BUFFERED, CHANGED, UNCHANGED
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -58,6 +59,7 @@ from transforms.model import (
 )
 from transforms.product_stage import SIGNAL, ProductStage, product_of, signal_watermark
 from transforms.settings import Settings
+from transforms.state import CustomerState, rebuffer
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +288,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
     with `products`, over the product stage (PerProduct: signals on the main output)."""
     from pyflink.common import Row, Types
     from pyflink.datastream.functions import KeyedProcessFunction
-    from pyflink.datastream.state import ValueStateDescriptor
+    from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
     tags = side_outputs()
 
@@ -294,9 +296,14 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
         """The core per customer: Row(customer_id, (watermark, Item)) -> payload requests (for
         Compose), with audit, dead letters (late), features and counts on side outputs.
 
-        Flink's ValueState holds (CustomerState, timer), pickled and TTL'd: it is the source
-        of truth, written (or cleared) on every change before anything is emitted, so every
-        checkpoint has the state of exactly the records before its barrier. `cache` keeps the
+        Flink's ValueState holds (CustomerState, timer), pickled and TTL'd, and a ListState
+        the pending entries buffered since (core.step_change BUFFERED: a step that only
+        buffered its item appends that entry, about a quarter of the state's bytes, instead of
+        rewriting the whole state; a duplicate writes nothing): together they are the source
+        of truth (state.rebuffer rebuilds the state from both), written (or cleared) on every
+        change before anything is emitted, so every checkpoint has the state of exactly the
+        records before its barrier. Any other change writes the whole state and empties the
+        list. The product stage writes its state whole. `cache` keeps the
         live objects this instance last wrote for up to `flink.state_cache` customers (least
         recently used out), so that reading them back costs neither a call into Java nor
         unpickling 1-2 KB. An entry is always what the ValueState holds: every write goes to
@@ -316,13 +323,18 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
         def open(self, runtime_context: Any) -> None:
             # Payloads leave as the core's PayloadRequests: Compose renders them downstream.
             stage: Any = (ProductStage(self.settings.core) if self.products
-                          else build_core(self.settings))
+                          else build_core(self.settings, snapshots=self.emit_features))
             self.core = wire.KeyedCore(stage, compose=False)
             self.key = product_of if self.products else operator.attrgetter("customer_id")
             self.active = ACTIVE_PRODUCTS if self.products else ACTIVE
             descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
             descriptor.enable_time_to_live(state_ttl(self.settings))
             self.state = runtime_context.get_state(descriptor)
+            self.buffered: Any = None           # the product stage's state is written whole
+            if not self.products:
+                listed = ListStateDescriptor("buffered", Types.PICKLED_BYTE_ARRAY())
+                listed.enable_time_to_live(state_ttl(self.settings))
+                self.buffered = runtime_context.get_list_state(listed)
             metrics = runtime_context.get_metrics_group()
             self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
             # Counted here and added to Flink's counters at most every COUNTERS_EVERY ms: each
@@ -331,38 +343,57 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
             self.dropped: dict[str, int] = {}          # by reason, for counters[DROPPED]
             self.counted_at = time.monotonic()
             ttl = self.settings.flink.state_ttl
-            # (state, timer, written at): used while younger than the state's TTL.
-            self.cache: StateCache[tuple[Any, int | None, int]] = StateCache(
+            # (state, timer, whole state written at, entries in `buffered`): used while
+            # younger than the state's TTL.
+            self.cache: StateCache[tuple[Any, int | None, int, int]] = StateCache(
                 self.settings.flink.state_cache, lambda entry, _: wall_ms() - entry[2] < ttl)
 
-        def _held(self, cid: str) -> tuple[Any, int | None]:
-            """(state, timer) of customer `cid` (the current key): the cache, else Flink."""
+        def _held(self, cid: str) -> tuple[Any, int | None, int, int]:
+            """(state, timer, written at, entries buffered) of customer `cid` (the current
+            key): the cache, else Flink's two states."""
             entry = self.cache.take(cid)               # back in at the end when stored: LRU
             if entry is not None:
-                return entry[0], entry[1]
+                return entry
             held = self.state.value()
-            return (None, None) if held is None else held
+            state, timer = (None, None) if held is None else held
+            if self.buffered is None:
+                return state, timer, 0, 0
+            buffered = list(self.buffered.get())
+            if buffered:
+                if state is None:   # the whole state's TTL ran out first: its entries stay
+                    state = CustomerState(cid)
+                rebuffer(state, buffered)
+                for t, *_ in buffered:                 # each step's wake_at: [t]
+                    timer = t if timer is None or t < timer else timer
+            # Written at 0: when Flink wrote it is unknown, so the cache will not hand it back
+            # before a write of the whole state (its TTL counts from that write).
+            return state, timer, 0, len(buffered)
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             carried, item = value
             cid: Any = self.key(item)
-            old, timer = self._held(cid)
-            yield from self._store(cid, old, timer, *self.core.step(old, item, carried), ctx)
+            old, timer, written_at, n = self._held(cid)
+            if self.buffered is None:
+                result = (*self.core.step(old, item, carried), CHANGED)
+            else:
+                result = self.core.step_split(old, item, carried)
+            yield from self._store(cid, old, timer, written_at, n, *result, ctx)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
             cid = ctx.get_current_key()
             cid = cid if isinstance(cid, str) else cid[0]
-            state, _ = self._held(cid)
+            state, _, written_at, n = self._held(cid)
             if state is None:
                 return
             watermark = ctx.timer_service().current_watermark()
-            yield from self._store(cid, state, None, *self.core.wake(state, watermark), ctx)
+            yield from self._store(cid, state, None, written_at, n,
+                                   *self.core.wake(state, watermark), CHANGED, ctx)
 
-        def _store(self, cid: str, old: Any, timer: int | None, state: Any,
-                   routed: wire.Routed, counts: dict[str, int], wake_at: list[int],
-                   ctx: Any) -> Iterator[Any]:
+        def _store(self, cid: str, old: Any, timer: int | None, written_at: int, n: int,
+                   state: Any, routed: wire.Routed, counts: dict[str, int], wake_at: list[int],
+                   change: int, ctx: Any) -> Iterator[Any]:
             """Keep the state and one timer (keyed.next_timer; `timer` None after a wake: the
-            one set has fired), then route the outputs."""
+            one set has fired), writing what `change` says changed, then route the outputs."""
             new = next_timer(timer, state, wake_at)
             if new != timer:
                 timers = ctx.timer_service()
@@ -370,13 +401,22 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
                     timers.delete_event_time_timer(timer)
                 if new is not None:
                     timers.register_event_time_timer(new)
-            if state is None:
+            if change == UNCHANGED:
+                self.cache.put(cid, (state, new, written_at, n))
+            elif change == BUFFERED:
+                self.buffered.add(state.pending[-1])
+                self.cache.put(cid, (state, new, written_at, n + 1))
+            elif state is None:
                 if old is not None:
                     self.state.clear()
+                    if n:
+                        self.buffered.clear()
             else:
                 written_at = wall_ms()
                 self.state.update((state, new))
-                self.cache.put(cid, (state, new, written_at))
+                if n:
+                    self.buffered.clear()
+                self.cache.put(cid, (state, new, written_at, 0))
             tally = self.counts
             for sink, record in routed:
                 if sink == SIGNAL:   # PerProduct: for PerCustomer, never late by the clock

@@ -30,7 +30,7 @@ from transforms.codec import (
     encode_payload,
     encode_profile,
 )
-from transforms.core import Core
+from transforms.core import Core, step_change
 from transforms.jsonl import dumps, to_json
 from transforms.model import (
     AUDIT,
@@ -208,6 +208,17 @@ class KeyedCore:
         state, outputs, wake_at = self.core.step(state, item, watermark)
         routed, counts = route(outputs, self.compose)
         return state, routed, counts, wake_at
+
+    def step_split(
+        self, state: CustomerState | None, item: Item, watermark: int | None
+    ) -> tuple[CustomerState | None, Routed, dict[str, int], list[int], int]:
+        """`step`, and what it did to the state (core.step_change: UNCHANGED, BUFFERED,
+        CHANGED), for an engine that writes only that."""
+        held = None if state is None else len(state.pending)
+        state, outputs, wake_at = self.core.step(state, item, watermark)
+        change = step_change(held, state, outputs)
+        routed, counts = route(outputs, self.compose)
+        return state, routed, counts, wake_at, change
 
     def wake(
         self, state: CustomerState | None, t: int

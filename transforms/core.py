@@ -103,6 +103,27 @@ _key = itemgetter(0, 1, 2)  # a Pending's (time, rank, id): its processing order
 # the tuple order (profiles rank before events at the same instant, then by event_id).
 Pending = tuple[int, int, str, Item]
 
+# What a step did to the state it was given (step_change), for engines whose state writes cost
+# per byte (Flink pickles the state on every write): UNCHANGED (a duplicate), BUFFERED (only
+# the item appended to `pending` and, unless a profile, its event id set in `seen`: what
+# state.rebuffer repeats), CHANGED (anything else, or a new state).
+UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
+_DUPLICATE = (DROPPED, "duplicate")
+
+
+def step_change(held: int | None, state: CustomerState | None, outputs: list[Output]) -> int:
+    """What the step that returned (state, outputs) changed; `held` is len(state.pending)
+    before it, None when there was no state. A step outputs nothing only when it buffered its
+    item (pending one longer) or applied a late item at once (pending no longer: caught up or
+    as it was); a duplicate outputs only its count and changes nothing."""
+    if held is None or state is None:
+        return CHANGED
+    if not outputs:
+        return BUFFERED if len(state.pending) == held + 1 else CHANGED
+    if len(outputs) == 1 and outputs[0] == _DUPLICATE:
+        return UNCHANGED
+    return CHANGED
+
 
 class Core:
     """The rules, configured once: settings, triggers, recommender, catalog and templates."""
@@ -114,8 +135,14 @@ class Core:
         catalog: Catalog | None = None,
         renderer: Renderer | None = None,
         segments: SegmentModel | None = None,
+        snapshots: bool = True,
     ) -> None:
         self.settings = settings = settings or CoreSettings()
+        # Feature snapshots (FEATURES outputs: write-behind and at each decision) only when
+        # something writes them: an engine without a feature writer would compute and drop
+        # them (a fifth of the core's time). Nothing else reads them; consent writes (CONSENT)
+        # and erasures are output either way.
+        self.snapshots = snapshots
         self.triggers = load_triggers(settings)
         # Segments at fire time and in snapshots (transforms/segments.py), and the triggers
         # limited to some of them (core.trigger_segments; SettingsError names what to fix).
@@ -163,7 +190,7 @@ class Core:
             return self._finish(state, outputs, floor)
         seen_at = state.seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
-            return state, [(DROPPED, "duplicate")], []
+            return state, [_DUPLICATE], []
         if item.occurred_at <= floor:
             etype = item.event_type
             if isinstance(item, CatalogSignal):
@@ -287,7 +314,8 @@ class Core:
                 self._decide(state, fires, ts, outputs)
             if state.features_due == ts:
                 state.features_due = None
-                outputs.append((FEATURES, self._snapshot(state, ts)))
+                if self.snapshots:   # (a state from a job that wrote them)
+                    outputs.append((FEATURES, self._snapshot(state, ts)))
 
     def _apply_profile(
         self, state: CustomerState, profile: CustomerProfile, outputs: list[Output]
@@ -418,7 +446,7 @@ class Core:
         if len(windows.sessions) > self.max_sessions or len(windows.views) > self.max_categories:
             evicted = windows.bound(self.max_sessions, self.max_categories)
             outputs += [(DROPPED, reason) for reason in evicted]
-        if state.features_due is None:
+        if state.features_due is None and self.snapshots:
             # Write-behind: one snapshot per interval, at its end, covering all it saw.
             state.features_due = ts + self.settings.feature_write_interval
 
@@ -510,7 +538,7 @@ class Core:
                     AuditRecord(cid, fired.type, fired.key, t, policy.EMITTED, request.message_id),
                 )
             )
-        if scored is not None:
+        if scored is not None and self.snapshots:
             outputs.append((FEATURES, self._snapshot(state, t, scored, segment)))
 
     # ------------------------------------------------------------------ payload

@@ -70,6 +70,7 @@ has expired.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -191,6 +192,22 @@ class CustomerState:
     def has_consent(self) -> bool:
         """Email consent as of now (the last statement processed)."""
         return self.consent is not None and self.consent[0]
+
+
+def rebuffer(state: CustomerState, buffered: Iterable[tuple[int, int, str, Item]]) -> int:
+    """Repeat on `state` the steps that only buffered these pending entries, in their order
+    (core.step_change BUFFERED: each entry appended to `pending` and, but for a profile's, rank
+    0, its event id set in `seen` to its time); returns how many. An engine that writes the
+    state whole only when a step changed more can keep such entries apart (appended to a list)
+    and rebuild the state from both."""
+    pending, seen = state.pending, state.seen
+    n = 0
+    for entry in buffered:
+        pending.append(entry)
+        if entry[1]:
+            seen[entry[2]] = entry[0]
+        n += 1
+    return n
 
 
 def last_touch(state: CustomerState) -> int | None:

@@ -1,9 +1,11 @@
 """PerCustomer's cache of live CustomerState objects (pipelines/flink_operators.py), driven
-without Flink: a fake ValueState that keeps pickled bytes as Flink's does, fake timers.
+without Flink: a fake ValueState and ListState that keep pickled bytes as Flink's do, fake
+timers.
 
 The cache must never change what the operator emits or what Flink's state holds: every write
-goes to the ValueState, and a new instance (a restore) or an entry past the state's TTL reads
-the ValueState again."""
+goes to Flink's states (the whole state to the ValueState, or a buffered entry to the
+ListState: core.step_change), and a new instance (a restore) or an entry past the state's TTL
+reads them again and rebuilds the same state (state.rebuffer)."""
 
 from __future__ import annotations
 
@@ -37,9 +39,26 @@ class FakeCounter:
 
 
 class FakeRuntime:
-    def __init__(self, states: dict[str, FakeValueState]) -> None:
+    def __init__(self, states: dict[str, FakeValueState],
+                 lists: dict[str, list[bytes]] | None = None) -> None:
         self.states = states
+        self.lists = {} if lists is None else lists
         self.key = ""
+
+    def get_list_state(self, descriptor: Any) -> Any:
+        runtime = self
+
+        class Listed:                         # one ListState per current key, pickled entries
+            def get(self) -> Any:
+                yield from (pickle.loads(e) for e in runtime.lists.get(runtime.key, []))
+
+            def add(self, value: Any) -> None:
+                runtime.lists.setdefault(runtime.key, []).append(pickle.dumps(value))
+
+            def clear(self) -> None:
+                runtime.lists.pop(runtime.key, None)
+
+        return Listed()
 
     def get_state(self, descriptor: Any) -> Any:
         runtime = self
@@ -108,27 +127,31 @@ def _plain(obj: Any) -> Any:
     return [type(obj).__name__, _plain(fields)]
 
 
-def _operator(settings: Settings, states: dict[str, FakeValueState]) -> tuple[Any, FakeRuntime]:
-    runtime = FakeRuntime(states)
+def _operator(settings: Settings, states: dict[str, FakeValueState],
+              lists: dict[str, list[bytes]] | None = None) -> tuple[Any, FakeRuntime]:
+    runtime = FakeRuntime(states, lists)
     op = per_customer_fn(settings, True, True)
     op.open(runtime)
     return op, runtime
 
 
 def _drive(op: Any, runtime: FakeRuntime, items: list[Any], timers: dict[str, set[int]],
-           end: int) -> list[bytes]:
-    """Items in order with their partition watermark, timers fired as the watermark passes
-    them (as Flink does), then every timer up to `end`; the pickled outputs."""
+           end: int | None, lag: int = SECOND, watermark: int | None = None) -> list[bytes]:
+    """Items in order with their partition watermark (from `watermark`: `lag` behind the
+    newest item), timers fired as the watermark passes them (as Flink does), then every timer
+    up to `end` (None: none); the pickled outputs."""
     out: list[bytes] = []
-    watermark = None
     for item in items:
         runtime.key = item.customer_id
         ctx = FakeCtx(runtime, timers, watermark if watermark is not None else -(1 << 62))
         out += [pickle.dumps(o) for o in op.process_element((watermark, item), ctx)]
-        t = getattr(item, "occurred_at", None) or item.updated_at
-        watermark = max(watermark or t - SECOND, t - SECOND)
+        watermark = max(watermark or _time(item) - lag, _time(item) - lag)
         out += _fire(op, runtime, timers, watermark)
-    return out + _fire(op, runtime, timers, end)
+    return out if end is None else out + _fire(op, runtime, timers, end)
+
+
+def _time(item: Any) -> int:
+    return getattr(item, "occurred_at", None) or item.updated_at
 
 
 def _fire(op: Any, runtime: FakeRuntime, timers: dict[str, set[int]], watermark: int) -> list:
@@ -160,10 +183,12 @@ def test_the_cache_changes_neither_outputs_nor_flink_state():
     for size in (0, 10_000, 1):
         settings = Settings().with_overrides([f"flink.state_cache={size}"])
         states: dict[str, FakeValueState] = {}
-        op, runtime = _operator(settings, states)
+        lists: dict[str, list[bytes]] = {}
+        op, runtime = _operator(settings, states, lists)
         out = _drive(op, runtime, items, {}, end)
         results.append(([_plain(pickle.loads(o)) for o in out],
-                        {k: _plain(pickle.loads(s.raw)) for k, s in states.items() if s.raw}))
+                        {k: _plain(pickle.loads(s.raw)) for k, s in states.items() if s.raw},
+                        {k: [_plain(pickle.loads(e)) for e in v] for k, v in lists.items()}))
         assert len(op.cache) <= size
     assert results[0][0]                                    # something was emitted
     assert results[1] == results[0]
@@ -195,9 +220,32 @@ def test_an_entry_past_the_state_ttl_is_not_used():
     op, runtime = _operator(settings, states)
     timers: dict[str, set[int]] = {}
     _drive(op, runtime, [view(T0, cid="a")], timers, T0 - HOUR)
-    state, timer, written_at = op.cache.entries["a"]
-    op.cache.entries["a"] = (state, timer, written_at - HOUR)    # written an hour ago
+    state, timer, written_at, buffered = op.cache.entries["a"]
+    op.cache.entries["a"] = (state, timer, written_at - HOUR, buffered)   # an hour ago
     runtime.key = "a"
     list(op.process_element((T0, view(T0 + SECOND, cid="a")),
                             FakeCtx(runtime, timers, T0)))
     assert states["a"].reads == 2                           # went back to the ValueState
+
+
+def test_a_restore_between_buffered_steps_rebuilds_the_same_state_and_outputs():
+    # Items out of order and a watermark that lags, so customers hold buffered entries in
+    # the ListState when the job is restored (a new instance: no cache) halfway.
+    items = _journey()
+    items = items[::2] + items[1::2]
+    end = T0 + 3 * HOUR
+    whole_states: dict[str, FakeValueState] = {}
+    op, runtime = _operator(Settings(), whole_states)
+    whole = _drive(op, runtime, items, {}, end, lag=MINUTE)
+    half = len(items) // 2
+    states: dict[str, FakeValueState] = {}
+    lists: dict[str, list[bytes]] = {}
+    timers: dict[str, set[int]] = {}
+    first, runtime1 = _operator(Settings(), states, lists)
+    out = _drive(first, runtime1, items[:half], timers, None, lag=MINUTE)
+    assert any(lists.values())               # the restore finds buffered entries
+    second, runtime2 = _operator(Settings(), states, lists)
+    watermark = max(_time(i) for i in items[:half]) - MINUTE
+    out += _drive(second, runtime2, items[half:], timers, end, MINUTE, watermark)
+    assert [_plain(pickle.loads(o)) for o in out] == [_plain(pickle.loads(o)) for o in whole]
+    assert not any(lists.values())           # processed: the whole state written, list empty
