@@ -1,12 +1,12 @@
 """The Python operators of the Flink topology, one factory per operator, and their helpers.
 
-    decode_fn(source, settings, read)     Kafka rows (or a replay file's lines) ->
+    decode_fn(source, settings, read, products)  Kafka rows (or a replay file's lines) ->
                                           (Row(customer_id, (watermark, Item)), stamp);
                                           dead letters to side_outputs()[DEAD_LETTER]; the
                                           product stage's items (catalog changes, events with
                                           a product) also to side_outputs()[PRODUCTS] as
                                           (Row(product_id, (watermark, item)), stamp),
-                                          unless core.catalog_signals is false
+                                          only with `products` (a product stage is built)
     per_customer_fn(settings, emit_features, emit_counts, products=False)
                                           Row(customer_id, (watermark, Item)) -> payload
                                           requests; audit, dead letters (late), features and
@@ -160,9 +160,10 @@ def state_ttl(settings: Settings) -> Any:
     )
 
 
-def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = None) -> Any:
+def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = None,
+              products: bool = True) -> Any:
     """The decoder of `source` (EVENTS, PROFILES, CHANGES; None: a replay file's pickled
-    items)."""
+    items); `products`: the product stage's items to side_outputs()[PRODUCTS] too."""
     from pyflink.common import Row
     from pyflink.datastream.functions import ProcessFunction
 
@@ -179,10 +180,11 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
         """
 
         def __init__(self, source: str | None, settings: Settings,
-                     read: KafkaRead | None = None) -> None:
+                     read: KafkaRead | None = None, products: bool = True) -> None:
             self.source = source          # EVENTS, PROFILES, or None: pickled items (replay)
             self.settings = settings
             self.read = read
+            self.products = products
 
         def open(self, runtime_context: Any) -> None:
             settings = self.settings
@@ -273,13 +275,13 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
             else:    # the Flink timestamp whose bounded-out-of-orderness watermark is the clock
                 combined = clock.watermark
                 stamp = (LONG_MIN if combined is None else combined) + core.max_out_of_orderness + 1
-            pid = product_of(item) if core.catalog_signals else None
+            pid = product_of(item) if self.products else None
             if pid is not None:      # the product stage's (PerProduct: docs/flink-topology.md)
                 yield tags[PRODUCTS], (Row(pid, (wm, item)), stamp)
             if not change:
                 yield Row(item.customer_id, (wm, item)), stamp
 
-    return Decode(source, settings, read)
+    return Decode(source, settings, read, products)
 
 
 def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,

@@ -238,13 +238,18 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
     tags = side_outputs()
     pickled = Types.PICKLED_BYTE_ARRAY()
     stamped = Types.TUPLE([keyed_type(), Types.LONG()])
+    # The product stage (transforms/product_stage.py) only where catalog changes can arrive: a
+    # replay file may carry them; a Kafka job that reads no changes topic (none, or
+    # core.catalog_signals false) would keep every product's interested customers for nothing.
+    products = settings.core.catalog_signals and (profiles is None or changes is not None)
     if profiles is None:
-        decoded = events.process(decode_fn(None, settings), output_type=stamped) \
+        decoded = events.process(decode_fn(None, settings, None, products),
+                                 output_type=stamped) \
             .uid("decode-replay").name("DecodeReplay")
         items = decoded
         dead = [decoded.get_side_output(tags[DEAD_LETTER])]
     else:
-        dec_events = events.process(decode_fn(EVENTS, settings, read),
+        dec_events = events.process(decode_fn(EVENTS, settings, read, products),
                                     output_type=stamped).uid("decode-events").name("DecodeEvents")
         dec_profiles = profiles.process(decode_fn(PROFILES, settings, read),
                                         output_type=stamped) \
@@ -253,17 +258,17 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         dead = [dec_events.get_side_output(tags[DEAD_LETTER]),
                 dec_profiles.get_side_output(tags[DEAD_LETTER])]
         decoded = dec_events
-    # The product stage (transforms/product_stage.py): watermarks over the stamps the events'
-    # decoder gave its items, so its timers follow the items' clock (catalog changes from Kafka
-    # carry NO_STAMP, as profiles: they never move it); its signals are unioned into
+    # The product stage: watermarks over the stamps the events' decoder gave its items, so its
+    # timers follow the items' clock (catalog changes from Kafka carry NO_STAMP, as profiles:
+    # they never move it); its signals are unioned into
     # PerCustomer's input, whose watermark is then the minimum of both. In a bounded read the
     # product stream is never marked idle: idle, it would be left out of that minimum, and the
     # end of the items' input could wake every customer before PerProduct's last signals.
     bounded = profiles is None or (read is not None and read.stop is not None)
-    products = settings.core.catalog_signals    # false: no product stage (wire.admit)
     product_items: Any = decoded.get_side_output(tags[PRODUCTS]) if products else None
     if changes is not None:
-        dec_changes = changes.process(decode_fn(CHANGES, settings, read), output_type=stamped) \
+        dec_changes = changes.process(decode_fn(CHANGES, settings, read, products),
+                                      output_type=stamped) \
             .uid("decode-changes").name("DecodeChanges")
         if products:
             product_items = product_items.union(dec_changes.get_side_output(tags[PRODUCTS]))

@@ -1,5 +1,6 @@
 """How fast the keyed work can go in CPython at all: the bound row of the core bench.
 
+    modelled(settings) -> settings                       the triggers it models only
     bound_run(records, settings, clock_ms) -> outputs   (kind, comparable tuple)
     comparable(core output), comparable_bound(bound output) -> what the check compares
 
@@ -22,6 +23,7 @@ Other event types raise ValueError: the bound models only what it is measured on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import json
@@ -46,7 +48,7 @@ from transforms.model import (
     Output,
 )
 from transforms.scoring import engagement_score
-from transforms.settings import CoreSettings
+from transforms.settings import CoreSettings, Settings
 from transforms.triggers.browse_intensity import TYPE as BROWSE_TYPE
 from transforms.triggers.browse_intensity import view_time
 from transforms.triggers.cart_abandonment import TYPE as CART_TYPE
@@ -312,6 +314,14 @@ class _Bound:
         features, score = scored
         features["cart_items"] = len(st[CART])
         self.out.append((FEATURES, (st[CID], t, features, score, st[LAST_TRIGGER])))
+
+
+def modelled(settings: Settings) -> Settings:
+    """`settings` with the triggers the bound does not model switched off (every
+    `core.*_enabled`): what the core is measured against it with. Cart abandonment and browse
+    intensity stay; the catalog triggers fire only on catalog changes, which this data has not."""
+    names = [f.name for f in dataclasses.fields(settings.core) if f.name.endswith("_enabled")]
+    return settings.with_overrides([f"core.{name}=false" for name in names])
 
 
 def bound_run(

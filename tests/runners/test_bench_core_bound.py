@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.common import build_core
 from runners.bench.core import run_once, shipped_records
-from runners.bench.core_bound import bound_run, comparable, comparable_bound
+from runners.bench.core_bound import bound_run, comparable, comparable_bound, modelled
 from transforms.model import AUDIT, EMAIL_OPEN, FEATURES, PAYLOAD, BehaviourEvent, event_time
 from transforms.settings import Settings
 
@@ -16,11 +16,8 @@ KEPT = (FEATURES, PAYLOAD, AUDIT)
 
 
 def test_the_bound_gives_the_cores_outputs_on_the_shipped_data() -> None:
-    settings = Settings()
-    # The bound models cart abandonment and browse intensity only: the other triggers off.
-    for f in dataclasses.fields(settings.core):
-        if f.name.endswith("_enabled"):
-            setattr(settings.core, f.name, False)
+    settings = modelled(Settings())   # the bench's: the triggers the bound does not model off
+    assert not settings.core.win_back_enabled
     records = shipped_records(settings.core)
     clock = max(event_time(r) for r in records)
     outputs: list = []
