@@ -41,6 +41,7 @@ from transforms.model import (
     DEAD_LETTER,
     PAYLOAD,
     R_FUTURE,
+    CustomerProfile,
     DeadLetter,
     Item,
     Origin,
@@ -109,7 +110,8 @@ class ReferenceRunner:
             return
         t = event_time(item)
         cid = item.customer_id
-        partition = source_partition(item.origin, cid, self.partitions)
+        partition = source_partition(item.origin, cid, self.partitions,
+                                     isinstance(item, CustomerProfile))
         clock = self.event_clock
         own = clock.partition_watermark(partition)
         if own is not None and t <= own:
