@@ -556,7 +556,7 @@ def replay_stream(items: Iterable[Item | DeadLetter], settings: CoreSettings, fl
             stamp = event_time(item)
             tag = PROFILES if isinstance(item, CustomerProfile) else EVENTS
             partition = source_partition(item.origin, item.customer_id,
-                                         settings.replay_partitions)
+                                         settings.replay_partitions, tag == PROFILES)
             wm = clock.partition_watermark(partition)
             clock.observe(partition, stamp, now)
         element = (item, wm, now, number)

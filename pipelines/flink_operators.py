@@ -54,6 +54,7 @@ from transforms.model import (
     FEATURES,
     OUTCOME,
     PAYLOAD,
+    CustomerProfile,
     DeadLetter,
     event_time,
 )
@@ -251,7 +252,8 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
                     yield tags[DEAD_LETTER], item
                     return
                 key = item.product_id if isinstance(item, CatalogChange) else item.customer_id
-                partition = source_partition(item.origin, key, core.replay_partitions)
+                partition = source_partition(item.origin, key, core.replay_partitions,
+                                             isinstance(item, CustomerProfile))
                 offset, received = None, now
             else:
                 if self.offsets is not None and now - self.asked_at >= END_OFFSETS_EVERY:

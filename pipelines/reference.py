@@ -42,6 +42,7 @@ from transforms.core import Core
 from transforms.model import (
     DEAD_LETTER,
     PAYLOAD,
+    CustomerProfile,
     DeadLetter,
     Item,
     Output,
@@ -110,7 +111,8 @@ class ReferenceRunner:
             return
         t = event_time(item)
         cid = item.customer_id
-        partition = source_partition(item.origin, cid, self.partitions)
+        partition = source_partition(item.origin, cid, self.partitions,
+                                     isinstance(item, CustomerProfile))
         clock = self.event_clock
         own = clock.partition_watermark(partition)
         if own is not None and t <= own:

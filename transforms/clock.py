@@ -30,11 +30,16 @@ The rules (the reference runner, Beam and Flink all apply these):
   ms without one. Expected partitions not read yet hold it the same way. When none holds it,
   it is the newest partition's; with `follow_wall_clock` (unbounded live reads) and every
   partition idle, it follows the wall clock: now - max_out_of_orderness - 1.
+- Profiles of a replay over partitions count in a ProfilePartition of their own, as on Kafka
+  (the profiles topic, apart from the events'): CRM time, not stream time, so they never move
+  nor hold the combined watermark nor any events' partition watermark; a profile is judged
+  against its own ProfilePartition's watermark only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 
 from transforms.model import Origin
 from transforms.settings import CoreSettings
@@ -113,6 +118,13 @@ class EventClock:
         """A record of `partition` (at `offset`) with event time t (None: unreadable, or a
         dead letter) read at wall clock `now`, received at `received` (its Kafka record
         timestamp; default `now`)."""
+        if isinstance(partition, ProfilePartition):   # its own watermark only (module doc)
+            got = now if received is None else received
+            if t is not None and t <= got + self.max_future:
+                capped, seen = min(t, got), self.max_seen.get(partition)
+                if seen is None or capped > seen:
+                    self.max_seen[partition] = capped
+            return
         self.last_read[partition] = now
         if offset is not None:
             at = self.next_offset.get(partition)
@@ -156,7 +168,8 @@ class EventClock:
         elif self.follow_wall_clock and not self.bounded:
             t = now
         else:
-            t = max(seen.values(), default=None)
+            t = max((v for p, v in seen.items() if not isinstance(p, ProfilePartition)),
+                    default=None)
         if t is not None:
             wm = t - self.ooo - 1
             if self.watermark is None or wm > self.watermark:
@@ -210,12 +223,23 @@ def kafka_partition(key: bytes, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-def source_partition(origin: Origin | None, customer_id: str, partitions: int) -> Partition:
+@dataclass(frozen=True, slots=True)
+class ProfilePartition:
+    """Partition `number` of a replay's profiles (Kafka: the profiles topic's): it has a
+    watermark of its own and never moves nor holds the combined one (module doc)."""
+
+    number: int
+
+
+def source_partition(origin: Origin | None, customer_id: str, partitions: int,
+                     profile: bool = False) -> Partition:
     """The partition a record counts in: its Kafka (topic, partition); for a file's items, the
-    file itself (partitions 0), or the one of N that Kafka would give the customer's key (a
-    customer's profiles and events together)."""
+    file itself (partitions 0: events and profiles in one stream), or the one of N that Kafka
+    would give the customer's key (a `profile` in the ProfilePartition of that number, as
+    Kafka keeps profiles in a topic of their own)."""
     if origin is not None and origin.partition >= 0:
         return origin.topic, origin.partition
     if partitions > 0:
-        return kafka_partition(customer_id.encode(), partitions)
+        number = kafka_partition(customer_id.encode(), partitions)
+        return ProfilePartition(number) if profile else number
     return None

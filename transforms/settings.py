@@ -85,7 +85,8 @@ class CoreSettings:
     # Events more than this ahead of the wall clock at receipt are dead-lettered (clock.py).
     max_future: int = duration(5 * MINUTE)
     # File replays: 0 reads the file as one partition; N spreads customers over N partitions
-    # as Kafka's default partitioner does (transforms/clock.py source_partition).
+    # as Kafka's default partitioner does (transforms/clock.py source_partition), profiles in
+    # partitions of their own (Kafka's profiles topic) that move no events' watermark.
     replay_partitions: int = 0
     cart_delay: int = duration(1 * HOUR)
     cart_ttl: int = duration(7 * DAY)

@@ -21,6 +21,7 @@ from runners.services import ensure_topics, kafka_connector_jar
 from tests.builders import MINUTE, SECOND, T0, add, profile, view
 from tests.pipelines.test_flink_pipeline import consume, kafka_settings, produce
 from tests.pipelines.test_parity_flink import journeys
+from tests.pipelines.test_parity_partitions import PROFILE_AHEAD_FIRE, profile_ahead
 from transforms.clock import kafka_partition
 from transforms.codec import decode_dead_letter, decode_payload
 from transforms.model import DeadLetter
@@ -90,3 +91,24 @@ def test_one_event_stamped_minutes_ahead_makes_no_other_customer_late(kafka, eng
     assert [d.reason for d in dead] == []
     payloads = [decode_payload(r.value) for r in consume(s, s.kafka.payloads_topic)]
     assert sorted(p.customer_id for p in payloads) == sorted(customers)
+
+
+@pytest.mark.parametrize("engine", ["beam", "flink"])
+def test_a_profile_stamped_ahead_of_the_events_makes_none_of_them_late(kafka, tmp_path, engine):
+    # The 2026-12-06 cluster defect: profiles are a topic of their own, so a CRM update stamped
+    # a minute ahead moves no watermark of the events, as in a reference replay over the same
+    # one partition (transforms/clock.py, ProfilePartition).
+    s = kafka_settings(kafka, **{"flink.idleness": "2s"})
+    items = profile_ahead(s.kafka.group_id)
+    ref_settings = kafka_settings(kafka)
+    ref_settings.core.replay_partitions = 1
+    want = reference.run_replay(items, ref_settings, tmp_path / "ref")
+    assert want["dead_letters"] == {"late": 1}
+    run(engine, s, produce(s, items, partitions=1))
+    # The fifth view fires browse at its time. (Its decision is not compared: the profiles
+    # topic is read beside the events', so under load a's consent may come after that fire.)
+    audit = [json.loads(r.value) for r in consume(s, s.kafka.audit_topic, 1000)]
+    assert [(a["type"], a["fired_at"]) for a in audit] == [("browse_intensity", PROFILE_AHEAD_FIRE)]
+    dead = Counter(decode_dead_letter(r.value).reason
+                   for r in consume(s, s.kafka.dead_letters_topic, 1000))
+    assert dead == Counter(want["dead_letters"])

@@ -66,17 +66,11 @@ def test_the_job_on_the_cluster_turns_kafka_events_into_payloads(kafka, flink_cl
     assert dead["late"].raw == encode_event(late) and late.occurred_at == T0 + 2 * MINUTE
 
 
-# Known defect (2026-12-06, after the merge of issues 17 and 18; see the session note): on one
-# partition the cluster counts one browse view more than the reference runner for one customer
-# (a view the reference dead-letters as late, at the same position in the dead-letter file),
-# so one suppressed:no_consent audit record carries 1767600083976 instead of 1767600088623.
-# Strict: the test fails as soon as the cluster agrees again, so the marker must go then.
-ONE_PARTITION_DEFECT = pytest.mark.xfail(
-    strict=True, reason="cluster counts a view the reference dead-letters as late (1 partition)")
-
-
+# The 1-partition case holds a CRM update stamped ahead of a later-read view of another
+# customer (the reference once counted profiles in the events' partition: transforms/clock.py
+# ProfilePartition; tests/pipelines/test_parity_partitions.py::profile_ahead).
 @pytest.mark.parametrize("partitions, days", [
-    pytest.param(1, 0, id="1-partition", marks=ONE_PARTITION_DEFECT),
+    pytest.param(1, 0, id="1-partition"),
     pytest.param(4, 2, id="4-partitions-2-days"),
 ])
 def test_a_replay_through_the_cluster_writes_the_reference_files(

@@ -9,6 +9,7 @@ a partition minutes behind the others is not late, whatever order the partitions
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,12 +18,12 @@ import pytest
 
 from pipelines import beam_pipeline, flink_pipeline, reference
 from runners.traffic import Traffic, TrafficConfig, jsonl_line
-from tests.builders import add, profile, view
+from tests.builders import T0, add, profile, view
 from tests.pipelines.test_parity_beam import bursty_days
 from transforms.clock import source_partition
 from transforms.model import BehaviourEvent, CustomerProfile, DeadLetter, Item
 from transforms.readers import read_events_jsonl
-from transforms.settings import MINUTE, SECOND, Settings
+from transforms.settings import HOUR, MINUTE, SECOND, Settings
 
 pytestmark = pytest.mark.engine
 
@@ -121,3 +122,34 @@ def test_one_event_stamped_minutes_ahead_makes_no_other_customer_late(tmp_path):
     summary = replay_all(items, settings(1), tmp_path)
     assert summary["dead_letters"] == {}
     assert summary["decisions"]["browse_intensity:emitted"] == len(customers)
+
+
+def profile_ahead(tag: str = "") -> list[Item | DeadLetter]:
+    """One partition: customer a's views of hats, and customer b's CRM update stamped a minute
+    ahead of the stream, read before a's view at T0 + MINUTE - OOO - 1 (behind that update by
+    more than the out-of-orderness). Kafka keeps profiles in a topic of their own, so the
+    update moves no watermark of the events: that view is on time, the fifth view fires browse
+    at FIRE. One view exactly at the events' own watermark is still late."""
+    a, b = f"{tag}a", f"{tag}b"
+    ooo = Settings().core.max_out_of_orderness
+    items: list[Item | DeadLetter] = [profile(T0 - HOUR, cid=c, email=f"{c}@example.com")
+                                      for c in (a, b)]
+    items += [view(T0 + k * SECOND, f"p{k}", "hats", cid=a) for k in range(3)]
+    items.append(profile(T0 + MINUTE, cid=b, email=f"{b}@example.com"))
+    items.append(view(T0 + 2 * SECOND - ooo - 1, "p-late", "socks", cid=a))  # its watermark
+    items.append(view(T0 + MINUTE - ooo - 1, "p3", "hats", cid=a))
+    items.append(view(PROFILE_AHEAD_FIRE, "p4", "hats", cid=a))
+    return items
+
+
+PROFILE_AHEAD_FIRE = T0 + MINUTE + SECOND
+
+
+def test_a_profile_stamped_ahead_of_the_stream_makes_no_event_late(tmp_path):
+    # The 2026-12-06 cluster defect (1 partition): the reference judged events against a
+    # partition watermark the profiles had moved, the Kafka job (profiles topic) not.
+    summary = replay_all(profile_ahead(), settings(1), tmp_path)
+    assert summary["dead_letters"] == {"late": 1}
+    assert summary["decisions"]["browse_intensity:emitted"] == 1
+    (line,) = (tmp_path / "reference" / "payloads.jsonl").read_text().splitlines()
+    assert json.loads(line)["trigger"]["fired_at"] == PROFILE_AHEAD_FIRE

@@ -169,3 +169,35 @@ def test_a_replay_over_partitions_is_held_until_every_partition_delivered():
     assert c.watermark is None                   # 1 has not delivered: its customers wait
     c.observe(1, T0, LATER + 3600 * SECOND)      # no idleness in a replay
     assert c.watermark == T0 - OOO - 1
+
+
+def test_a_replays_profiles_count_in_a_partition_of_their_own_that_moves_no_clock():
+    # Kafka keeps profiles in a topic of their own: a CRM update stamped a minute ahead of
+    # the stream makes none of the events of its customer's partition late (the 2026-12-06
+    # cluster defect: the reference counted them in one partition, the Kafka job not).
+    settings = CoreSettings()
+    settings.replay_partitions = 1
+    c = replay_clock(settings, LATER)
+    events = source_partition(None, "c", 1)
+    profiles = source_partition(None, "c", 1, profile=True)
+    assert events == 0 and profiles != events
+    assert source_partition(None, "c", 1, profile=True) == profiles     # one key per partition
+    assert source_partition(None, "c", 0, profile=True) is None         # a file: one stream
+    assert source_partition(Origin("profiles", 2, 9), "c", 4, profile=True) == ("profiles", 2)
+    c.observe(events, T0, LATER)
+    c.observe(profiles, T0 + MINUTE, LATER)
+    assert c.partition_watermark(events) == T0 - OOO - 1        # a view at T0 - OOO is on time
+    assert c.watermark == T0 - OOO - 1                           # nor do timers move ahead
+    assert c.partition_watermark(profiles) == T0 + MINUTE - OOO - 1  # profiles judged by theirs
+    c.observe(events, T0 + SECOND, LATER)
+    assert c.watermark == T0 + SECOND - OOO - 1
+
+
+def test_a_replays_profile_partition_never_holds_the_clock():
+    settings = CoreSettings()
+    settings.replay_partitions = 1
+    c = replay_clock(settings, LATER)
+    c.observe(source_partition(None, "c", 1, profile=True), T0 - 30 * MINUTE, LATER)
+    assert c.watermark is None                   # the events' partition has not delivered
+    c.observe(source_partition(None, "c", 1), T0, LATER)
+    assert c.watermark == T0 - OOO - 1           # not held back by the profiles' T0 - 30 min
