@@ -20,8 +20,10 @@ transactional ids each run). Rate = the difference in records over the differenc
 job's own duration (REST /jobs/<id>: submission to FINISHED), so start-up (deployment, the
 Python operators' set-up) cancels out; CPU per record the same way from the CPU seconds
 (utime + stime in /proc/<pid>/stat) of this cluster's TaskManager processes and their
-children, summed. Reported: rate and CPU per record at each parallelism, the p2 / p1 ratios,
-which TaskManagers ran the p2 jobs' subtasks, and the load average at start and end.
+children, summed, from the submission's return to the job's end (the client's own start-up,
+a JVM and a Python that build the job, is not the cluster's work). Reported: rate and CPU
+per record at each parallelism, the p2 / p1 ratios, how many TaskManagers ran each full run's
+subtasks, and the load average at start and end.
 
 Why one TaskManager per core: in thread mode (the default) the Python operators of every slot
 of a TaskManager run in that JVM's one embedded interpreter and share its GIL, so parallelism 2
@@ -127,13 +129,15 @@ def run_once(settings: Settings, job: str, records: int, parallelism: int) -> di
                                  job_name=tag, detached=True)
     cluster = Flink(s)
     tms = cluster.taskmanager_pids()
-    cpu_before = cpu_seconds(tms) if tms else None
     start = time.perf_counter()
     if job == "topology":
         job_id = submit_to_cluster(s, options)
     else:
         job_id = cluster.submit(FLOOR_JOB, args=job_args(s, options),
                                 jars=[kafka_connector_jar(s)], detached=True)
+    # From here: the client (a JVM and a Python building the job, a minute on a busy host)
+    # is done, and what the TaskManagers burn is the job's (plus their idle heartbeats).
+    cpu_before = cpu_seconds(tms) if tms else None
     try:
         state = cluster.wait_job(job_id, timeout=JOB_TIMEOUT)
     finally:
