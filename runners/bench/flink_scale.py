@@ -250,7 +250,7 @@ def table(r: dict[str, Any], parallelisms: Sequence[int] = (1, 2)) -> str:
 def scale_scenario(settings: Settings, sizes: Any, ctx: Any) -> Any:
     """`personalize bench --only flink_scale`: `scale` on the cluster of `personalize
     services` (started for the run if down, then stopped), topology at 2x the engine size."""
-    from runners.bench import Outcome, Row, Target, _need_services
+    from runners.bench import _need_services
 
     lease = _need_services(settings, ["kafka", "flink"], ctx)
     try:
@@ -258,6 +258,13 @@ def scale_scenario(settings: Settings, sizes: Any, ctx: Any) -> Any:
                   say=ctx.say)
     finally:
         lease.release()
+    return outcome(r)
+
+
+def outcome(r: dict[str, Any]) -> Any:
+    """The bench harness's rows of a `scale` result (p2 against p1)."""
+    from runners.bench import Outcome, Row, Target
+
     where = r["layout"]
     shape = (f"{where['taskmanagers']} TaskManager(s), slots {where['slots_per_taskmanager']}, "
              f"{r['execution_mode']} mode, {r['partitions']} partitions, {r['cpus']} CPUs, load "

@@ -137,3 +137,21 @@ def test_scale_is_a_bench_choice_but_not_in_the_default_run() -> None:
     assert set(DEFAULT_SCENARIOS) | OPT_IN == set(SCENARIOS)
     args = build_parser().parse_args(["bench"])
     assert args.only.split(",") == list(DEFAULT_SCENARIOS)
+
+
+def test_bench_rows_compare_p2_with_p1_and_only_the_topology_has_the_target() -> None:
+    def run(eps: float | None, cpu: float | None, tms: int) -> dict:
+        return {"records": 1000, "eps": eps, "cpu_us": cpu, "taskmanagers_used": tms}
+
+    result = {"layout": {"taskmanagers": 2, "slots_per_taskmanager": [1, 1]},
+              "execution_mode": "thread", "partitions": 4, "cpus": 2,
+              "load_average_start": [1.0, 1.0, 1.0], "load_average_end": [2.0, 2.0, 2.0],
+              "topology_p1": run(1000.0, 500.0, 1), "topology_p2": run(1500.0, 550.0, 2),
+              "floor_p1": run(10_000.0, 50.0, 1), "floor_p2": run(None, 60.0, 2)}
+    rows = {(r.metric.split(" ")[0], r.unit): r for r in flink_scale.outcome(result).rows}
+    topology = rows[("topology", "records/s")]
+    assert topology.ratio == 1.5 and topology.passed is False     # 1.5 < 1.6
+    assert "2 TaskManager(s)" in topology.note
+    assert rows[("topology", "us")].ratio == 1.1
+    floor = rows[("floor", "records/s")]
+    assert floor.target is None and floor.ratio is None            # no rate: no ratio
