@@ -59,9 +59,9 @@ FLOOR_EVENTS = 200_000     # the floor is ~10x faster: more records, less noise
 SMALL = 20                 # the small run reads 1 / SMALL of the full run's records
 # The run's settings are the caller's as given (the production defaults): a bounded job ends
 # with a final checkpoint, whose wait (up to flink.checkpoint_interval, 5 s) lands in each
-# run's duration at random, which is why the full runs are long. Shorter intervals cost CPU
-# per record: each checkpoint of the hashmap backend writes every customer's state (BENCHMARKS.md
-# compares a run at 1 s with one at 5 s).
+# run's duration at random, which is why the full runs are long. A shorter interval shortens
+# that wait but adds checkpoints, each writing every customer's state (hashmap backend);
+# BENCHMARKS.md has a run at 1 s and one at 5 s (the 5 s one was not cheaper per record).
 JOB_TIMEOUT = 1800.0
 
 
