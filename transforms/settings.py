@@ -303,6 +303,10 @@ class FlinkSettings:
     rpc_port: int = 6123
     parallelism: int = 1
     task_slots: int = 2
+    # TaskManagers of the local standalone cluster of `personalize services` (each with
+    # task_slots slots). In thread mode the Python of all slots of one TaskManager shares its
+    # one interpreter (one GIL): to use N cores, N TaskManagers of 1 slot (docs/flink-deploy.md).
+    taskmanagers: int = 1
     execution_mode: str = "thread"
     checkpoint_interval: int = duration(5 * SECOND)
     checkpoint_mode: str = "exactly_once"

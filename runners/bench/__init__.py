@@ -1,7 +1,7 @@
 """`personalize bench`: every benchmark scenario next to its baseline, measured in the same run.
 
-    personalize bench [--quick] [--only core,decode,state,bandit,beam,flink] [--out DIR]
-                      [--profile]
+    personalize bench [--quick] [--only core,decode,state,bandit,beam,flink[,flink_scale]]
+                      [--out DIR] [--profile]
         -> DIR/bench.json (every row, per-scenario details, host and load), DIR/bench.md (table)
 
 Scenarios, in the order they run (the cheap, in-process ones first, the engines last):
@@ -20,6 +20,9 @@ Scenarios, in the order they run (the cheap, in-process ones first, the engines 
     flink   the PyFlink topology beside an empty pass-through (local mini-cluster), then
             latency p50 / p99 at half its throughput; RSS of the JVM running the Python
             functions                                                   runners/bench/flink.py
+    flink_scale  (only when named in --only) the topology and the keyed floor at parallelism
+            1 and 2 on the standalone cluster of `personalize services`: rate and CPU per
+            record, p2 / p1                                       runners/bench/flink_scale.py
 
 Each scenario runs in its own Python process (`python -m runners.bench --child ...`), so that
 its peak RSS (getrusage) is its own, a crash or hang cannot take the harness down, and one
@@ -64,7 +67,12 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "bandit": ("runners.bench.bandit", "bandit_scenario"),
     "beam": ("runners.bench", "beam_scenario"),
     "flink": ("runners.bench", "flink_scenario"),
+    "flink_scale": ("runners.bench.flink_scale", "scale_scenario"),
 }
+# Run only when named in --only: it needs the standalone cluster laid out for it
+# (runners/bench/flink_scale.py).
+OPT_IN = frozenset({"flink_scale"})
+DEFAULT_SCENARIOS = tuple(n for n in SCENARIOS if n not in OPT_IN)
 DEFAULT_OUT = Path("out/bench")
 ENGINE_TARGET_RATIO = 0.5  # DESIGN.md section 7: topology >= half the empty pass-through
 LATENCY_TARGET_MS = 1000.0  # DESIGN.md section 7: p99 within 1 s
@@ -221,9 +229,10 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes (CI)")
     p.add_argument(
         "--only",
-        default=",".join(SCENARIOS),
+        default=",".join(DEFAULT_SCENARIOS),
         metavar="LIST",
-        help=f"comma-separated scenarios (default: all: {','.join(SCENARIOS)})",
+        help=f"comma-separated scenarios (default: {','.join(DEFAULT_SCENARIOS)}; also "
+        f"{','.join(sorted(OPT_IN))}: parallelism 1 against 2 on the standalone cluster)",
     )
     p.add_argument(
         "--out",
@@ -332,7 +341,7 @@ def _command(args: argparse.Namespace) -> str:
     words = ["personalize", "bench"]
     if args.quick:
         words.append("--quick")
-    if args.only != ",".join(SCENARIOS):
+    if args.only != ",".join(DEFAULT_SCENARIOS):
         words += ["--only", args.only]
     words += ["--out", str(args.out)]
     if args.profile:

@@ -1,6 +1,6 @@
-"""A standalone Flink cluster (one JobManager, one TaskManager) from the PyFlink wheel's own
-scripts, `pyflink/bin/start-cluster.sh`, configured from a generated folder, never by editing
-site-packages:
+"""A standalone Flink cluster (one JobManager, flink.taskmanagers TaskManagers of
+flink.task_slots slots each) from the PyFlink wheel's own scripts, `pyflink/bin/start-cluster.sh`,
+configured from a generated folder, never by editing site-packages:
 
     .state/flink/conf/    config.yaml (from the settings), masters, workers, log4j files
     .state/flink/logs/    daemon logs (FLINK_LOG_DIR)
@@ -8,6 +8,13 @@ site-packages:
     .state/flink/tmp/     io.tmp.dirs, web upload dir
 
 Python jobs run with the project's virtualenv python, in thread mode (inside the TaskManager JVM).
+
+Several TaskManagers on this host: the workers file lists `localhost` once per TaskManager, so
+start-cluster.sh runs taskmanager.sh that many times. They share the conf folder; nothing
+clashes because a TaskManager's RPC, data and metrics ports, like the JobManager's blob server,
+are Flink's default 0 (any free port): only the REST and JobManager RPC ports are fixed
+(settings), and the state folder (so the pid, log and tmp folders) is the checkout's own. The
+daemons' pid file lists every instance; `stop` kills every process under the state folder.
 """
 
 from __future__ import annotations
@@ -67,8 +74,17 @@ def _root_cause(stacktrace: str, frames: int = 8) -> str:
     return "\n".join([lines[0], "...", *lines[causes[-1] : causes[-1] + frames + 1]])
 
 
+# Seconds start-up may take per TaskManager after the first (each taskmanager.sh starts JVMs
+# to read the configuration before the TaskManager's own).
+START_PER_TASKMANAGER = 60.0
+# Flink's options that fix a port a second cluster on the host would clash on: the generated
+# configuration leaves them to Flink's default 0 (any free port).
+RANDOM_PORTS = ("blob.server.port", "taskmanager.rpc.port", "taskmanager.data.port",
+                "metrics.internal.query-service.port")
+
+
 class Flink(LocalService):
-    """JobManager (REST on settings.flink.jobmanager_port) and one TaskManager."""
+    """JobManager (REST on settings.flink.jobmanager_port) and flink.taskmanagers TaskManagers."""
 
     name = "flink"
     start_timeout = 120.0
@@ -79,6 +95,9 @@ class Flink(LocalService):
         self.host = "localhost"
         self.rest_port = settings.flink.jobmanager_port
         self.conf = self.home / "conf"
+        self.taskmanagers = settings.flink.taskmanagers
+        self.start_timeout = type(self).start_timeout + START_PER_TASKMANAGER * max(
+            0, self.taskmanagers - 1)
 
     @property
     def endpoint(self) -> str:
@@ -106,14 +125,30 @@ class Flink(LocalService):
         return json.loads(body) if body else None
 
     def healthy(self) -> bool:
-        """/overview answers and reports at least one TaskManager with a slot."""
+        """/overview answers and reports flink.taskmanagers TaskManagers (at least one), and
+        slots."""
         if not port_open("127.0.0.1", self.rest_port):
             return False
         try:
             overview = self.rest("/overview", timeout=2.0)
         except (OSError, ValueError):
             return False
-        return overview.get("taskmanagers", 0) >= 1 and overview.get("slots-total", 0) >= 1
+        return (overview.get("taskmanagers", 0) >= max(1, self.taskmanagers)
+                and overview.get("slots-total", 0) >= 1)
+
+    def taskmanager_pids(self) -> list[int]:
+        """Our TaskManager processes (the JVMs that run the jobs' operators and, in thread
+        mode, their Python)."""
+        found = []
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmdline = fh.read()
+            except OSError:
+                continue
+            if b"org.apache.flink.runtime.taskexecutor.TaskManagerRunner" in cmdline:
+                found.append(pid)
+        return sorted(found)
 
     # --- the cluster scripts ---------------------------------------------------------------
 
@@ -147,6 +182,12 @@ class Flink(LocalService):
         with open(home / "conf" / "config.yaml") as fh:
             config = _flatten(yaml.safe_load(fh) or {})
         f = self.settings.flink
+        if f.taskmanagers < 1 or f.task_slots < 1:
+            raise ServiceError(
+                f"flink: taskmanagers ({f.taskmanagers}) and task_slots ({f.task_slots}) must "
+                "be at least 1 (settings flink.taskmanagers, flink.task_slots)")
+        for key in RANDOM_PORTS:  # a second cluster on this host must not clash on them
+            config.pop(key, None)
         python = venv_python()
         tmp = self.home / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
@@ -185,7 +226,7 @@ class Flink(LocalService):
             yaml.safe_dump(config, fh, default_flow_style=False, sort_keys=True)
         self._link_lib(home)
         (self.conf / "masters").write_text(f"{self.host}:{self.rest_port}\n")
-        (self.conf / "workers").write_text(f"{self.host}\n")
+        (self.conf / "workers").write_text(f"{self.host}\n" * f.taskmanagers)
 
     def _link_lib(self, home: Path) -> None:
         """`.state/flink/lib`: links to the wheel's lib/*.jar and opt/flink-python-*.jar."""
@@ -198,8 +239,9 @@ class Flink(LocalService):
         ]:
             (lib / jar.name).symlink_to(jar)
 
-    def _script(self, name: str, timeout: float = 120.0) -> None:
+    def _script(self, name: str, timeout: float | None = None) -> None:
         script = flink_home() / "bin" / name
+        timeout = timeout or self.start_timeout
         out = self.logs / f"{Path(name).stem}.out"
         with open(out, "ab") as fh:
             try:
@@ -218,14 +260,15 @@ class Flink(LocalService):
             raise ServiceError(f"flink: {name} exited with {done.returncode}:\n{log_tail(out)}")
 
     def launch(self) -> None:
-        """Generate the conf folder and run start-cluster.sh (it backgrounds both daemons)."""
+        """Generate the conf folder and run start-cluster.sh (it backgrounds the JobManager and
+        each TaskManager)."""
         if not shutil.which("java"):
             raise ServiceError("flink: java not found: run runners/bootstrap.sh (installs a JRE)")
         self._write_conf()
         self._script("start-cluster.sh")
 
     def shutdown(self, timeout: float) -> None:
-        """Forget the daemons' pid files; `stop` then SIGTERMs both daemons at once.
+        """Forget the daemons' pid files; `stop` then SIGTERMs every daemon at once.
 
         That is all stop-cluster.sh does (`kill`, then `kill -9` after 10 s, one daemon after
         the other), but the script starts about six JVMs just to read the configuration:
