@@ -620,6 +620,20 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                             ratio=round(tp["floor_cpu_us"] / tp["topology_cpu_us"], 3),
                         )
                     )
+                if tp.get("products_eps"):
+                    outcome.rows.append(
+                        Row(
+                            "flink",
+                            "topology with the product stage records/s (a catalog-changes topic "
+                            f"to read, empty: interest kept for every product event; {records} "
+                            "records)",
+                            tp.get("products_eps"),
+                            "records/s",
+                            tp.get("floor_eps"),
+                            "keyed floor, same run",
+                            note=f"CPU per record {tp.get('products_cpu_us')} us",
+                        )
+                    )
                 if tp.get("core_eps") and tp.get("floor_eps"):
                     # Any topology does at least the floor's engine work and the core's rules per
                     # record, one after the other on one interpreter (GIL): its rate is at most
@@ -683,6 +697,20 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                         f"latency: a trigger's payloads never reached the output topic in "
                         f"{sizes.latency_seconds:g} s ({counts})"
                     )
+            # The same with a catalog stream to read: the product stage runs, and PerCustomer's
+            # watermark waits for it (docs/flink-topology.md).
+            ctx.say(f"latency with the product stage: {sizes.latency_seconds:g} s at {rate:.0f}")
+            try:
+                lat = bench_flink.latency(settings, rate, sizes.latency_seconds, catalog=True)
+            except Exception as exc:  # noqa: BLE001 - reported with what was measured
+                traceback.print_exc()
+                outcome.errors.append(f"latency with the product stage: {describe(exc)}")
+            else:
+                outcome.details["latency_products"] = lat
+                outcome.rows += [
+                    dataclasses.replace(row, metric=row.metric + " (with the product stage)")
+                    for row in _latency_rows("flink", lat, rate) if "uncommitted" not in row.metric
+                ]
     finally:
         lease.release()
     peak = sampler.peaks()

@@ -17,11 +17,14 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         bound (`fused_eps`, `fused_ratio`): the floor's I/O, keying and timing with one Python
         keyed operator that decodes and runs PerCustomer, Compose chained after it
         (`_fused_job`): it does less than the topology, so no topology that decodes and runs
-        the rules in Python beats it.
+        the rules in Python beats it. Last, the topology again with a catalog-changes topic of
+        the run's own to read (`products_eps`; empty, created by `with_catalog`), so with the
+        product stage (`topology_eps` is a deployment without a catalog stream).
 
-    latency(settings, rate, seconds) -> {"browse_p50_ms", "browse_p99_ms", "cart_p50_ms", ...}
-        An unbounded job; background traffic at `rate` events/s stamped with the wall clock,
-        and after LATENCY_WARMUP_S of it alone, JOURNEYS_PER_S times a second one browse
+    latency(settings, rate, seconds, catalog=False) -> {"browse_p50_ms", "browse_p99_ms", ...}
+        An unbounded job (with `catalog`, one that also has a catalog-changes topic to read,
+        so the product stage runs); background traffic at `rate` events/s stamped with the
+        wall clock, and after LATENCY_WARMUP_S of it alone, JOURNEYS_PER_S times a second one browse
         journey (five views) and one abandoned cart from fresh customers: 300 of each in 60 s,
         so that the p99 is not simply the largest sample (the largest is reported too,
         `*_max_ms`). Browse latency: 5th view produced -> payload consumed (read_committed).
@@ -83,7 +86,11 @@ def bench_settings(base: Settings, extra: Iterable[str] = ()) -> Settings:
     """`base` with fresh topics, consumer group and transactional ids (one bench run)."""
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     pairs = [f"kafka.group_id={tag}", f"flink.transactional_id_prefix={tag}"]
-    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes"):
+    # The catalog-changes topic too: a job reads it (and builds the product stage) when it
+    # exists, and the broker's default one is not this run's. Not created by produce_items:
+    # `with_catalog` creates it (empty) for the runs that measure the product stage.
+    for name in ("events", "profiles", "payloads", "audit", "dead_letters", "outcomes",
+                 "catalog_changes"):
         pairs.append(f"kafka.{name}_topic={tag}-{name}")
     return base.with_overrides([*pairs, *extra])
 
@@ -101,6 +108,15 @@ def _producer(settings: Settings) -> Any:
 # times as Kafka timestamps (years back for the shipped sample), which time-based retention
 # and segment rolling would otherwise act on at once.
 KEEP_ALL = {"retention.ms": "-1", "segment.ms": str(10 * 365 * DAY)}
+
+
+def with_catalog(settings: Settings) -> None:
+    """Create the run's catalog-changes topic (empty): jobs started after this read it, so they
+    build the product stage (pipelines/flink_pipeline.py), as a deployment with a catalog
+    stream does; its interest bookkeeping runs for every product event even with no change."""
+    from runners.services import ensure_topics
+
+    ensure_topics(settings.kafka, [settings.kafka.catalog_changes_topic], 1, configs=KEEP_ALL)
 
 
 def produce_items(settings: Settings, items: Iterable[Any]) -> int:
@@ -315,7 +331,7 @@ def _timed_run(settings: Settings, job: str, records: int,
     read = KafkaRead(from_beginning=True, group_id=f"{settings.kafka.group_id}-{job}-{records}")
     read.stop = stopping_offsets(settings, read, records)
     env = make_env(settings, [kafka_connector_jar(settings)])
-    if job == "topology":
+    if job in ("topology", "products"):
         build_kafka_job(env, settings, read)
     elif job == "floor":
         _keyed_floor_job(env, settings, read)
@@ -381,9 +397,13 @@ def throughput(settings: Settings, events: int = 20_000,
     result: dict[str, Any] = {"execution_mode": s.flink.execution_mode,
                               "core_eps": round(core_rate(s, items[:events]), 1)}
     _timed_run(s, "passthrough", 100)                   # warm-up: JVM, gateway, interpreters
+    # "products": the topology again once the run's catalog-changes topic exists (empty), so
+    # with the product stage; "topology" is a deployment without a catalog stream.
     jobs = (("passthrough", min(n, passthrough_events)), ("floor", min(n, passthrough_events)),
-            ("fused", events), ("topology", events))
+            ("fused", events), ("topology", events), ("products", events))
     for job, records in jobs:
+        if job == "products":
+            with_catalog(s)
         small = max(1, records // 20)
         cpu_small: dict[str, float] = {}
         cpu_full: dict[str, float] = {}
@@ -452,12 +472,13 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def latency(settings: Settings, rate: float, seconds: float = 30.0,
             overrides: Iterable[str] = (), journeys_per_s: float = JOURNEYS_PER_S,
-            warmup: float = LATENCY_WARMUP_S) -> dict[str, Any]:
+            warmup: float = LATENCY_WARMUP_S, catalog: bool = False) -> dict[str, Any]:
     """p50/p99 (and max) of browse-intensity (event produced -> payload consumed) and
     cart-abandonment (deadline -> payload consumed) at `rate` background events/s (see the
     module doc), `journeys_per_s` of each kind for `seconds` after `warmup` seconds of the
     background traffic alone, with LATENCY_SETTINGS, then `overrides`, over `settings`; the
-    result names the settings used."""
+    result names the settings used. With `catalog`, the job has a catalog-changes topic to read
+    (empty), so it runs the product stage."""
     from kafka import KafkaConsumer
 
     from pipelines.connections import kafka_client_config
@@ -468,6 +489,8 @@ def latency(settings: Settings, rate: float, seconds: float = 30.0,
     s = bench_settings(settings, [*LATENCY_SETTINGS, *overrides])
     k = s.kafka
     produce_items(s, [])
+    if catalog:
+        with_catalog(s)
     env = make_env(s, [kafka_connector_jar(s)])
     build_kafka_job(env, s, KafkaRead(from_beginning=True))
     client = env.execute_async("bench-latency")

@@ -51,3 +51,29 @@ def test_the_fused_bound_does_the_cores_work(kafka):
     out = consume(s, f"{s.kafka.payloads_topic}-passthrough")
     got = sorted(decode_payload(r.value).message_id for r in out)
     assert len(expected) > 20 and got == sorted(expected)
+
+
+@pytest.mark.integration
+@pytest.mark.engine
+def test_the_topology_runs_the_product_stage_only_with_a_catalog_topic_of_the_runs_own(kafka):
+    """The bench's topics include a catalog-changes topic of its own, absent until
+    `with_catalog`: the broker's shared one (which the services create) is not read, and the
+    "topology" row is a deployment without a catalog stream, "products" one with."""
+    from pipelines.flink_kafka import KafkaRead, stopping_offsets
+    from pipelines.flink_pipeline import build_kafka_job, make_env
+    from runners.services import kafka_connector_jar
+
+    s = bench_flink.bench_settings(load_settings(None), [f"kafka.bootstrap={kafka}"])
+    assert s.kafka.catalog_changes_topic.endswith("-catalog_changes")
+    n = bench_flink.produce_items(s, bench_flink.workload(50))
+
+    def plan() -> str:
+        read = KafkaRead(from_beginning=True, group_id=f"{s.kafka.group_id}-plan")
+        read.stop = stopping_offsets(s, read, n)
+        env = make_env(s, [kafka_connector_jar(s)])
+        build_kafka_job(env, s, read)
+        return env.get_execution_plan()
+
+    assert "PerCustomer" in plan() and "PerProduct" not in plan()
+    bench_flink.with_catalog(s)
+    assert "PerProduct" in plan()
