@@ -58,7 +58,13 @@ from transforms.model import (
     DeadLetter,
     event_time,
 )
-from transforms.product_stage import SIGNAL, ProductStage, product_of, signal_watermark
+from transforms.product_stage import (
+    SIGNAL,
+    ProductStage,
+    ProductState,
+    product_of,
+    signal_watermark,
+)
 from transforms.settings import Settings
 from transforms.state import CustomerState, rebuffer
 
@@ -307,7 +313,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
         of truth (state.rebuffer rebuilds the state from both), written (or cleared) on every
         change before anything is emitted, so every checkpoint has the state of exactly the
         records before its barrier. Any other change writes the whole state and empties the
-        list. The product stage writes its state whole. `cache` keeps the
+        list. The product stage (ProductState) is kept the same way. `cache` keeps the
         live objects this instance last wrote for up to `flink.state_cache` customers (least
         recently used out), so that reading them back costs neither a call into Java nor
         unpickling 1-2 KB. An entry is always what the ValueState holds: every write goes to
@@ -334,11 +340,10 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
             descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
             descriptor.enable_time_to_live(state_ttl(self.settings))
             self.state = runtime_context.get_state(descriptor)
-            self.buffered: Any = None           # the product stage's state is written whole
-            if not self.products:
-                listed = ListStateDescriptor("buffered", Types.PICKLED_BYTE_ARRAY())
-                listed.enable_time_to_live(state_ttl(self.settings))
-                self.buffered = runtime_context.get_list_state(listed)
+            listed = ListStateDescriptor("buffered", Types.PICKLED_BYTE_ARRAY())
+            listed.enable_time_to_live(state_ttl(self.settings))
+            self.buffered = runtime_context.get_list_state(listed)
+            self.new_state: Any = ProductState if self.products else CustomerState
             metrics = runtime_context.get_metrics_group()
             self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
             # Counted here and added to Flink's counters at most every COUNTERS_EVERY ms: each
@@ -360,12 +365,10 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
                 return entry
             held = self.state.value()
             state, timer = (None, None) if held is None else held
-            if self.buffered is None:
-                return state, timer, 0, 0
             buffered = list(self.buffered.get())
             if buffered:
                 if state is None:   # the whole state's TTL ran out first: its entries stay
-                    state = CustomerState(cid)
+                    state = self.new_state(cid)
                 rebuffer(state, buffered)
                 for t, *_ in buffered:                 # each step's wake_at: [t]
                     timer = t if timer is None or t < timer else timer
@@ -377,10 +380,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
             carried, item = value
             cid: Any = self.key(item)
             old, timer, written_at, n = self._held(cid)
-            if self.buffered is None:
-                result = (*self.core.step(old, item, carried), CHANGED)
-            else:
-                result = self.core.step_split(old, item, carried)
+            result = self.core.step_split(old, item, carried)
             yield from self._store(cid, old, timer, written_at, n, *result, ctx)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:

@@ -28,6 +28,7 @@ consent_change) and, when it changes the consent held, written to the feature st
 from __future__ import annotations
 
 from operator import itemgetter
+from typing import Any
 
 from transforms import attribution, policy
 from transforms.bandit import Arms
@@ -111,11 +112,13 @@ UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
 _DUPLICATE = (DROPPED, "duplicate")
 
 
-def step_change(held: int | None, state: CustomerState | None, outputs: list[Output]) -> int:
+def step_change(held: int | None, state: Any, outputs: list[Output]) -> int:
     """What the step that returned (state, outputs) changed; `held` is len(state.pending)
     before it, None when there was no state. A step outputs nothing only when it buffered its
     item (pending one longer) or applied a late item at once (pending no longer: caught up or
-    as it was); a duplicate outputs only its count and changes nothing."""
+    as it was); a duplicate outputs only its count and changes nothing. The same holds for
+    the product stage's steps (transforms/product_stage.py: a duplicate change there is
+    counted under another reason, so it is CHANGED, which only costs a write)."""
     if held is None or state is None:
         return CHANGED
     if not outputs:

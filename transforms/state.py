@@ -194,12 +194,13 @@ class CustomerState:
         return self.consent is not None and self.consent[0]
 
 
-def rebuffer(state: CustomerState, buffered: Iterable[tuple[int, int, str, Item]]) -> int:
+def rebuffer(state: Any, buffered: Iterable[tuple[int, int, str, Any]]) -> int:
     """Repeat on `state` the steps that only buffered these pending entries, in their order
     (core.step_change BUFFERED: each entry appended to `pending` and, but for a profile's, rank
     0, its event id set in `seen` to its time); returns how many. An engine that writes the
     state whole only when a step changed more can keep such entries apart (appended to a list)
-    and rebuild the state from both."""
+    and rebuild the state from both. The product stage's ProductState follows the same rule
+    (its `seen` holds catalog change ids, rank 1; product events, rank 0, set none)."""
     pending, seen = state.pending, state.seen
     n = 0
     for entry in buffered:

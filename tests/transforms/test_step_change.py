@@ -19,6 +19,7 @@ from runners.catalog_traffic import CatalogTrafficConfig, with_catalog_changes
 from runners.traffic import Malformed, Traffic, TrafficConfig
 from tests.builders import HOUR, MINUTE, T0, add, consent, profile, view
 from transforms.core import BUFFERED, CHANGED, UNCHANGED, Core, step_change
+from transforms.product_stage import ProductStage
 from transforms.settings import DAY, CoreSettings
 from transforms.state import CustomerState, rebuffer
 
@@ -42,6 +43,38 @@ def same(a: object, b: object) -> bool:
     return canon(a) == canon(b)
 
 
+def check(before: bytes | None, held: int | None, state, outputs, wake_at) -> int:  # type: ignore[no-untyped-def]
+    """step_change of one step, after checking its claim: UNCHANGED leaves the state as it was
+    (`before`: pickled), BUFFERED is exactly state.rebuffer of the one entry appended."""
+    change = step_change(held, state, outputs)
+    if change == UNCHANGED:
+        assert before is not None and same(pickle.loads(before), state)
+        assert wake_at == []
+    elif change == BUFFERED:
+        assert before is not None and state is not None
+        rebuilt = pickle.loads(before)
+        assert rebuffer(rebuilt, [state.pending[-1]]) == 1
+        assert same(rebuilt, state)
+        assert wake_at == [state.pending[-1][0]]
+    return change
+
+
+class CheckedStage(ProductStage):
+    """The product stage, checking the same claim on every step (Flink's PerProduct relies
+    on it as PerCustomer does)."""
+
+    def __init__(self, settings: CoreSettings) -> None:
+        super().__init__(settings)
+        self.changes: Counter[int] = Counter()
+
+    def step(self, state, item, watermark=None):  # type: ignore[no-untyped-def]
+        before = None if state is None else pickle.dumps(state)
+        held = None if state is None else len(state.pending)
+        state, outputs, wake_at = super().step(state, item, watermark)
+        self.changes[check(before, held, state, outputs, wake_at)] += 1
+        return state, outputs, wake_at
+
+
 class CheckedCore(Core):
     """The core, checking step_change's claim on every step it takes (and counting them)."""
 
@@ -53,17 +86,7 @@ class CheckedCore(Core):
         before = None if state is None else pickle.dumps(state)
         held = None if state is None else len(state.pending)
         state, outputs, wake_at = super().step(state, item, watermark)
-        change = step_change(held, state, outputs)
-        self.changes[change] += 1
-        if change == UNCHANGED:
-            assert before is not None and same(pickle.loads(before), state), item
-            assert wake_at == []
-        elif change == BUFFERED:
-            assert before is not None and state is not None
-            rebuilt = pickle.loads(before)
-            assert rebuffer(rebuilt, [state.pending[-1]]) == 1
-            assert same(rebuilt, state), item
-            assert wake_at == [state.pending[-1][0]]
+        self.changes[check(before, held, state, outputs, wake_at)] += 1
         return state, outputs, wake_at
 
 
@@ -157,11 +180,15 @@ def test_every_step_of_generated_traffic_keeps_the_claim():
                         duplicate_ratio=0.05, out_of_order_ms=12_000)
     items = [i for i in with_catalog_changes(Traffic(cfg), CatalogTrafficConfig(every=40))
              if not isinstance(i, Malformed)]
-    core = CheckedCore(CoreSettings(max_dedup_ids=64, max_pending=24))
+    settings = CoreSettings(max_dedup_ids=64, max_pending=24, max_change_ids=4)
+    core = CheckedCore(settings)
     runner = ReferenceRunner(core, lambda _: None, clock=lambda: T0 + 400 * DAY,
                              fire_every=50)
+    stage = runner.products.stage = CheckedStage(settings)
     for item in items:
         runner.feed(item)
     runner.finish()
     seen = core.changes
     assert seen[BUFFERED] > 2_000 and seen[UNCHANGED] > 50 and seen[CHANGED] > 100, seen
+    seen = stage.changes                         # product events and catalog changes
+    assert seen[BUFFERED] > 2_000 and seen[CHANGED] > 100, seen
