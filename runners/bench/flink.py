@@ -291,9 +291,9 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
     statements.attach_as_datastream()
 
 
-def _tree_cpu(root: int) -> float | None:
-    """CPU seconds used so far by the processes under `root` (its descendants, not itself):
-    the local mini-cluster's JVM and, in process mode, its Python workers. None off Linux."""
+def proc_table() -> tuple[dict[int, int], dict[int, float]] | None:
+    """Every process's parent and CPU seconds (user + system) so far, from /proc; None off
+    Linux."""
     try:
         tick = os.sysconf("SC_CLK_TCK")
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -310,6 +310,16 @@ def _tree_cpu(root: int) -> float | None:
         fields = stat[stat.rindex(")") + 2:].split()
         parent[pid] = int(fields[1])
         cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return parent, cpu
+
+
+def _tree_cpu(root: int) -> float | None:
+    """CPU seconds used so far by the processes under `root` (its descendants, not itself):
+    the local mini-cluster's JVM and, in process mode, its Python workers. None off Linux."""
+    table = proc_table()
+    if table is None:
+        return None
+    parent, cpu = table
     total, found = 0.0, False
     for pid in cpu:
         p = parent.get(pid)

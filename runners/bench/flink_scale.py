@@ -50,6 +50,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from runners.bench.flink import proc_table
 from transforms.settings import Settings, load_settings
 
 FLOOR_JOB = Path(__file__).with_name("flink_floor_job.py")
@@ -69,22 +70,10 @@ def cpu_seconds(roots: Iterable[int]) -> float | None:
     """CPU seconds (user + system) used so far by `roots` and all their descendants; None when
     /proc cannot tell (not Linux, or none of them alive)."""
     roots = set(roots)
-    try:
-        tick = os.sysconf("SC_CLK_TCK")
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except (OSError, AttributeError, ValueError):
+    table = proc_table()
+    if table is None:
         return None
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    parent, cpu = table
     total, found = 0.0, False
     for pid, seconds in cpu.items():
         p: int | None = pid

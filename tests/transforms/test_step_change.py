@@ -59,35 +59,28 @@ def check(before: bytes | None, held: int | None, state, outputs, wake_at) -> in
     return change
 
 
-class CheckedStage(ProductStage):
-    """The product stage, checking the same claim on every step (Flink's PerProduct relies
-    on it as PerCustomer does)."""
-
-    def __init__(self, settings: CoreSettings) -> None:
-        super().__init__(settings)
-        self.changes: Counter[int] = Counter()
-
-    def step(self, state, item, watermark=None):  # type: ignore[no-untyped-def]
-        before = None if state is None else pickle.dumps(state)
-        held = None if state is None else len(state.pending)
-        state, outputs, wake_at = super().step(state, item, watermark)
-        self.changes[check(before, held, state, outputs, wake_at)] += 1
-        return state, outputs, wake_at
-
-
-class CheckedCore(Core):
-    """The core, checking step_change's claim on every step it takes (and counting them)."""
+class Checked:
+    """Checks step_change's claim on every step the stage it is mixed into takes (and counts
+    them): the core (PerCustomer) and the product stage (PerProduct) both rely on it."""
 
     def __init__(self, settings: CoreSettings | None = None) -> None:
-        super().__init__(settings)
+        super().__init__(settings)  # type: ignore[call-arg]
         self.changes: Counter[int] = Counter()
 
     def step(self, state, item, watermark=None):  # type: ignore[no-untyped-def]
         before = None if state is None else pickle.dumps(state)
         held = None if state is None else len(state.pending)
-        state, outputs, wake_at = super().step(state, item, watermark)
+        state, outputs, wake_at = super().step(state, item, watermark)  # type: ignore[misc]
         self.changes[check(before, held, state, outputs, wake_at)] += 1
         return state, outputs, wake_at
+
+
+class CheckedStage(Checked, ProductStage):
+    """The product stage, checked."""
+
+
+class CheckedCore(Checked, Core):
+    """The core, checked."""
 
 
 def step(core: Core, state: CustomerState | None, item, watermark=None):  # type: ignore[no-untyped-def]
