@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
@@ -36,75 +36,105 @@ from transforms.model import DEAD_LETTER
 from transforms.product_stage import SIGNAL, ProductStage, product_of, signal_watermark
 
 SIGNALS = -1            # the batch number signals carry: no source batch (never counted)
+K = TypeVar("K")
+
+
+class Earliest(Generic[K]):
+    """A time per key, and the earliest of them (a heap whose stale entries are skipped)."""
+
+    def __init__(self) -> None:
+        self.at: dict[K, int] = {}
+        self.heap: list[tuple[int, K]] = []
+
+    def set(self, key: K, t: int | None) -> None:
+        """`key`'s time is now t (None: it has none)."""
+        if t is None:
+            self.at.pop(key, None)
+        elif self.at.get(key) != t:
+            self.at[key] = t
+            heapq.heappush(self.heap, (t, key))
+
+    def first(self) -> int | None:
+        """The earliest time held, if any."""
+        heap, at = self.heap, self.at
+        while heap and at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+
+class Held:
+    """How many items are held at each time, and the earliest time holding any."""
+
+    def __init__(self) -> None:
+        self.n: dict[int, int] = {}
+        self.times: list[int] = []                # heap of those times (stale skipped)
+
+    def add(self, t: int) -> None:
+        """One more item held at t."""
+        n = self.n.get(t, 0)
+        self.n[t] = n + 1
+        if not n:
+            heapq.heappush(self.times, t)
+
+    def release(self, t: int) -> None:
+        """One item at t is no longer held."""
+        n = self.n.get(t, 0) - 1
+        if n > 0:
+            self.n[t] = n
+        else:
+            self.n.pop(t, None)
+
+    def first(self) -> int | None:
+        """The earliest time holding an item, if any."""
+        times, n = self.times, self.n
+        while times and times[0] not in n:
+            heapq.heappop(times)
+        return times[0] if times else None
+
+
+def _below(t: int, first: int | None) -> int:
+    """t, capped below `first` (None: not capped)."""
+    return first - 1 if first is not None and first <= t else t
 
 
 class SignalGate:
     """How far PerCustomer may wake (thread-safe; one per run, in Local): below every
     product's next wake and below every signal emitted but not yet stepped (neither, without
-    a product stage); and how far PerTrigger may (arms_bound), with or without one. The DirectRunner
-    holds no output watermark for a stateful DoFn's timers, so PerCustomer's watermark may pass
-    a change's time before PerProduct's timer for it has run: the gate keeps PerCustomer's
-    wakes behind it (its timer then fires again until PerProduct caught up)."""
+    a product stage); and how far PerTrigger may (arms_bound), with or without one. The
+    DirectRunner holds no output watermark for a stateful DoFn's timers, so PerCustomer's
+    watermark may pass a change's time before PerProduct's timer for it has run: the gate keeps
+    PerCustomer's wakes behind it (its timer then fires again until PerProduct caught up)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.wakes: dict[str, int] = {}           # product -> its next wake
-        self.heap: list[tuple[int, str]] = []     # (wake, product); stale entries skipped
-        self.inflight: dict[int, int] = {}        # signal time -> signals not yet stepped
-        self.times: list[int] = []                # heap of those times (stale skipped)
-        self.due: dict[int, int] = {}             # PerCustomer shard -> its earliest wake
-        self.due_heap: list[tuple[int, int]] = [] # (wake, shard); stale entries skipped
-        self.arms: dict[str, dict[int, int]] = {} # trigger -> time -> items not yet stepped
+        self.wakes: Earliest[str] = Earliest()    # product -> its next wake
+        self.inflight = Held()                    # signals emitted, not yet stepped
+        self.due: Earliest[int] = Earliest()      # PerCustomer shard -> its earliest wake
+        self.arms: dict[str, Held] = {}           # trigger -> its items not yet stepped
 
     def update(self, signals: list[int], wakes: dict[str, int | None]) -> None:
         """PerProduct emitted signals at these times; its products' next wakes are `wakes`."""
         with self.lock:
             for t in signals:
-                n = self.inflight.get(t, 0)
-                self.inflight[t] = n + 1
-                if not n:
-                    heapq.heappush(self.times, t)
+                self.inflight.add(t)
             for pid, wake in wakes.items():
-                if wake is None:
-                    self.wakes.pop(pid, None)
-                elif self.wakes.get(pid) != wake:
-                    self.wakes[pid] = wake
-                    heapq.heappush(self.heap, (wake, pid))
+                self.wakes.set(pid, wake)
 
     def step(self, signals: list[int]) -> None:
         """PerCustomer has stepped signals at these times."""
         with self.lock:
             for t in signals:
-                n = self.inflight.get(t, 0) - 1
-                if n > 0:
-                    self.inflight[t] = n
-                else:
-                    self.inflight.pop(t, None)
+                self.inflight.release(t)
 
     def bound(self, t: int) -> int:
         """`t` capped below every product's next wake and every signal in flight."""
         with self.lock:
-            heap, wakes = self.heap, self.wakes
-            while heap and wakes.get(heap[0][1]) != heap[0][0]:
-                heapq.heappop(heap)
-            if heap and heap[0][0] <= t:
-                t = heap[0][0] - 1
-            times, inflight = self.times, self.inflight
-            while times and times[0] not in inflight:
-                heapq.heappop(times)
-            if times and times[0] <= t:
-                t = times[0] - 1
-            return t
-
+            return _below(_below(t, self.wakes.first()), self.inflight.first())
 
     def customers(self, shard: int, due: int | None) -> None:
         """PerCustomer's `shard` has its earliest customer due at `due` (None: none)."""
         with self.lock:
-            if due is None:
-                self.due.pop(shard, None)
-            elif self.due.get(shard) != due:
-                self.due[shard] = due
-                heapq.heappush(self.due_heap, (due, shard))
+            self.due.set(shard, due)
 
     def arms_emitted(self, routed: wire.Routed) -> None:
         """PerCustomer emitted these outputs: count its arm items (requests, outcomes) by
@@ -115,18 +145,14 @@ class SignalGate:
             return
         with self.lock:
             for key, t in items:
-                times = self.arms.setdefault(key, {})
-                times[t] = times.get(t, 0) + 1
+                self.arms.setdefault(key, Held()).add(t)
 
     def arms_stepped(self, key: str, t: int) -> None:
         """PerTrigger has stepped an arm item of trigger type `key` and time t."""
         with self.lock:
-            times = self.arms.get(key, {})
-            n = times.get(t, 0) - 1
-            if n > 0:
-                times[t] = n
-            else:
-                times.pop(t, None)
+            held = self.arms.get(key)
+            if held is not None:
+                held.release(t)
 
     def arms_bound(self, t: int, key: str) -> tuple[int, bool]:
         """How far PerTrigger's `key` may wake: `bound(t)`, below every customer PerCustomer
@@ -136,13 +162,9 @@ class SignalGate:
         wake the gate cut) nor at elements still to deliver once its watermark passed them."""
         t = self.bound(t)
         with self.lock:
-            heap, due = self.due_heap, self.due
-            while heap and due.get(heap[0][1]) != heap[0][0]:
-                heapq.heappop(heap)
-            if heap and heap[0][0] <= t:
-                t = heap[0][0] - 1
-            times = self.arms.get(key)
-            first = min(times) if times else None
+            t = _below(t, self.due.first())
+            held = self.arms.get(key)
+            first = held.first() if held is not None else None
             if first is not None and first <= t:
                 return first - 1, True
             return t, False
