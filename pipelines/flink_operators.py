@@ -15,9 +15,9 @@
                                           product, its signals out as Row(customer_id,
                                           (signal_watermark, CatalogSignal)) for PerCustomer
     compose_fn(settings)                  PayloadRequest -> EmailPayload (stateless)
-    kafka_row_fn(sink)                    sink record -> Row(k, v[, headers]) of its table
-    write_features_fn(writer)             FEATURES records -> the feature writer
-    tag_fn(kind)                          record -> (kind, record) (a replay's collection)
+
+The operators at the sinks (Kafka rows, the feature writer, a replay's tags) are
+pipelines/flink_sinks.py's.
 
 Each factory defines its class inside it, so that pyflink is only imported when a job is
 built and cloudpickle ships the class with each job by value: in thread mode a TaskManager
@@ -370,8 +370,8 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
                 if state is None:   # the whole state's TTL ran out first: its entries stay
                     state = self.new_state(cid)
                 rebuffer(state, buffered)
-                for t, *_ in buffered:                 # each step's wake_at: [t]
-                    timer = t if timer is None or t < timer else timer
+                # The timer those steps kept: each one's wake_at was [its entry's time].
+                timer = next_timer(timer, state, [entry[0] for entry in buffered])
             # Written at 0: when Flink wrote it is unknown, so the cache will not hand it back
             # before a write of the whole state (its TTL counts from that write).
             return state, timer, 0, len(buffered)
@@ -548,65 +548,3 @@ def compose_fn(settings: Settings) -> Any:
             return self.compose(request)
 
     return Compose(settings)
-
-
-def kafka_row_fn(sink: str) -> Any:
-    """The encoder of `sink`'s records to its Kafka table's rows."""
-    from pyflink.common import Row
-    from pyflink.datastream.functions import MapFunction
-
-    class KafkaRow(MapFunction):
-        """A sink record -> Row(k, v[, headers]) of its Kafka table (pipelines.wire encoders)."""
-
-        def __init__(self, sink: str) -> None:
-            self.sink = sink
-
-        def map(self, record: Any) -> Any:
-            if self.sink == PAYLOAD:
-                key, value, headers = wire.payload_record(record)
-                return Row(key, value, dict(headers))
-            if self.sink == AUDIT:
-                return Row(*wire.audit_record(record))
-            if self.sink == OUTCOME:
-                return Row(*wire.outcome_record(record))
-            return Row(*wire.dead_letter_record(record))
-
-    return KafkaRow(sink)
-
-
-def write_features_fn(writer: Any) -> Any:
-    """FEATURES records to `writer`."""
-    from pyflink.datastream.functions import ProcessFunction
-
-    class WriteFeatures(ProcessFunction):
-        """FEATURES records -> the feature writer (pipelines.feature_store); emits nothing."""
-
-        def __init__(self, writer: Any) -> None:
-            self.writer = writer
-
-        def process_element(self, record: Any, ctx: Any) -> Iterator[Any]:
-            self.writer.write(record)
-            return iter(())
-
-        def close(self) -> None:
-            close = getattr(self.writer, "close", None) or getattr(self.writer, "flush", None)
-            if callable(close):
-                close()
-
-    return WriteFeatures(writer)
-
-
-def tag_fn(kind: str) -> Any:
-    """record -> (kind, record)."""
-    from pyflink.datastream.functions import MapFunction
-
-    class Tag(MapFunction):
-        """record -> (kind, record), for collecting a replay's outputs on one stream."""
-
-        def __init__(self, kind: str) -> None:
-            self.kind = kind
-
-        def map(self, record: Any) -> Any:
-            return self.kind, record
-
-    return Tag(kind)

@@ -25,8 +25,8 @@
 Entry points: `run_kafka(settings, jars, options)` (`personalize run --runner flink`; a
 cluster's submission is runners/flink_cluster.py) and `run_replay(items, settings, out_dir)`
 (`personalize replay --runner flink`), which writes the reference runner's files
-(pipelines/outputs.py). The operators are pipelines/flink_operators.py's, the Kafka tables and
-offsets pipelines/flink_kafka.py's.
+(pipelines/outputs.py). The operators are pipelines/flink_operators.py's (at the sinks,
+pipelines/flink_sinks.py's), the Kafka tables and offsets pipelines/flink_kafka.py's.
 
 Each item is judged late against the watermark of its own partition it came with
 (transforms/clock.py, the rule of every runner); timers follow the decoder's combined clock;
@@ -66,15 +66,13 @@ from pipelines.flink_operators import (
     PRODUCTS,
     compose_fn,
     decode_fn,
-    kafka_row_fn,
     keyed_type,
     per_customer_fn,
     per_trigger_fn,
     side_outputs,
-    tag_fn,
     trigger_key_fn,
-    write_features_fn,
 )
+from pipelines.flink_sinks import kafka_row_fn, tag_fn, write_features_fn
 from pipelines.outputs import OutputFiles
 from pipelines.wire import CHANGES, EVENTS, PROFILES
 from transforms.model import (
@@ -260,10 +258,10 @@ def build_topology(events: Any, profiles: Any | None, settings: Settings,
         decoded = dec_events
     # The product stage: watermarks over the stamps the events' decoder gave its items, so its
     # timers follow the items' clock (catalog changes from Kafka carry NO_STAMP, as profiles:
-    # they never move it); its signals are unioned into
-    # PerCustomer's input, whose watermark is then the minimum of both. In a bounded read the
-    # product stream is never marked idle: idle, it would be left out of that minimum, and the
-    # end of the items' input could wake every customer before PerProduct's last signals.
+    # they never move it); its signals are unioned into PerCustomer's input, whose watermark
+    # is then the minimum of both. In a bounded read the product stream is never marked idle:
+    # idle, it would be left out of that minimum, and the end of the items' input could wake
+    # every customer before PerProduct's last signals.
     bounded = profiles is None or (read is not None and read.stop is not None)
     product_items: Any = decoded.get_side_output(tags[PRODUCTS]) if products else None
     if changes is not None:

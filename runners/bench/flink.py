@@ -246,12 +246,12 @@ def _fused_job(env: Any, settings: Settings, read: Any) -> None:
     from pipelines.flink_kafka import row_type, sink_ddl, source_ddl
     from pipelines.flink_operators import (
         compose_fn,
-        kafka_row_fn,
         per_customer_fn,
         side_outputs,
         wall_ms,
     )
     from pipelines.flink_pipeline import by_customer, discard
+    from pipelines.flink_sinks import kafka_row_fn
     from transforms.model import AUDIT, DEAD_LETTER, OUTCOME, PAYLOAD, DeadLetter
 
     tags = side_outputs()
