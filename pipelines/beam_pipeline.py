@@ -80,7 +80,7 @@ from transforms.model import (
     Item,
     event_time,
 )
-from transforms.product_stage import product_of
+from transforms.product_stage import interest_of, product_of
 from transforms.settings import CoreSettings, Settings
 from transforms.state import CustomerState
 
@@ -242,7 +242,8 @@ class Decode(beam.DoFn):
             pid = product_of(item)
             if pid is not None:
                 counts[1] += 1
-                _group(self.product_groups, shard_of(pid), stamp, (item, watermark, batch))
+                _group(self.product_groups, shard_of(pid), stamp,
+                       (interest_of(item), watermark, batch))
 
 
 def _group(groups: dict[int, list[Any]], shard: int, stamp: Timestamp, entry: Any) -> None:

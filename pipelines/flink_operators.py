@@ -62,6 +62,7 @@ from transforms.product_stage import (
     SIGNAL,
     ProductStage,
     ProductState,
+    interest_of,
     product_of,
     signal_watermark,
 )
@@ -285,7 +286,7 @@ def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = N
                 stamp = (LONG_MIN if combined is None else combined) + core.max_out_of_orderness + 1
             pid = product_of(item) if self.products else None
             if pid is not None:      # the product stage's (PerProduct: docs/flink-topology.md)
-                yield tags[PRODUCTS], (Row(pid, (wm, item)), stamp)
+                yield tags[PRODUCTS], (Row(pid, (wm, interest_of(item))), stamp)
             if not change:
                 yield Row(item.customer_id, (wm, item)), stamp
 
@@ -370,8 +371,9 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
                 if state is None:   # the whole state's TTL ran out first: its entries stay
                     state = self.new_state(cid)
                 rebuffer(state, buffered)
-                # The timer those steps kept: each one's wake_at was [its entry's time].
-                timer = next_timer(timer, state, [entry[0] for entry in buffered])
+                # The timer those steps kept: each one's wake_at was [its buffered_wake].
+                timer = next_timer(timer, state, list(map(self.core.core.buffered_wake,
+                                                          buffered)))
             # Written at 0: when Flink wrote it is unknown, so the cache will not hand it back
             # before a write of the whole state (its TTL counts from that write).
             return state, timer, 0, len(buffered)

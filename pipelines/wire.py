@@ -216,7 +216,7 @@ class KeyedCore:
         CHANGED), for an engine that writes only that."""
         held = None if state is None else len(state.pending)
         state, outputs, wake_at = self.core.step(state, item, watermark)
-        change = step_change(held, state, outputs)
+        change = step_change(held, state, outputs, wake_at, self.core.buffered_wake)
         routed, counts = route(outputs, self.compose)
         return state, routed, counts, wake_at, change
 

@@ -27,6 +27,7 @@ consent_change) and, when it changes the consent held, written to the feature st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
@@ -107,22 +108,35 @@ Pending = tuple[int, int, str, Item]
 # What a step did to the state it was given (step_change), for engines whose state writes cost
 # per byte (Flink pickles the state on every write): UNCHANGED (a duplicate), BUFFERED (only
 # the item appended to `pending` and, unless a profile, its event id set in `seen`: what
-# state.rebuffer repeats), CHANGED (anything else, or a new state).
+# state.rebuffer repeats; its wake_at is [the stage's buffered_wake(entry)]), CHANGED
+# (anything else, or a new state).
 UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
 _DUPLICATE = (DROPPED, "duplicate")
 
 
-def step_change(held: int | None, state: Any, outputs: list[Output]) -> int:
-    """What the step that returned (state, outputs) changed; `held` is len(state.pending)
-    before it, None when there was no state. A step outputs nothing only when it buffered its
-    item (pending one longer) or applied a late item at once (pending no longer: caught up or
-    as it was); a duplicate outputs only its count and changes nothing. The same holds for
-    the product stage's steps (transforms/product_stage.py: a duplicate change there is
-    counted under another reason, so it is CHANGED, which only costs a write)."""
+def entry_time(entry: Pending) -> int:
+    """The customer core's buffered_wake: a buffered item is due at its own time."""
+    return entry[0]
+
+
+def step_change(held: int | None, state: Any, outputs: list[Output], wake_at: list[int],
+                buffered_wake: Callable[[Any], int] = entry_time) -> int:
+    """What the step that returned (state, outputs, wake_at) changed; `held` is
+    len(state.pending) before it, None when there was no state. A step outputs nothing only
+    when it buffered its item (pending one longer) or applied a late item at once (pending no
+    longer: caught up or as it was); a duplicate outputs only its count and changes nothing.
+    A buffering step is BUFFERED when it asked for the wake `buffered_wake` gives its entry,
+    so that an engine can tell the timer from the entries alone; else (the product stage
+    asking to fold its interest in early) CHANGED. The same holds for the product stage's
+    steps (transforms/product_stage.py: a duplicate change there is counted under another
+    reason, so it is CHANGED, which only costs a write)."""
     if held is None or state is None:
         return CHANGED
     if not outputs:
-        return BUFFERED if len(state.pending) == held + 1 else CHANGED
+        pending = state.pending
+        if len(pending) == held + 1 and wake_at == [buffered_wake(pending[-1])]:
+            return BUFFERED
+        return CHANGED
     if len(outputs) == 1 and outputs[0] == _DUPLICATE:
         return UNCHANGED
     return CHANGED
@@ -174,6 +188,8 @@ class Core:
         self.max_categories = settings.max_categories
 
     # ------------------------------------------------------------------ the keyed contract
+
+    buffered_wake = staticmethod(entry_time)   # the wake of a BUFFERED step (step_change)
 
     def step(self, state: CustomerState | None, item: Item, watermark: int | None = None) -> Result:
         """Take one input item of this customer: dedup, reject if late, else buffer it."""

@@ -9,7 +9,9 @@ items with event time <= t in (event time, events before changes, id) order. Ada
 state and timers exactly as for the customer stage (pipelines/keyed.py).
 
     items:   BehaviourEvent   product_view / add_to_cart / purchase with a product (the
-                              customer's interest, or its end); other events are ignored
+                              customer's interest, or its end); other events are ignored;
+                              kept as its Interest (`interest_of`, which an engine may send
+                              instead of the event)
              CatalogChange    a new price and / or stock state (transforms/catalog_changes.py)
     outputs: (SIGNAL, CatalogSignal)  one per interested customer, at the change's occurred_at,
                                       for the customer stage (keyed by customer_id)
@@ -28,11 +30,21 @@ Rules, per product:
   both emits both kinds; the customer stage's policy (priority) picks.
 - Each kind emits one CatalogSignal per interested customer (newest `max_interested` kept).
 
+Folding interest in lazily. Interest is only read when a change is processed, so a buffered
+interest does not ask for a wake at its own time (a change does): it waits for the product's
+next wake, at the latest its expiry (`buffered_wake`), or for FOLD_AFTER buffered items (then
+the next watermark folds them in). An engine thus wakes and rewrites a product's state about
+once per change, expiry or FOLD_AFTER items, not once per view. The outputs do not depend on
+when interest is folded in: items are processed in the same order whenever that is, a change
+reads only interest within its window, and the cap evicts only interest still live at the
+item's time (expired interest is dropped first, as of each item).
+
 Cost: a change fans out to at most `max_interested` signals (one customer-stage item each);
 the product state holds at most max_interested customers, max_change_ids change ids and
-max_pending buffered items. Every part expires: interest after interest_window, change ids
-after dedup_ttl, the last price / stock after catalog_state_ttl without a change (a later
-change then has no price to compare: no drop, no restock); the state is None when all have.
+max_pending buffered items (FOLD_AFTER and a watermark's worth, while the watermark moves).
+Every part expires: interest after interest_window, change ids after dedup_ttl, the last
+price / stock after catalog_state_ttl without a change (a later change then has no price to
+compare: no drop, no restock); the state is None when all have.
 
 Time of a signal: the change's occurred_at. The stage emits it when the watermark passes
 that time, before the customer stage is woken past it: on Flink the customer stage's input is
@@ -50,7 +62,7 @@ event of another partition) can make it late; the core then audits it `suppresse
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from transforms.bounds import evict
 from transforms.catalog_changes import (
@@ -82,20 +94,44 @@ EVICTED_INTERESTED: Final = "evicted:interested"
 EVICTED_CHANGE_IDS: Final = "evicted:change_ids"
 EVICTED_PRODUCT_PENDING: Final = "evicted:product_pending"
 PURGE_EVERY: Final = HOUR  # expiry wakes are rounded up to this grid
+FOLD_AFTER: Final = 128    # buffered items a product holds before a wake folds its interest in
 _NEVER = 1 << 64
 
-ProductItem = BehaviourEvent | CatalogChange
 Result = tuple["ProductState | None", list[Output], list[int]]
+
+
+class Interest(NamedTuple):
+    """What this stage keeps of a view, cart add or purchase (`bought`) of a product: an
+    engine may hand it this instead of the event (`interest_of`: less to serialize)."""
+
+    event_id: str
+    customer_id: str
+    product_id: str
+    occurred_at: int
+    bought: bool
+
+
+ProductItem = BehaviourEvent | Interest | CatalogChange
 
 
 def product_of(item: Any) -> str | None:
     """The product key of an item this stage takes, or None (not for this stage)."""
-    if isinstance(item, CatalogChange):
+    if isinstance(item, CatalogChange | Interest):
         return item.product_id
     if isinstance(item, BehaviourEvent) and item.event_type in INTEREST_EVENTS:
         p = item.product
         return None if p is None else p.product_id
     return None
+
+
+def interest_of(item: Any) -> Interest | Any:
+    """What this stage takes of an item product_of keys: a change as it is, an event as its
+    Interest."""
+    if isinstance(item, BehaviourEvent):
+        assert item.product is not None
+        return Interest(item.event_id, item.customer_id, item.product.product_id,
+                        item.occurred_at, item.event_type == PURCHASE)
+    return item
 
 
 class ProductState(SlotTuple):
@@ -106,7 +142,8 @@ class ProductState(SlotTuple):
 
     def __init__(self, product_id: str) -> None:
         self.product_id = product_id
-        self.pending: list[tuple[int, int, str, ProductItem]] = []  # (time, rank, id, item)
+        # (time, rank, id, Interest or CatalogChange)
+        self.pending: list[tuple[int, int, str, Interest | CatalogChange]] = []
         self.seen: dict[str, int] = {}          # change_id -> occurred_at
         self.price: float | None = None
         self.in_stock: bool | None = None
@@ -165,10 +202,24 @@ class ProductStage:
         else:
             if t <= floor:  # not counted: the customer stage dead-letters the event itself
                 return self._finish(state, [])
-            state.pending.append((t, 0, item.event_id, item))
-        if len(state.pending) > self.max_pending:
+            interest = item if type(item) is Interest else interest_of(item)
+            state.pending.append((t, 0, interest.event_id, interest))
+        pending = state.pending
+        if len(pending) > self.max_pending:
             return self._overflow(state, outputs)
-        return state, outputs, [t]
+        if len(pending) == FOLD_AFTER + 1:   # fold them at the next watermark
+            return state, outputs, [min(p[0] for p in pending)]
+        return state, outputs, [self.buffered_wake(pending[-1])]
+
+    def buffered_wake(self, entry: tuple[int, int, str, Any]) -> int:
+        """The wake a step that only buffered `entry` asks for (core.step_change BUFFERED): a
+        change's time; for an interest, its expiry on the hour grid, as interest is only
+        needed when a change is processed (it is folded in then, or FOLD_AFTER at a time)."""
+        return entry[0] if entry[1] else self._expiry(entry[0])
+
+    def _expiry(self, t: int) -> int:
+        """The first wake on the PURGE_EVERY grid at or after t + interest_window."""
+        return min(-(-(t + self.window) // PURGE_EVERY) * PURGE_EVERY, END_OF_TIME)
 
     def wake(self, state: ProductState | None, t: int) -> Result:
         """Event time reached t: process the items due by t in order, then expire."""
@@ -198,16 +249,20 @@ class ProductStage:
 
     # ------------------------------------------------------------------ rules
 
-    def _interest(self, state: ProductState, ev: BehaviourEvent, outputs: list[Output]) -> None:
+    def _interest(self, state: ProductState, ev: Interest, outputs: list[Output]) -> None:
         interested = state.interested
         cid = ev.customer_id
         interested.pop(cid, None)
-        if ev.event_type == PURCHASE:
+        if ev.bought:
             return
         # Items are processed in time order, each after every item processed before it
         # (step rejects those at or before processed_until): insertion order is age, and the
         # times never decrease in it, which _purge and _finish rely on.
-        interested[cid] = ev.occurred_at
+        t = ev.occurred_at
+        # Expired as of this item first, so that the cap evicts only live interest: what it
+        # evicts then depends on the items alone, not on when wakes fold them in.
+        self._expire(interested, t)
+        interested[cid] = t
         if len(interested) > self.max_interested:
             outputs += [(DROPPED, EVICTED_INTERESTED)] * evict(interested, self.max_interested)
 
@@ -252,12 +307,15 @@ class ProductStage:
         early = held - (len(after.pending) if after is not None else 0)
         return after, outputs + [(DROPPED, EVICTED_PRODUCT_PENDING)] * early + out, wake_at
 
-    def _purge(self, state: ProductState, now: int) -> None:
+    def _expire(self, interested: dict[str, int], now: int) -> None:
+        """Drop the interest expired at `now`: times never decrease in insertion order
+        (_interest), so the expired are first."""
         horizon = now - self.window
-        interested = state.interested
-        # Interest times never decrease in insertion order (_interest): the expired are first.
         while interested and next(iter(interested.values())) <= horizon:
             del interested[next(iter(interested))]
+
+    def _purge(self, state: ProductState, now: int) -> None:
+        self._expire(state.interested, now)
         if state.seen:
             cut = now - self.dedup_ttl
             state.seen = {i: at for i, at in state.seen.items() if at > cut}
@@ -279,8 +337,11 @@ class ProductStage:
         wake = _NEVER
         if ends:
             wake = min(-(-min(ends) // PURGE_EVERY) * PURGE_EVERY, END_OF_TIME)
-        if state.pending:
-            wake = min(wake, min(p[0] for p in state.pending))
+        pending = state.pending
+        if len(pending) > FOLD_AFTER:
+            wake = min(wake, min(p[0] for p in pending))
+        elif pending:
+            wake = min(wake, min(map(self.buffered_wake, pending)))
         return state, outputs, [wake]
 
 

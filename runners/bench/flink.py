@@ -610,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="a setting (both runs; in the latency run it overrides LATENCY_SETTINGS)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--catalog", action="store_true", help="latency run with a catalog-changes "
+                   "topic to read, so with the product stage")
     args = p.parse_args(argv)
     settings = load_settings(None, os.environ, args.overrides)
     rate = args.rate
@@ -617,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         tp = throughput(settings, args.events, args.passthrough_events)
         print("throughput:", tp, flush=True)
         rate = rate or tp["topology_eps"] / 2
-    lat = latency(settings, rate or 200.0, args.seconds, args.overrides)
+    lat = latency(settings, rate or 200.0, args.seconds, args.overrides, catalog=args.catalog)
     print("latency:", lat, flush=True)
     print("latency settings:", lat["settings"])
     return 0

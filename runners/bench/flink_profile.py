@@ -1,7 +1,7 @@
 """Where a Flink bench job's time goes: py-spy on the mini-cluster's JVM (thread mode: the
 Python operators run in the JVM's embedded interpreter), beside the CPU the JVM spent.
 
-    python -m runners.bench.flink_profile [--job topology|fused|floor|passthrough]
+    python -m runners.bench.flink_profile [--job topology|products|fused|floor|passthrough]
                                           [--events N] [--rate HZ] [--out DIR]
         -> DIR/pyspy-<job>.txt (collapsed stacks) and a breakdown on stdout: CPU us per
            record of the whole run, and per category the us per record of the samples with
@@ -101,6 +101,8 @@ def profile_job(job: str, events: int, rate: float, out: Path,
     """Produce `events` records, run `job` over them under py-spy; the breakdown."""
     settings = bench_flink.bench_settings(load_settings(None, os.environ, overrides))
     n = bench_flink.produce_items(settings, bench_flink.workload(events))
+    if job == "products":           # the topology with a catalog stream: the product stage
+        bench_flink.with_catalog(settings)
     bench_flink._timed_run(settings, "passthrough", 100)        # the JVM and gateway up
     jvm = _jvm_pid(os.getpid())
     if jvm is None:
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runners.bench.flink_profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", default="topology",
-                   choices=("topology", "fused", "floor", "passthrough"))
+                   choices=("topology", "products", "fused", "floor", "passthrough"))
     p.add_argument("--events", type=int, default=60_000)
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--out", type=Path, default=Path("out/bench"))

@@ -223,3 +223,99 @@ def test_interest_expires_oldest_first_at_the_exact_instant():
     assert state.interested == {"a": a2}
     state, out, wake = stage.wake(state, a2 + WINDOW)
     assert state is None and out == [] and wake == []
+
+
+# ------------------------------------------------------------------ folding interest in lazily
+
+
+def _traffic(seed: int, n: int = 400) -> list:
+    """One product's views, adds and purchases by 40 customers over days, in time order, with
+    changes (drops, rises, restocks) among them: enough to evict (cap 8) and expire (window
+    6 h) interest again and again."""
+    import random
+
+    rng = random.Random(seed)
+    items, t, price = [], T0, 100.0
+    items.append(change(t, price, False, "base"))
+    for i in range(n):
+        # bursts, and gaps of a few hours: interest expires between some of them
+        t += rng.randrange(2, 8) * HOUR if rng.random() < 0.03 else rng.randrange(1, 40) * MINUTE
+        roll = rng.random()
+        if roll < 0.08:
+            price = round(price * rng.choice((0.5, 0.8, 1.3)), 2)
+            items.append(change(t, price, rng.choice((True, False, None)), f"ch{i}"))
+            continue
+        make = view if roll < 0.7 else add if roll < 0.9 else purchase
+        items.append(make(t, cid=f"c{rng.randrange(40):02d}"))
+    return items
+
+
+def _run(stage, items, schedule):
+    """Items stepped in order with the watermark just behind each; wakes per `schedule`:
+    "each" (at every item's time, as before interest was folded lazily), "timers" (when the
+    stage's one timer is due, as every runner does: pipelines/keyed.next_timer), "end"."""
+    from pipelines.keyed import next_timer
+
+    state, timer, out = None, None, []
+    for item in items:
+        t = item.occurred_at
+        if schedule == "timers" and timer is not None and timer <= t - 1:
+            state, o, wake_at = stage.wake(state, t - 1)
+            out += o
+            timer = next_timer(None, state, wake_at, woke=True)
+        state, o, wake_at = stage.step(state, item, t - 1)
+        out += o
+        timer = next_timer(timer, state, wake_at)
+        if schedule == "each":
+            state, o, _ = stage.wake(state, t)
+            out += o
+    state, o, _ = stage.wake(state, END_OF_TIME)
+    return out + o
+
+
+def test_outputs_do_not_depend_on_when_interest_is_folded_in():
+    settings = CoreSettings(max_interested=8, interest_window=6 * HOUR)
+    for seed in range(6):
+        items = _traffic(seed)
+        runs = {s: _run(ProductStage(settings), items, s) for s in ("each", "timers", "end")}
+        sigs = {s: [(r.event_id, r.customer_id, r.interest_at) for k, r in out if k == SIGNAL]
+                for s, out in runs.items()}
+        drops = {s: sorted(dropped(out)) for s, out in runs.items()}
+        assert sigs["each"] and "evicted:interested" in drops["each"]
+        assert sigs["timers"] == sigs["each"] == sigs["end"]
+        assert drops["timers"] == drops["each"] == drops["end"]
+
+
+def test_a_hot_product_is_woken_per_fold_not_per_view():
+    from transforms.product_stage import FOLD_AFTER
+
+    stage = ProductStage(CoreSettings(max_interested=100 * FOLD_AFTER))
+    wakes, state, timer, most = 0, None, None, 0
+    for i in range(10 * FOLD_AFTER):
+        t = T0 + i * 1000
+        if timer is not None and timer <= t - 1:
+            state, _, wake_at = stage.wake(state, t - 1)
+            wakes += 1
+            timer = min(wake_at) if wake_at else None
+        state, _, wake_at = stage.step(state, view(t, cid=f"c{i}"), t - 1)
+        if wake_at and (timer is None or min(wake_at) < timer):
+            timer = min(wake_at)
+        most = max(most, len(state.pending))
+    assert wakes <= 10 and most <= FOLD_AFTER + 1
+    assert len(state.interested) + len(state.pending) == 10 * FOLD_AFTER
+
+
+def test_a_buffered_view_is_kept_as_its_slim_interest():
+    from transforms.product_stage import Interest, interest_of
+
+    stage = ProductStage(CoreSettings())
+    event = view(T0, cid="a")
+    state, _, wake_at = stage.step(None, event, T0 - 1)
+    entry = state.pending[-1]
+    assert entry[3] == interest_of(event) == Interest(event.event_id, "a", "p1", T0, False)
+    whole = (T0, 0, event.event_id, event)   # the entry, had the stage kept the event
+    assert len(pickle.dumps(entry)) < 0.7 * len(pickle.dumps(whole))
+    assert wake_at == [stage.buffered_wake(entry)] and wake_at[0] >= T0 + WINDOW
+    # the same as the event itself, stepped as its Interest (what the Flink decoder sends)
+    again, _, _ = stage.step(None, interest_of(event), T0 - 1)
+    assert again.pending == state.pending

@@ -43,10 +43,12 @@ def same(a: object, b: object) -> bool:
     return canon(a) == canon(b)
 
 
-def check(before: bytes | None, held: int | None, state, outputs, wake_at) -> int:  # type: ignore[no-untyped-def]
+def check(before: bytes | None, held: int | None, state, outputs, wake_at,  # type: ignore[no-untyped-def]
+          buffered_wake) -> int:
     """step_change of one step, after checking its claim: UNCHANGED leaves the state as it was
-    (`before`: pickled), BUFFERED is exactly state.rebuffer of the one entry appended."""
-    change = step_change(held, state, outputs)
+    (`before`: pickled), BUFFERED is exactly state.rebuffer of the one entry appended, and
+    asked for the stage's buffered_wake of it."""
+    change = step_change(held, state, outputs, wake_at, buffered_wake)
     if change == UNCHANGED:
         assert before is not None and same(pickle.loads(before), state)
         assert wake_at == []
@@ -55,7 +57,7 @@ def check(before: bytes | None, held: int | None, state, outputs, wake_at) -> in
         rebuilt = pickle.loads(before)
         assert rebuffer(rebuilt, [state.pending[-1]]) == 1
         assert same(rebuilt, state)
-        assert wake_at == [state.pending[-1][0]]
+        assert wake_at == [buffered_wake(state.pending[-1])]
     return change
 
 
@@ -71,7 +73,7 @@ class Checked:
         before = None if state is None else pickle.dumps(state)
         held = None if state is None else len(state.pending)
         state, outputs, wake_at = super().step(state, item, watermark)  # type: ignore[misc]
-        self.changes[check(before, held, state, outputs, wake_at)] += 1
+        self.changes[check(before, held, state, outputs, wake_at, self.buffered_wake)] += 1
         return state, outputs, wake_at
 
 
@@ -85,8 +87,8 @@ class CheckedCore(Checked, Core):
 
 def step(core: Core, state: CustomerState | None, item, watermark=None):  # type: ignore[no-untyped-def]
     held = None if state is None else len(state.pending)
-    state, outputs, _ = core.step(state, item, watermark)
-    return state, step_change(held, state, outputs)
+    state, outputs, wake_at = core.step(state, item, watermark)
+    return state, step_change(held, state, outputs, wake_at, core.buffered_wake)
 
 
 def test_a_first_step_is_a_change_whatever_it_does():
@@ -185,3 +187,17 @@ def test_every_step_of_generated_traffic_keeps_the_claim():
     assert seen[BUFFERED] > 2_000 and seen[UNCHANGED] > 50 and seen[CHANGED] > 100, seen
     seen = stage.changes                         # product events and catalog changes
     assert seen[BUFFERED] > 2_000 and seen[CHANGED] > 100, seen
+
+
+def test_the_step_that_asks_to_fold_interest_in_is_a_change():
+    # A buffered view asks for no wake of its own (its expiry); the one that makes FOLD_AFTER
+    # + 1 asks for the oldest's time: an engine must write that timer, so it is CHANGED.
+    from transforms.product_stage import FOLD_AFTER
+
+    stage = CheckedStage(CoreSettings())
+    state, asked = None, []
+    for i in range(FOLD_AFTER + 5):
+        state, _, wake_at = stage.step(state, view(T0 + i, cid=f"c{i}"), T0 - 1)
+        asked.append(wake_at)
+    assert stage.changes == Counter({BUFFERED: FOLD_AFTER + 3, CHANGED: 2})
+    assert asked[FOLD_AFTER] == [T0] and asked[FOLD_AFTER + 1] == asked[1] != [T0]
