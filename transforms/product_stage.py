@@ -250,6 +250,8 @@ class ProductStage:
     # ------------------------------------------------------------------ rules
 
     def _interest(self, state: ProductState, ev: Interest, outputs: list[Output]) -> None:
+        if type(ev) is not Interest:   # buffered whole by an older version (a savepoint's)
+            ev = interest_of(ev)
         interested = state.interested
         cid = ev.customer_id
         interested.pop(cid, None)

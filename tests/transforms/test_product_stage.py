@@ -319,3 +319,14 @@ def test_a_buffered_view_is_kept_as_its_slim_interest():
     # the same as the event itself, stepped as its Interest (what the Flink decoder sends)
     again, _, _ = stage.step(None, interest_of(event), T0 - 1)
     assert again.pending == state.pending
+
+
+def test_a_state_from_before_interest_was_slim_still_wakes():
+    # A savepoint's ProductState may hold buffered events whole (the earlier form).
+    stage = ProductStage(CoreSettings())
+    state, _, _ = drive(stage, priced(), T0)
+    event = view(T0 + HOUR, cid="a")
+    state.pending.append((event.occurred_at, 0, event.event_id, event))
+    state.pending.append((CHANGE_AT, 1, "drop", change(CHANGE_AT, 50.0, cid="drop")))
+    _, out, _ = stage.wake(pickle.loads(pickle.dumps(state)), CHANGE_AT)
+    assert signals(out) == [(PRICE_DROP, "a", CHANGE_AT)]
