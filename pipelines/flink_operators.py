@@ -43,7 +43,7 @@ from pipelines.common import build_core
 from pipelines.flink_kafka import KafkaRead, offsets_consumer, partition_offsets
 from pipelines.keyed import StateCache, add_counts, next_timer
 from pipelines.wire import CHANGES, PROFILES
-from transforms.bandit import Arms
+from transforms.bandit import Arms, ArmsState
 from transforms.catalog_changes import CatalogChange
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
 from transforms.core import BUFFERED, CHANGED, UNCHANGED
@@ -166,6 +166,84 @@ def state_ttl(settings: Settings) -> Any:
         .cleanup_full_snapshot()
         .build()
     )
+
+
+class KeptState:
+    """A keyed stage's state in Flink, in two parts (PerCustomer, PerProduct, PerTrigger).
+
+    The ValueState `name` holds (state, timer), pickled; the ListState "buffered" the pending
+    entries appended since by steps that only buffered their item (their stage's step_change
+    BUFFERED: `rebuffer` repeats them, each asked for `buffered_wake` of its entry), so such a
+    step appends one entry instead of rewriting the whole state, and a duplicate (UNCHANGED)
+    writes nothing. Together they are the source of truth, written (or cleared) on every change
+    before anything is emitted, so every checkpoint has the state of exactly the records before
+    its barrier; any other change writes the whole state and empties the list.
+
+    `cache` keeps the live objects last written for up to `cache_size` keys (least recently
+    used out), so that reading them back costs neither a call into Java nor unpickling. An
+    entry is always what Flink holds: every write goes to both, nothing else writes Flink's
+    states, an instance starts empty (a restore, failover or rescale builds new instances),
+    and with a TTL (`ttl`, `ttl_ms`) an entry is not used past it, counted from before its
+    write (Flink's clock starts later), so it never outlives what Flink would still return.
+    Entries: (state, timer, whole state written at, entries in "buffered").
+    """
+
+    def __init__(self, runtime_context: Any, name: str, cache_size: int, ttl: Any | None,
+                 ttl_ms: int | None, new_state: Any, rebuffer: Any, buffered_wake: Any) -> None:
+        from pyflink.common import Types
+        from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+
+        whole = ValueStateDescriptor(name, Types.PICKLED_BYTE_ARRAY())
+        listed = ListStateDescriptor("buffered", Types.PICKLED_BYTE_ARRAY())
+        if ttl is not None:
+            whole.enable_time_to_live(ttl)
+            listed.enable_time_to_live(ttl)
+        self.whole = runtime_context.get_state(whole)
+        self.buffered = runtime_context.get_list_state(listed)
+        self.new_state, self.rebuffer, self.buffered_wake = new_state, rebuffer, buffered_wake
+        self.cache: StateCache[tuple[Any, int | None, int, int]] = StateCache(
+            cache_size, (lambda entry, _: True) if ttl_ms is None
+            else (lambda entry, _: wall_ms() - entry[2] < ttl_ms))
+
+    def held(self, key: str) -> tuple[Any, int | None, int, int]:
+        """(state, timer, written at, entries buffered) of `key` (the current key): the cache,
+        else Flink's two states."""
+        entry = self.cache.take(key)               # back in at the end when kept: LRU
+        if entry is not None:
+            return entry
+        held = self.whole.value()
+        state, timer = (None, None) if held is None else held
+        buffered = list(self.buffered.get())
+        if buffered:
+            if state is None:   # the whole state's TTL ran out first: its entries stay
+                state = self.new_state(key)
+            self.rebuffer(state, buffered)
+            # The timer those steps kept: each one's wake_at was [its buffered_wake].
+            timer = next_timer(timer, state, list(map(self.buffered_wake, buffered)))
+        # Written at 0: when Flink wrote it is unknown, so the cache will not hand it back
+        # before a write of the whole state (its TTL counts from that write).
+        return state, timer, 0, len(buffered)
+
+    def keep(self, key: str, old: Any, state: Any, timer: int | None, written_at: int, n: int,
+             change: int) -> None:
+        """Write what `change` says the step (or a wake: CHANGED) changed; `timer` is the one
+        now set, `old` the state before, `written_at` and `n` as `held` gave them."""
+        if change == UNCHANGED:
+            self.cache.put(key, (state, timer, written_at, n))
+        elif change == BUFFERED:
+            self.buffered.add(state.pending[-1])
+            self.cache.put(key, (state, timer, written_at, n + 1))
+        elif state is None:
+            if old is not None:
+                self.whole.clear()
+                if n:
+                    self.buffered.clear()
+        else:
+            written_at = wall_ms()
+            self.whole.update((state, timer))
+            if n:
+                self.buffered.clear()
+            self.cache.put(key, (state, timer, written_at, 0))
 
 
 def decode_fn(source: str | None, settings: Settings, read: KafkaRead | None = None,
@@ -297,31 +375,17 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
                     products: bool = False) -> Any:
     """The keyed operator over the core (features and counts on side outputs if asked);
     with `products`, over the product stage (PerProduct: signals on the main output)."""
-    from pyflink.common import Row, Types
+    from pyflink.common import Row
     from pyflink.datastream.functions import KeyedProcessFunction
-    from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
     tags = side_outputs()
 
     class PerCustomer(KeyedProcessFunction):
         """The core per customer: Row(customer_id, (watermark, Item)) -> payload requests (for
-        Compose), with audit, dead letters (late), features and counts on side outputs.
-
-        Flink's ValueState holds (CustomerState, timer), pickled and TTL'd, and a ListState
-        the pending entries buffered since (core.step_change BUFFERED: a step that only
-        buffered its item appends that entry, about a quarter of the state's bytes, instead of
-        rewriting the whole state; a duplicate writes nothing): together they are the source
-        of truth (state.rebuffer rebuilds the state from both), written (or cleared) on every
-        change before anything is emitted, so every checkpoint has the state of exactly the
-        records before its barrier. Any other change writes the whole state and empties the
-        list. The product stage (ProductState) is kept the same way. `cache` keeps the
-        live objects this instance last wrote for up to `flink.state_cache` customers (least
-        recently used out), so that reading them back costs neither a call into Java nor
-        unpickling 1-2 KB. An entry is always what the ValueState holds: every write goes to
-        both, nothing else writes the ValueState, an instance starts empty (a restore,
-        failover or rescale builds new instances, and open() empties it), and an entry is not
-        used past the state's TTL, counted from before its write (Flink's clock starts later),
-        so it never outlives what Flink would still return.
+        Compose), with audit, dead letters (late), features and counts on side outputs. Its
+        state, and the product stage's (ProductState), is kept in Flink as KeptState says:
+        (CustomerState, timer) pickled and TTL'd, the entries buffered since in a list, the
+        live objects in a cache of up to `flink.state_cache` customers.
         """
 
         def __init__(self, settings: Settings, emit_features: bool, emit_counts: bool,
@@ -338,13 +402,12 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
             self.core = wire.KeyedCore(stage, compose=False)
             self.key = product_of if self.products else operator.attrgetter("customer_id")
             self.active = ACTIVE_PRODUCTS if self.products else ACTIVE
-            descriptor = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
-            descriptor.enable_time_to_live(state_ttl(self.settings))
-            self.state = runtime_context.get_state(descriptor)
-            listed = ListStateDescriptor("buffered", Types.PICKLED_BYTE_ARRAY())
-            listed.enable_time_to_live(state_ttl(self.settings))
-            self.buffered = runtime_context.get_list_state(listed)
-            self.new_state: Any = ProductState if self.products else CustomerState
+            flink = self.settings.flink
+            self.kept = KeptState(runtime_context, "customer", flink.state_cache,
+                                  state_ttl(self.settings), flink.state_ttl,
+                                  ProductState if self.products else CustomerState, rebuffer,
+                                  stage.buffered_wake)
+            self.cache = self.kept.cache
             metrics = runtime_context.get_metrics_group()
             self.counters = {kind: metrics.counter(kind) for kind in (*wire.SINKS, DROPPED)}
             # Counted here and added to Flink's counters at most every COUNTERS_EVERY ms: each
@@ -352,43 +415,18 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
             self.counts = dict.fromkeys(self.counters, 0)
             self.dropped: dict[str, int] = {}          # by reason, for counters[DROPPED]
             self.counted_at = time.monotonic()
-            ttl = self.settings.flink.state_ttl
-            # (state, timer, whole state written at, entries in `buffered`): used while
-            # younger than the state's TTL.
-            self.cache: StateCache[tuple[Any, int | None, int, int]] = StateCache(
-                self.settings.flink.state_cache, lambda entry, _: wall_ms() - entry[2] < ttl)
-
-        def _held(self, cid: str) -> tuple[Any, int | None, int, int]:
-            """(state, timer, written at, entries buffered) of customer `cid` (the current
-            key): the cache, else Flink's two states."""
-            entry = self.cache.take(cid)               # back in at the end when stored: LRU
-            if entry is not None:
-                return entry
-            held = self.state.value()
-            state, timer = (None, None) if held is None else held
-            buffered = list(self.buffered.get())
-            if buffered:
-                if state is None:   # the whole state's TTL ran out first: its entries stay
-                    state = self.new_state(cid)
-                rebuffer(state, buffered)
-                # The timer those steps kept: each one's wake_at was [its buffered_wake].
-                timer = next_timer(timer, state, list(map(self.core.core.buffered_wake,
-                                                          buffered)))
-            # Written at 0: when Flink wrote it is unknown, so the cache will not hand it back
-            # before a write of the whole state (its TTL counts from that write).
-            return state, timer, 0, len(buffered)
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             carried, item = value
             cid: Any = self.key(item)
-            old, timer, written_at, n = self._held(cid)
+            old, timer, written_at, n = self.kept.held(cid)
             result = self.core.step_split(old, item, carried)
             yield from self._store(cid, old, timer, written_at, n, *result, ctx)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
             cid = ctx.get_current_key()
             cid = cid if isinstance(cid, str) else cid[0]
-            state, _, written_at, n = self._held(cid)
+            state, _, written_at, n = self.kept.held(cid)
             if state is None:
                 return
             watermark = ctx.timer_service().current_watermark()
@@ -407,22 +445,7 @@ def per_customer_fn(settings: Settings, emit_features: bool, emit_counts: bool,
                     timers.delete_event_time_timer(timer)
                 if new is not None:
                     timers.register_event_time_timer(new)
-            if change == UNCHANGED:
-                self.cache.put(cid, (state, new, written_at, n))
-            elif change == BUFFERED:
-                self.buffered.add(state.pending[-1])
-                self.cache.put(cid, (state, new, written_at, n + 1))
-            elif state is None:
-                if old is not None:
-                    self.state.clear()
-                    if n:
-                        self.buffered.clear()
-            else:
-                written_at = wall_ms()
-                self.state.update((state, new))
-                if n:
-                    self.buffered.clear()
-                self.cache.put(cid, (state, new, written_at, 0))
+            self.kept.keep(cid, old, state, new, written_at, n, change)
             tally = self.counts
             for sink, record in routed:
                 if sink == SIGNAL:   # PerProduct: for PerCustomer, never late by the clock
@@ -474,52 +497,57 @@ def trigger_key_fn() -> Any:
 
 def per_trigger_fn(settings: Settings, emit_counts: bool) -> Any:
     """The arms stage (transforms/bandit.py) keyed by trigger type, after PerCustomer."""
-    from pyflink.common import Types
     from pyflink.datastream.functions import KeyedProcessFunction
-    from pyflink.datastream.state import ValueStateDescriptor
 
     tags = side_outputs()
 
     class PerTrigger(KeyedProcessFunction):
         """PayloadRequest | Outcome -> requests with their variant (main output, for Compose),
-        outcomes with theirs (side output OUTCOME), counts (DROPPED, if asked). Flink's
-        ValueState holds (ArmsState, timer); its watermark is the operator's current one."""
+        outcomes with theirs (side output OUTCOME), counts (DROPPED, if asked). Its state is
+        kept as KeptState says (ValueState "arms": (ArmsState, timer), no TTL; a request or
+        outcome that waits for its epoch, Arms.step_change BUFFERED, is appended to a list
+        instead of rewriting the pending requests); its watermark is the operator's current
+        one."""
 
         def __init__(self, settings: Settings, emit_counts: bool) -> None:
             self.settings = settings
             self.emit_counts = emit_counts
 
         def open(self, runtime_context: Any) -> None:
-            self.arms = build_core(self.settings).arms
-            descriptor = ValueStateDescriptor("arms", Types.PICKLED_BYTE_ARRAY())
-            self.state = runtime_context.get_state(descriptor)
+            self.arms = arms = build_core(self.settings).arms
+            self.kept = KeptState(runtime_context, "arms", self.settings.flink.state_cache,
+                                  None, None, ArmsState, arms.rebuffer, arms.buffered_wake)
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-            held = self.state.value()
-            state, timer = (None, None) if held is None else held
+            key = self.arms.key(value)
+            old, timer, written_at, n = self.kept.held(key)
             wm = ctx.timer_service().current_watermark()
-            result = self.arms.step(state, value, None if wm <= LONG_MIN else wm)
-            yield from self._store(timer, *result, ctx, woke=False)
+            held = self.arms.held(old)
+            state, outputs, wake_at = self.arms.step(old, value, None if wm <= LONG_MIN else wm)
+            change = self.arms.step_change(held, state, outputs, wake_at)
+            yield from self._store(key, old, timer, written_at, n, state, outputs, wake_at,
+                                   change, ctx, woke=False)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-            held = self.state.value()
-            if held is None:
+            key = ctx.get_current_key()
+            key = key if isinstance(key, str) else key[0]
+            state, timer, written_at, n = self.kept.held(key)
+            if state is None:
                 return
-            result = self.arms.wake(held[0], ctx.timer_service().current_watermark())
-            yield from self._store(held[1], *result, ctx, woke=True)
+            result = self.arms.wake(state, ctx.timer_service().current_watermark())
+            yield from self._store(key, state, timer, written_at, n, *result, CHANGED, ctx,
+                                   woke=True)
 
-        def _store(self, timer: int | None, state: Any, outputs: list[Any],
-                   wake_at: list[int], ctx: Any, woke: bool) -> Iterator[Any]:
+        def _store(self, key: str, old: Any, timer: int | None, written_at: int, n: int,
+                   state: Any, outputs: list[Any], wake_at: list[int], change: int, ctx: Any,
+                   woke: bool) -> Iterator[Any]:
             new = next_timer(timer, state, wake_at, woke)
             timers = ctx.timer_service()
             if timer is not None and not woke and new != timer:
                 timers.delete_event_time_timer(timer)
             if new is not None and (woke or new != timer):
                 timers.register_event_time_timer(new)
-            if state is None:
-                self.state.clear()
-            else:
-                self.state.update((state, new))
+            self.kept.keep(key, old, state, new, written_at, n, change)
             for kind, record in outputs:
                 if kind == PAYLOAD:
                     yield record

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -82,6 +82,7 @@ from transforms.model import DROPPED, OUTCOME, PAYLOAD, Outcome, Output, Payload
 from transforms.render import DEFAULT_VARIANT, choose_variant
 from transforms.settings import CoreSettings
 from transforms.slots import SlotTuple
+from transforms.state import BUFFERED, CHANGED
 
 THOMPSON = "thompson"
 UNIFORM = "uniform"
@@ -222,6 +223,41 @@ class Arms:
         self._trim(state, t)
         wake_at = [self.ready_at(min(p[0] for p in state.pending))] if state.pending else []
         return state, outputs, wake_at
+
+    # ------------------------------------------------------------------ state kept in parts
+
+    @staticmethod
+    def held(state: ArmsState | None) -> tuple[int, int | None] | None:
+        """What step_change needs of a state before a step: (pending items, watermark)."""
+        return None if state is None else (len(state.pending), state.watermark)
+
+    def step_change(self, held: tuple[int, int | None] | None, state: ArmsState | None,
+                    outputs: list[Output], wake_at: list[int]) -> int:
+        """What the step that returned (state, outputs, wake_at) changed, as core.step_change
+        says it for the customer core (`held`: Arms.held of the state before it): BUFFERED
+        when it only appended its item to `pending` (no outputs, the same watermark, so no wake
+        ran; it asked for the item's ready time, buffered_wake): an engine may then append
+        that entry to a list (rebuffer repeats it) instead of writing the whole state, whose
+        pending requests are most of its bytes while an epoch is not ready. Else CHANGED."""
+        if held is None or state is None or outputs:
+            return CHANGED
+        pending = state.pending
+        if (state.watermark == held[1] and len(pending) == held[0] + 1
+                and wake_at == [self.buffered_wake(pending[-1])]):
+            return BUFFERED
+        return CHANGED
+
+    def buffered_wake(self, entry: Pending) -> int:
+        """The wake a step that only buffered `entry` asks for: its epoch's ready time."""
+        return self.ready_at(entry[0])
+
+    @staticmethod
+    def rebuffer(state: ArmsState, buffered: Iterable[Pending]) -> int:
+        """Repeat on `state` the BUFFERED steps that appended these entries, in their order;
+        returns how many."""
+        n = len(state.pending)
+        state.pending.extend(buffered)
+        return len(state.pending) - n
 
     # ------------------------------------------------------------------ processing
 

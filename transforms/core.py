@@ -84,7 +84,14 @@ from transforms.scoring import component_vector, score_of
 from transforms.segments import Segment, SegmentLimits, SegmentModel, SegmentRules, segment_of
 from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.sizes import dead_letter
-from transforms.state import CustomerState, Item, last_touch
+from transforms.state import (
+    BUFFERED,
+    CHANGED,
+    UNCHANGED,
+    CustomerState,
+    Item,
+    last_touch,
+)
 from transforms.triggers import load_triggers, priorities
 from transforms.windows import PURCHASE_WINDOW, Features
 
@@ -105,12 +112,11 @@ _key = itemgetter(0, 1, 2)  # a Pending's (time, rank, id): its processing order
 # the tuple order (profiles rank before events at the same instant, then by event_id).
 Pending = tuple[int, int, str, Item]
 
-# What a step did to the state it was given (step_change), for engines whose state writes cost
-# per byte (Flink pickles the state on every write): UNCHANGED (a duplicate), BUFFERED (only
-# the item appended to `pending` and, unless a profile, its event id set in `seen`: what
-# state.rebuffer repeats; its wake_at is [the stage's buffered_wake(entry)]), CHANGED
-# (anything else, or a new state).
-UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
+# What a step did to the state it was given (step_change; the values are transforms/state.py's),
+# for engines whose state writes cost per byte (Flink pickles the state on every write):
+# UNCHANGED (a duplicate), BUFFERED (only the item appended to `pending` and, unless a
+# profile, its event id set in `seen`: what state.rebuffer repeats; its wake_at is [the
+# stage's buffered_wake(entry)]), CHANGED (anything else, or a new state).
 _DUPLICATE = (DROPPED, "duplicate")
 
 

@@ -194,6 +194,11 @@ class CustomerState:
         return self.consent is not None and self.consent[0]
 
 
+# What a keyed stage's step did to its state (core.step_change, bandit.Arms.step_change): a
+# duplicate that changed nothing, only its item buffered (rebuffer repeats it), or more.
+UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
+
+
 def rebuffer(state: Any, buffered: Iterable[tuple[int, int, str, Any]]) -> int:
     """Repeat on `state` the steps that only buffered these pending entries, in their order
     (core.step_change BUFFERED: each entry appended to `pending` and, but for a profile's, rank

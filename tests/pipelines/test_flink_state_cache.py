@@ -249,3 +249,69 @@ def test_a_restore_between_buffered_steps_rebuilds_the_same_state_and_outputs():
     out += _drive(second, runtime2, items[half:], timers, end, MINUTE, watermark)
     assert [_plain(pickle.loads(o)) for o in out] == [_plain(pickle.loads(o)) for o in whole]
     assert not any(lists.values())           # processed: the whole state written, list empty
+
+
+# ------------------------------------------------------------------ PerTrigger (the arms stage)
+
+
+def _arms_items() -> list[Any]:
+    """Requests of one trigger type over three epochs and clicks on some, arriving well ahead
+    of the watermark, so that most wait for their epoch in the ListState."""
+    from tests.transforms.test_bandit import E0, outcome, request
+
+    items: list[Any] = []
+    for i in range(60):
+        t = E0 + i * 3 * MINUTE
+        items.append(request(t, f"m{i}", cid=f"c{i % 7}"))
+        if i % 4 == 1:
+            items.append(outcome(f"m{i - 1}", t - 3 * MINUTE, t + MINUTE, eid=f"o{i}"))
+    return items
+
+
+def _drive_arms(op: Any, runtime: FakeRuntime, items: list[Any], timers: dict[str, set[int]],
+                watermark: int, end: int | None) -> tuple[list[bytes], int]:
+    """Items in order; the watermark moves to 2 h behind the newest item every 10 items
+    (timers fired as it passes them), then every timer up to `end`."""
+    from transforms.bandit import Arms
+
+    out: list[bytes] = []
+    for k, item in enumerate(items):
+        runtime.key = Arms.key(item)
+        out += [pickle.dumps(o) for o in op.process_element(item, FakeCtx(runtime, timers,
+                                                                          watermark))]
+        if k % 10 == 9:
+            watermark = max(watermark, Arms.time_of(item) - 2 * HOUR)
+            out += _fire(op, runtime, timers, watermark)
+    return (out if end is None else out + _fire(op, runtime, timers, end)), watermark
+
+
+def _arms_operator(states: dict[str, FakeValueState], lists: dict[str, list[bytes]]) -> Any:
+    from pipelines.flink_operators import per_trigger_fn
+
+    runtime = FakeRuntime(states, lists)
+    op = per_trigger_fn(Settings(), True)
+    op.open(runtime)
+    return op, runtime
+
+
+def test_per_trigger_restored_between_buffered_steps_emits_the_same():
+    from tests.transforms.test_bandit import E0
+
+    items, start, end = _arms_items(), E0 - 3 * HOUR, E0 + 10 * HOUR
+    whole_states: dict[str, FakeValueState] = {}
+    op, runtime = _arms_operator(whole_states, {})
+    whole, _ = _drive_arms(op, runtime, items, {}, start, end)
+    assert sum(1 for o in whole if b"PayloadRequest" in o) == 60
+    states: dict[str, FakeValueState] = {}
+    lists: dict[str, list[bytes]] = {}
+    timers: dict[str, set[int]] = {}
+    half = len(items) // 2 + 3
+    first, runtime1 = _arms_operator(states, lists)
+    out, watermark = _drive_arms(first, runtime1, items[:half], timers, start, None)
+    assert any(lists.values())               # the restore finds buffered requests
+    second, runtime2 = _arms_operator(states, lists)
+    more, _ = _drive_arms(second, runtime2, items[half:], timers, watermark, end)
+    assert [_plain(pickle.loads(o)) for o in out + more] == [
+        _plain(pickle.loads(o)) for o in whole]
+    assert _plain(pickle.loads(states["cart_abandonment"].raw)) == _plain(
+        pickle.loads(whole_states["cart_abandonment"].raw))

@@ -178,3 +178,59 @@ def test_old_epochs_fold_and_rewarded_messages_expire():
     state, _, _ = a.wake(state, E0 + 80 * HOUR)
     assert state.rewarded == {} and state.deltas == {}
     assert a.counts_before(state, a.epoch_of(E0 + 81 * HOUR)) == before
+
+
+# ------------------------------------------------------------------ state kept in parts
+
+
+def _claimed(a: Arms, state, item, watermark):
+    """One step, with Arms.step_change's claim checked: BUFFERED is exactly Arms.rebuffer of
+    the entry it appended, asking for buffered_wake of it."""
+    from tests.transforms.test_step_change import same
+
+    before = None if state is None else pickle.dumps(state)
+    held = Arms.held(state)
+    state, out, wake_at = a.step(state, item, watermark)
+    change = a.step_change(held, state, out, wake_at)
+    if change == bandit.BUFFERED:
+        rebuilt = pickle.loads(before)
+        assert Arms.rebuffer(rebuilt, [state.pending[-1]]) == 1
+        assert same(rebuilt, state)
+        assert wake_at == [a.buffered_wake(state.pending[-1])]
+    return state, out, change
+
+
+def test_a_step_that_moves_the_watermark_is_a_change_even_with_nothing_ready():
+    a = arms()
+    state, _, change = _claimed(a, None, request(E1 + MINUTE, "m1"), E0 - 10)
+    assert change == bandit.CHANGED                     # a new state
+    state, out, change = _claimed(a, state, request(E1 + 2 * MINUTE, "m2"), E0 - 10)
+    assert change == bandit.BUFFERED and out == []
+    state, out, change = _claimed(a, state, request(E1 + 3 * MINUTE, "m3"), E0 - 5)
+    assert out == [] and change == bandit.CHANGED and state.watermark == E0 - 5
+    state, out, change = _claimed(a, state, request(E0 - 3, "m4"), E0 - 5)
+    assert chosen(out) and change == bandit.CHANGED     # ready: processed at once
+
+
+def test_every_step_of_mixed_traffic_keeps_the_claim():
+    import random
+
+    rng = random.Random(7)
+    a, state, seen = arms(), None, Counter()
+    watermark: int | None = None
+    sent: list[tuple[str, int]] = []
+    for i in range(600):
+        t = E0 + i * 20 * 1000
+        if sent and rng.random() < 0.3:
+            mid, fired = rng.choice(sent)
+            item = outcome(mid, fired, t + rng.randrange(-HOUR, HOUR), rng.choice(("click", "open")),
+                           eid=f"o{i}")
+        else:
+            item = request(t + rng.randrange(0, 3 * HOUR), f"m{i}", cid=f"c{i % 17}")
+            sent.append((item.message_id, item.trigger.fired_at))
+        if rng.random() < 0.2:          # the watermark moves now and then, sometimes past items
+            watermark = t + rng.randrange(-2 * HOUR, HOUR) if watermark is None else max(
+                watermark, t + rng.randrange(-2 * HOUR, HOUR))
+        state, _, change = _claimed(a, state, item, watermark)
+        seen[change] += 1
+    assert seen[bandit.BUFFERED] > 100 and seen[bandit.CHANGED] > 100
