@@ -118,6 +118,7 @@ def flink_config(
         "python.execution-mode": f.execution_mode,
         "parallelism.default": str(f.parallelism),
         "pipeline.auto-watermark-interval": f"{f.watermark_interval} ms",
+        "execution.buffer-timeout.interval": f"{f.buffer_timeout} ms",
         "execution.checkpointing.interval": f"{f.checkpoint_interval} ms",
         "execution.checkpointing.mode": f.checkpoint_mode.upper().replace("-", "_"),
         "execution.checkpointing.dir": checkpoint_dir(settings),
@@ -125,6 +126,9 @@ def flink_config(
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.min-pause": f"{min(f.checkpoint_interval // 2, 1000)} ms",
         "state.backend.type": f.state_backend,
+        # RocksDB uploads only the files a checkpoint adds (the heap backend writes all state
+        # at every checkpoint, which at low checkpoint intervals is most of their cost).
+        "execution.checkpointing.incremental": str(f.state_backend == "rocksdb").lower(),
         "table.exec.uid.generation": "ALWAYS",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "10",

@@ -315,6 +315,10 @@ class FlinkSettings:
     # How often sources emit watermarks (pipeline.auto-watermark-interval): bounds the delay
     # between the watermark passing a deadline and the timer firing.
     watermark_interval: int = duration(200)
+    # How long a task holds a partly filled network buffer before sending it on
+    # (execution.buffer-timeout.interval; Flink's default): each hop between tasks adds up to
+    # this to trigger latency at low rates. Lower costs some CPU per record.
+    buffer_timeout: int = duration(100)
     # Backstop TTL of each customer's Flink state (processing time, refreshed on write): longer
     # than the core's longest retention (30 d), so only a customer the core forgot is dropped.
     state_ttl: int = duration(45 * DAY)
@@ -328,6 +332,11 @@ class FlinkSettings:
     # which must exceed the checkpoint interval plus recovery time and be <= the broker's
     # transaction.max.timeout.ms.
     transactional_id_prefix: str = "personalize"
+    # How the sinks name their transactions (sink.transaction-naming-strategy): "pooling"
+    # reuses a few transactional ids and producers across checkpoints (Kafka 3.0+);
+    # "incrementing" opens new ones at every checkpoint, which costs CPU and a round trip per
+    # sink at short checkpoint intervals.
+    transaction_naming: str = "pooling"
     transaction_timeout: int = duration(15 * MINUTE)
     # Ship the project's code to the cluster with the job (--pyFiles). Off by default: in thread
     # mode a TaskManager's embedded Python keeps the modules of its first job for its lifetime,

@@ -555,7 +555,7 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
     outcome = Outcome()
     lease = _need_services(settings, ["kafka"], ctx)
     sampler = _ProcessSampler([os.getpid()])
-    rate = None
+    rate = products_rate = None
     try:
         with sampler:
             ctx.say(f"throughput: {sizes.engine_events} records of the shipped data via Kafka")
@@ -676,7 +676,10 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                     f"alone on the topology's input: {tp.get('core_eps')} records/s"
                 )
                 rate = (tp.get("topology_eps") or 0) / 2 or None
+                products_rate = (tp.get("products_eps") or 0) / 2 or None
             rate = rate or FLINK_FALLBACK_RATE
+            # Each deployment at half of its own maximum (DESIGN.md section 7).
+            products_rate = products_rate or rate
             ctx.say(f"latency: {sizes.latency_seconds:g} s at {rate:.0f} events/s")
             try:
                 lat = bench_flink.latency(settings, rate, sizes.latency_seconds)
@@ -699,9 +702,11 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                     )
             # The same with a catalog stream to read: the product stage runs, and PerCustomer's
             # watermark waits for it (docs/flink-topology.md).
-            ctx.say(f"latency with the product stage: {sizes.latency_seconds:g} s at {rate:.0f}")
+            ctx.say(f"latency with the product stage: {sizes.latency_seconds:g} s at "
+                    f"{products_rate:.0f} events/s")
             try:
-                lat = bench_flink.latency(settings, rate, sizes.latency_seconds, catalog=True)
+                lat = bench_flink.latency(settings, products_rate, sizes.latency_seconds,
+                                          catalog=True)
             except Exception as exc:  # noqa: BLE001 - reported with what was measured
                 traceback.print_exc()
                 outcome.errors.append(f"latency with the product stage: {describe(exc)}")
@@ -709,7 +714,8 @@ def flink_scenario(settings: Settings, sizes: Sizes, ctx: Context) -> Outcome:
                 outcome.details["latency_products"] = lat
                 outcome.rows += [
                     dataclasses.replace(row, metric=row.metric + " (with the product stage)")
-                    for row in _latency_rows("flink", lat, rate) if "uncommitted" not in row.metric
+                    for row in _latency_rows("flink", lat, products_rate)
+                    if "uncommitted" not in row.metric
                 ]
     finally:
         lease.release()

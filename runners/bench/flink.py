@@ -34,8 +34,10 @@ default; `--set flink.execution_mode=process` to compare). Reused by `personaliz
         200 ms (the core only processes an event once the watermark passes it, so latency >=
         max_out_of_orderness), cart_delay 5 s, checkpoints every 300 ms (exactly-once payloads
         become visible when the checkpoint commits their transaction: at 500 ms, p99 was 0.9-1.1
-        s with 200-300 samples), watermark interval 50 ms, idleness 1 s. These are what a user
-        who wants low latency would run with; docs/flink-deploy.md has the trade-offs.
+        s with 200-300 samples), watermark interval 50 ms, network buffers sent after at most
+        10 ms (buffer_timeout; Flink's default 100 ms is up to that per hop between tasks),
+        idleness 1 s. These are what a user who wants low latency would run with;
+        docs/flink-deploy.md has the trade-offs.
 
     python -m runners.bench.flink [--events N] [--seconds S] [--set section.key=value ...]
 """
@@ -78,6 +80,7 @@ LATENCY_SETTINGS = (
     "core.cart_delay=5s",
     "flink.checkpoint_interval=300ms",
     "flink.watermark_interval=50ms",
+    "flink.buffer_timeout=10ms",
     "flink.idleness=1s",
 )
 
@@ -466,8 +469,8 @@ def _event(etype: str, t: int, pid: str, category: str, cid: str, **kw: Any) -> 
 def latency_settings(s: Settings) -> str:
     """The settings that bound trigger latency, as `section.key=value` (milliseconds)."""
     keys = ("core.max_out_of_orderness", "core.cart_delay", "flink.checkpoint_interval",
-            "flink.checkpoint_mode", "flink.watermark_interval", "flink.idleness",
-            "flink.state_backend")
+            "flink.checkpoint_mode", "flink.watermark_interval", "flink.buffer_timeout",
+            "flink.idleness", "flink.state_backend")
     return ", ".join(f"{key}={getattr(getattr(s, key.split('.')[0]), key.split('.')[1])}"
                      for key in keys)
 
