@@ -223,8 +223,8 @@ def test_every_step_of_mixed_traffic_keeps_the_claim():
         t = E0 + i * 20 * 1000
         if sent and rng.random() < 0.3:
             mid, fired = rng.choice(sent)
-            item = outcome(mid, fired, t + rng.randrange(-HOUR, HOUR), rng.choice(("click", "open")),
-                           eid=f"o{i}")
+            kind = rng.choice(("click", "open"))
+            item = outcome(mid, fired, t + rng.randrange(-HOUR, HOUR), kind, eid=f"o{i}")
         else:
             item = request(t + rng.randrange(0, 3 * HOUR), f"m{i}", cid=f"c{i % 17}")
             sent.append((item.message_id, item.trigger.fired_at))
