@@ -32,16 +32,16 @@ Rules, per product:
 
 Folding interest in lazily. Interest is only read when a change is processed, so a buffered
 interest does not ask for a wake at its own time (a change does): it waits for the product's
-next wake, at the latest its expiry (`buffered_wake`), or for FOLD_AFTER buffered items (then
-the next watermark folds them in). An engine thus wakes and rewrites a product's state about
-once per change, expiry or FOLD_AFTER items, not once per view. The outputs do not depend on
-when interest is folded in: items are processed in the same order whenever that is, a change
-reads only interest within its window, and the cap evicts only interest still live at the
-item's time (expired interest is dropped first, as of each item).
+next wake, at the latest its expiry (`buffered_wake`), or for core.interest_fold buffered
+items (then the next watermark folds them in). An engine thus wakes and rewrites a product's
+state about once per change, expiry or interest_fold items, not once per view. The outputs do
+not depend on when interest is folded in: items are processed in the same order whenever that
+is, a change reads only interest within its window, and the cap evicts only interest still
+live at the item's time (expired interest is dropped first, as of each item).
 
 Cost: a change fans out to at most `max_interested` signals (one customer-stage item each);
 the product state holds at most max_interested customers, max_change_ids change ids and
-max_pending buffered items (FOLD_AFTER and a watermark's worth, while the watermark moves).
+max_pending buffered items (interest_fold and a watermark's worth, while the watermark moves).
 Every part expires: interest after interest_window, change ids after dedup_ttl, the last
 price / stock after catalog_state_ttl without a change (a later change then has no price to
 compare: no drop, no restock); the state is None when all have.
@@ -94,7 +94,6 @@ EVICTED_INTERESTED: Final = "evicted:interested"
 EVICTED_CHANGE_IDS: Final = "evicted:change_ids"
 EVICTED_PRODUCT_PENDING: Final = "evicted:product_pending"
 PURGE_EVERY: Final = HOUR  # expiry wakes are rounded up to this grid
-FOLD_AFTER: Final = 128    # buffered items a product holds before a wake folds its interest in
 _NEVER = 1 << 64
 
 Result = tuple["ProductState | None", list[Output], list[int]]
@@ -168,6 +167,7 @@ class ProductStage:
         self.dedup_ttl = settings.dedup_ttl
         self.max_change_ids = max(1, settings.max_change_ids)
         self.max_pending = max(1, settings.max_pending)
+        self.fold_after = max(1, settings.interest_fold)
 
     # ------------------------------------------------------------------ the keyed contract
 
@@ -207,14 +207,14 @@ class ProductStage:
         pending = state.pending
         if len(pending) > self.max_pending:
             return self._overflow(state, outputs)
-        if len(pending) == FOLD_AFTER + 1:   # fold them at the next watermark
+        if len(pending) == self.fold_after + 1:   # fold them at the next watermark
             return state, outputs, [min(p[0] for p in pending)]
         return state, outputs, [self.buffered_wake(pending[-1])]
 
     def buffered_wake(self, entry: tuple[int, int, str, Any]) -> int:
         """The wake a step that only buffered `entry` asks for (core.step_change BUFFERED): a
         change's time; for an interest, its expiry on the hour grid, as interest is only
-        needed when a change is processed (it is folded in then, or FOLD_AFTER at a time)."""
+        needed when a change is processed (it is folded in then, or interest_fold at a time)."""
         return entry[0] if entry[1] else self._expiry(entry[0])
 
     def _expiry(self, t: int) -> int:
@@ -340,7 +340,7 @@ class ProductStage:
         if ends:
             wake = min(-(-min(ends) // PURGE_EVERY) * PURGE_EVERY, END_OF_TIME)
         pending = state.pending
-        if len(pending) > FOLD_AFTER:
+        if len(pending) > self.fold_after:
             wake = min(wake, min(p[0] for p in pending))
         elif pending:
             wake = min(wake, min(map(self.buffered_wake, pending)))

@@ -196,6 +196,10 @@ class CoreSettings:
     # within interest_window and did not buy it since, the newest max_interested of them.
     interest_window: int = duration(14 * DAY)
     max_interested: int = 1_000
+    # Views, cart adds and purchases a product buffers before a wake folds them into its
+    # interest (transforms/product_stage.py: interest is otherwise folded in when a change is
+    # processed, or at its expiry). Memory per product against state writes per view.
+    interest_fold: int = 128
     price_drop_min_pct: float = 10.0  # a drop of at least this percent of the last price
     catalog_state_ttl: int = duration(30 * DAY)  # a product's last price / stock, after its change
     max_change_ids: int = 1_000  # catalog change ids held per product for dedup (dedup_ttl)

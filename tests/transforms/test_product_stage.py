@@ -287,7 +287,7 @@ def test_outputs_do_not_depend_on_when_interest_is_folded_in():
 
 
 def test_a_hot_product_is_woken_per_fold_not_per_view():
-    from transforms.product_stage import FOLD_AFTER
+    FOLD_AFTER = CoreSettings().interest_fold  # noqa: N806
 
     stage = ProductStage(CoreSettings(max_interested=100 * FOLD_AFTER))
     wakes, state, timer, most = 0, None, None, 0

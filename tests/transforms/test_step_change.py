@@ -190,9 +190,9 @@ def test_every_step_of_generated_traffic_keeps_the_claim():
 
 
 def test_the_step_that_asks_to_fold_interest_in_is_a_change():
-    # A buffered view asks for no wake of its own (its expiry); the one that makes FOLD_AFTER
+    # A buffered view asks for no wake of its own (its expiry); the one that makes fold
     # + 1 asks for the oldest's time: an engine must write that timer, so it is CHANGED.
-    from transforms.product_stage import FOLD_AFTER
+    FOLD_AFTER = CoreSettings().interest_fold  # noqa: N806
 
     stage = CheckedStage(CoreSettings())
     state, asked = None, []
