@@ -20,3 +20,15 @@ def test_sources_carry_the_origin_and_sinks_write_key_value_and_headers():
     assert "'sink.transaction-naming-strategy' = 'POOLING'" in sink
     at_least_once = Settings().with_overrides(["flink.checkpoint_mode=at_least_once"])
     assert "'at-least-once'" in sink_ddl("audit_out", "aud", at_least_once, headers=False)
+
+
+def test_the_job_config_turns_on_what_the_settings_ask_for():
+    from pipelines.flink_pipeline import flink_config
+
+    plain = flink_config(Settings(), local=False)
+    assert plain["execution.buffer-timeout.interval"] == "100 ms"
+    assert plain["execution.checkpointing.incremental"] == "false"
+    s = Settings().with_overrides(["flink.buffer_timeout=10ms", "flink.state_backend=rocksdb"])
+    conf = flink_config(s, local=False)
+    assert conf["execution.buffer-timeout.interval"] == "10 ms"
+    assert conf["execution.checkpointing.incremental"] == "true"
