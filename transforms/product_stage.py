@@ -218,8 +218,8 @@ class ProductStage:
         return entry[0] if entry[1] else self._expiry(entry[0])
 
     def _expiry(self, t: int) -> int:
-        """The first wake on the PURGE_EVERY grid at or after t + interest_window."""
-        return min(-(-(t + self.window) // PURGE_EVERY) * PURGE_EVERY, END_OF_TIME)
+        """The wake at which interest shown at t has expired (on the PURGE_EVERY grid)."""
+        return _on_grid(t + self.window)
 
     def wake(self, state: ProductState | None, t: int) -> Result:
         """Event time reached t: process the items due by t in order, then expire."""
@@ -338,13 +338,18 @@ class ProductStage:
             return None, outputs, []
         wake = _NEVER
         if ends:
-            wake = min(-(-min(ends) // PURGE_EVERY) * PURGE_EVERY, END_OF_TIME)
+            wake = _on_grid(min(ends))
         pending = state.pending
         if len(pending) > self.fold_after:
             wake = min(wake, min(p[0] for p in pending))
         elif pending:
             wake = min(wake, min(map(self.buffered_wake, pending)))
         return state, outputs, [wake]
+
+
+def _on_grid(t: int) -> int:
+    """The first instant on the PURGE_EVERY grid at or after t (at most END_OF_TIME)."""
+    return min(-(-t // PURGE_EVERY) * PURGE_EVERY, END_OF_TIME)
 
 
 _order = itemgetter(0, 1, 2)  # a pending item's (time, rank, id): its processing order
