@@ -106,7 +106,6 @@ def sink_ddl(table: str, topic: str, settings: Settings, headers: bool) -> str:
         "'sink.partitioner' = 'default'",
         f"'sink.delivery-guarantee' = '{'exactly-once' if exactly_once else 'at-least-once'}'",
         f"'sink.transactional-id-prefix' = '{f.transactional_id_prefix}-{table}'",
-        f"'sink.transaction-naming-strategy' = '{f.transaction_naming.upper()}'",
         f"'properties.transaction.timeout.ms' = '{f.transaction_timeout}'",
     ]
     columns = ["`k` BYTES", "`v` BYTES"]

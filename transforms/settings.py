@@ -336,11 +336,6 @@ class FlinkSettings:
     # which must exceed the checkpoint interval plus recovery time and be <= the broker's
     # transaction.max.timeout.ms.
     transactional_id_prefix: str = "personalize"
-    # How the sinks name their transactions (sink.transaction-naming-strategy): "pooling"
-    # reuses a few transactional ids and producers across checkpoints (Kafka 3.0+);
-    # "incrementing" opens new ones at every checkpoint, which costs CPU and a round trip per
-    # sink at short checkpoint intervals.
-    transaction_naming: str = "pooling"
     transaction_timeout: int = duration(15 * MINUTE)
     # Ship the project's code to the cluster with the job (--pyFiles). Off by default: in thread
     # mode a TaskManager's embedded Python keeps the modules of its first job for its lifetime,

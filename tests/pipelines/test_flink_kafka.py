@@ -17,7 +17,6 @@ def test_sources_carry_the_origin_and_sinks_write_key_value_and_headers():
     assert "`headers` MAP<STRING, BYTES> METADATA" in sink
     assert "'sink.delivery-guarantee' = 'exactly-once'" in sink
     assert "'sink.transactional-id-prefix' = 'personalize-payload_out'" in sink
-    assert "'sink.transaction-naming-strategy' = 'POOLING'" in sink
     at_least_once = Settings().with_overrides(["flink.checkpoint_mode=at_least_once"])
     assert "'at-least-once'" in sink_ddl("audit_out", "aud", at_least_once, headers=False)
 
