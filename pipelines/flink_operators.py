@@ -46,7 +46,6 @@ from pipelines.wire import CHANGES, PROFILES
 from transforms.bandit import Arms, ArmsState
 from transforms.catalog_changes import CatalogChange
 from transforms.clock import BACKLOG_HOLD, EventClock, receipt, replay_clock, source_partition
-from transforms.core import BUFFERED, CHANGED, UNCHANGED
 from transforms.model import (
     AUDIT,
     DEAD_LETTER,
@@ -67,7 +66,7 @@ from transforms.product_stage import (
     signal_watermark,
 )
 from transforms.settings import Settings
-from transforms.state import CustomerState, rebuffer
+from transforms.state import BUFFERED, CHANGED, UNCHANGED, CustomerState, rebuffer
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from transforms.codec import (
     encode_payload,
     encode_profile,
 )
-from transforms.core import Core, step_change
+from transforms.core import Core
 from transforms.jsonl import dumps, to_json
 from transforms.model import (
     AUDIT,
@@ -55,7 +55,7 @@ from transforms.model import (
 )
 from transforms.settings import CoreSettings
 from transforms.sizes import dead_letter
-from transforms.state import CustomerState
+from transforms.state import CustomerState, step_change
 
 EVENTS = "events"
 PROFILES = "profiles"
@@ -212,7 +212,7 @@ class KeyedCore:
     def step_split(
         self, state: CustomerState | None, item: Item, watermark: int | None
     ) -> tuple[CustomerState | None, Routed, dict[str, int], list[int], int]:
-        """`step`, and what it did to the state (core.step_change: UNCHANGED, BUFFERED,
+        """`step`, and what it did to the state (state.step_change: UNCHANGED, BUFFERED,
         CHANGED), for an engine that writes only that."""
         held = None if state is None else len(state.pending)
         state, outputs, wake_at = self.core.step(state, item, watermark)

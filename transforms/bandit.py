@@ -82,7 +82,7 @@ from transforms.model import DROPPED, OUTCOME, PAYLOAD, Outcome, Output, Payload
 from transforms.render import DEFAULT_VARIANT, choose_variant
 from transforms.settings import CoreSettings
 from transforms.slots import SlotTuple
-from transforms.state import BUFFERED, CHANGED
+from transforms.state import CHANGED, step_change
 
 THOMPSON = "thompson"
 UNIFORM = "uniform"
@@ -233,19 +233,16 @@ class Arms:
 
     def step_change(self, held: tuple[int, int | None] | None, state: ArmsState | None,
                     outputs: list[Output], wake_at: list[int]) -> int:
-        """What the step that returned (state, outputs, wake_at) changed, as core.step_change
-        says it for the customer core (`held`: Arms.held of the state before it): BUFFERED
-        when it only appended its item to `pending` (no outputs, the same watermark, so no wake
-        ran; it asked for the item's ready time, buffered_wake): an engine may then append
-        that entry to a list (rebuffer repeats it) instead of writing the whole state, whose
-        pending requests are most of its bytes while an epoch is not ready. Else CHANGED."""
-        if held is None or state is None or outputs:
+        """What the step that returned (state, outputs, wake_at) changed (`held`: Arms.held of
+        the state before it): state.step_change's rule once the watermark is the same (no wake
+        ran). BUFFERED when it only appended its item to `pending` and asked for the item's
+        ready time (buffered_wake): an engine may then append that entry to a list (rebuffer
+        repeats it) instead of writing the whole state, whose pending requests are most of its
+        bytes while an epoch is not ready. Else CHANGED (the stage has no UNCHANGED step: it
+        outputs no duplicates)."""
+        if held is None or state is None or state.watermark != held[1]:
             return CHANGED
-        pending = state.pending
-        if (state.watermark == held[1] and len(pending) == held[0] + 1
-                and wake_at == [self.buffered_wake(pending[-1])]):
-            return BUFFERED
-        return CHANGED
+        return step_change(held[0], state, outputs, wake_at, self.buffered_wake)
 
     def buffered_wake(self, entry: Pending) -> int:
         """The wake a step that only buffered `entry` asks for: its epoch's ready time."""

@@ -27,9 +27,7 @@ consent_change) and, when it changes the consent held, written to the feature st
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
 
 from transforms import attribution, policy
 from transforms.bandit import Arms
@@ -84,14 +82,7 @@ from transforms.scoring import component_vector, score_of
 from transforms.segments import Segment, SegmentLimits, SegmentModel, SegmentRules, segment_of
 from transforms.settings import DAY, HOUR, CoreSettings
 from transforms.sizes import dead_letter
-from transforms.state import (
-    BUFFERED,
-    CHANGED,
-    UNCHANGED,
-    CustomerState,
-    Item,
-    last_touch,
-)
+from transforms.state import DUPLICATE, CustomerState, Item, entry_time, last_touch
 from transforms.triggers import load_triggers, priorities
 from transforms.windows import PURCHASE_WINDOW, Features
 
@@ -111,42 +102,6 @@ _key = itemgetter(0, 1, 2)  # a Pending's (time, rank, id): its processing order
 # Pending items are kept as (event time, rank, event_id, item): their processing order is
 # the tuple order (profiles rank before events at the same instant, then by event_id).
 Pending = tuple[int, int, str, Item]
-
-# What a step did to the state it was given (step_change; the values are transforms/state.py's),
-# for engines whose state writes cost per byte (Flink pickles the state on every write):
-# UNCHANGED (a duplicate), BUFFERED (only the item appended to `pending` and, unless a
-# profile, its event id set in `seen`: what state.rebuffer repeats; its wake_at is [the
-# stage's buffered_wake(entry)]), CHANGED (anything else, or a new state).
-_DUPLICATE = (DROPPED, "duplicate")
-
-
-def entry_time(entry: Pending) -> int:
-    """The customer core's buffered_wake: a buffered item is due at its own time."""
-    return entry[0]
-
-
-def step_change(held: int | None, state: Any, outputs: list[Output], wake_at: list[int],
-                buffered_wake: Callable[[Any], int] = entry_time) -> int:
-    """What the step that returned (state, outputs, wake_at) changed; `held` is
-    len(state.pending) before it, None when there was no state. A step outputs nothing only
-    when it buffered its item (pending one longer) or applied a late item at once (pending no
-    longer: caught up or as it was); a duplicate outputs only its count and changes nothing.
-    A buffering step is BUFFERED when it asked for the wake `buffered_wake` gives its entry,
-    so that an engine can tell the timer from the entries alone; else (the product stage
-    asking to fold its interest in early) CHANGED. The same holds for the product stage's
-    steps (transforms/product_stage.py: a duplicate change there is counted under another
-    reason, so it is CHANGED, which only costs a write)."""
-    if held is None or state is None:
-        return CHANGED
-    if not outputs:
-        pending = state.pending
-        if len(pending) == held + 1 and wake_at == [buffered_wake(pending[-1])]:
-            return BUFFERED
-        return CHANGED
-    if len(outputs) == 1 and outputs[0] == _DUPLICATE:
-        return UNCHANGED
-    return CHANGED
-
 
 class Core:
     """The rules, configured once: settings, triggers, recommender, catalog and templates."""
@@ -195,7 +150,7 @@ class Core:
 
     # ------------------------------------------------------------------ the keyed contract
 
-    buffered_wake = staticmethod(entry_time)   # the wake of a BUFFERED step (step_change)
+    buffered_wake = staticmethod(entry_time)   # a BUFFERED step's wake (state.step_change)
 
     def step(self, state: CustomerState | None, item: Item, watermark: int | None = None) -> Result:
         """Take one input item of this customer: dedup, reject if late, else buffer it."""
@@ -215,7 +170,7 @@ class Core:
             return self._finish(state, outputs, floor)
         seen_at = state.seen.get(item.event_id)
         if seen_at is not None and abs(item.occurred_at - seen_at) < self.settings.dedup_ttl:
-            return state, [_DUPLICATE], []
+            return state, [DUPLICATE], []
         if item.occurred_at <= floor:
             etype = item.event_type
             if isinstance(item, CatalogSignal):

@@ -212,7 +212,7 @@ class ProductStage:
         return state, outputs, [self.buffered_wake(pending[-1])]
 
     def buffered_wake(self, entry: tuple[int, int, str, Any]) -> int:
-        """The wake a step that only buffered `entry` asks for (core.step_change BUFFERED): a
+        """The wake a step that only buffered `entry` asks for (state.step_change BUFFERED): a
         change's time; for an interest, its expiry on the hour grid, as interest is only
         needed when a change is processed (it is folded in then, or interest_fold at a time)."""
         return entry[0] if entry[1] else self._expiry(entry[0])

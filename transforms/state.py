@@ -70,12 +70,12 @@ has expired.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
 from transforms.catalog_changes import CatalogSignal
-from transforms.model import BehaviourEvent, CustomerProfile, Product
+from transforms.model import DROPPED, BehaviourEvent, CustomerProfile, Product
 from transforms.windows import Windows
 
 Item = BehaviourEvent | CustomerProfile | CatalogSignal
@@ -194,14 +194,47 @@ class CustomerState:
         return self.consent is not None and self.consent[0]
 
 
-# What a keyed stage's step did to its state (core.step_change, bandit.Arms.step_change): a
-# duplicate that changed nothing, only its item buffered (rebuffer repeats it), or more.
+# What a keyed stage's step did to the state it was given (step_change), for engines whose
+# state writes cost per byte (Flink pickles the state on every write): UNCHANGED (a
+# duplicate), BUFFERED (only the item appended to `pending` and, unless a profile, its event
+# id set in `seen`: what rebuffer repeats; its wake_at is [the stage's buffered_wake(entry)]),
+# CHANGED (anything else, or a new state).
 UNCHANGED, BUFFERED, CHANGED = 0, 1, 2
+DUPLICATE = (DROPPED, "duplicate")   # the customer core's one output for a duplicate
+
+
+def entry_time(entry: tuple[int, int, str, Any]) -> int:
+    """The customer core's buffered_wake: a buffered item is due at its own time."""
+    return entry[0]
+
+
+def step_change(held: int | None, state: Any, outputs: list[Any], wake_at: list[int],
+                buffered_wake: Callable[[Any], int] = entry_time) -> int:
+    """What the step that returned (state, outputs, wake_at) changed; `held` is
+    len(state.pending) before it, None when there was no state. A step outputs nothing only
+    when it buffered its item (pending one longer) or applied a late item at once (pending no
+    longer: caught up or as it was); a duplicate outputs only its count and changes nothing.
+    A buffering step is BUFFERED when it asked for the wake `buffered_wake` gives its entry,
+    so that an engine can tell the timer from the entries alone; else (the product stage
+    asking to fold its interest in early) CHANGED. The same holds for the product stage's
+    steps (transforms/product_stage.py: a duplicate change there is counted under another
+    reason, so it is CHANGED, which only costs a write) and, once its watermark is known not
+    to have moved, for the arms stage's (bandit.Arms.step_change)."""
+    if held is None or state is None:
+        return CHANGED
+    if not outputs:
+        pending = state.pending
+        if len(pending) == held + 1 and wake_at == [buffered_wake(pending[-1])]:
+            return BUFFERED
+        return CHANGED
+    if len(outputs) == 1 and outputs[0] == DUPLICATE:
+        return UNCHANGED
+    return CHANGED
 
 
 def rebuffer(state: Any, buffered: Iterable[tuple[int, int, str, Any]]) -> int:
     """Repeat on `state` the steps that only buffered these pending entries, in their order
-    (core.step_change BUFFERED: each entry appended to `pending` and, but for a profile's, rank
+    (step_change BUFFERED: each entry appended to `pending` and, but for a profile's, rank
     0, its event id set in `seen` to its time); returns how many. An engine that writes the
     state whole only when a step changed more can keep such entries apart (appended to a list)
     and rebuild the state from both. The product stage's ProductState follows the same rule

@@ -4,7 +4,7 @@ timers.
 
 The cache must never change what the operator emits or what Flink's state holds: every write
 goes to Flink's states (the whole state to the ValueState, or a buffered entry to the
-ListState: core.step_change), and a new instance (a restore) or an entry past the state's TTL
+ListState: state.step_change), and a new instance (a restore) or an entry past the state's TTL
 reads them again and rebuilds the same state (state.rebuffer)."""
 
 from __future__ import annotations

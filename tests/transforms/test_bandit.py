@@ -10,6 +10,7 @@ from transforms import bandit
 from transforms.bandit import Arms, ArmsState, draw
 from transforms.model import DROPPED, OUTCOME, PAYLOAD, FiredTrigger, Outcome, PayloadRequest
 from transforms.settings import CoreSettings
+from transforms.state import BUFFERED, CHANGED
 
 EPOCH = HOUR
 E0 = (T0 // EPOCH + 1) * EPOCH      # the start of an epoch (T0 is 12:00, so E0 is 13:00)
@@ -192,7 +193,7 @@ def _claimed(a: Arms, state, item, watermark):
     held = Arms.held(state)
     state, out, wake_at = a.step(state, item, watermark)
     change = a.step_change(held, state, out, wake_at)
-    if change == bandit.BUFFERED:
+    if change == BUFFERED:
         rebuilt = pickle.loads(before)
         assert Arms.rebuffer(rebuilt, [state.pending[-1]]) == 1
         assert same(rebuilt, state)
@@ -203,13 +204,13 @@ def _claimed(a: Arms, state, item, watermark):
 def test_a_step_that_moves_the_watermark_is_a_change_even_with_nothing_ready():
     a = arms()
     state, _, change = _claimed(a, None, request(E1 + MINUTE, "m1"), E0 - 10)
-    assert change == bandit.CHANGED                     # a new state
+    assert change == CHANGED                     # a new state
     state, out, change = _claimed(a, state, request(E1 + 2 * MINUTE, "m2"), E0 - 10)
-    assert change == bandit.BUFFERED and out == []
+    assert change == BUFFERED and out == []
     state, out, change = _claimed(a, state, request(E1 + 3 * MINUTE, "m3"), E0 - 5)
-    assert out == [] and change == bandit.CHANGED and state.watermark == E0 - 5
+    assert out == [] and change == CHANGED and state.watermark == E0 - 5
     state, out, change = _claimed(a, state, request(E0 - 3, "m4"), E0 - 5)
-    assert chosen(out) and change == bandit.CHANGED     # ready: processed at once
+    assert chosen(out) and change == CHANGED     # ready: processed at once
 
 
 def test_every_step_of_mixed_traffic_keeps_the_claim():
@@ -233,4 +234,4 @@ def test_every_step_of_mixed_traffic_keeps_the_claim():
                 watermark, t + rng.randrange(-2 * HOUR, HOUR))
         state, _, change = _claimed(a, state, item, watermark)
         seen[change] += 1
-    assert seen[bandit.BUFFERED] > 100 and seen[bandit.CHANGED] > 100
+    assert seen[BUFFERED] > 100 and seen[CHANGED] > 100

@@ -1,4 +1,4 @@
-"""core.step_change and state.rebuffer: what a step changed, so that an engine whose state
+"""state.step_change and state.rebuffer: what a step changed, so that an engine whose state
 writes cost per byte (Flink's PerCustomer) writes only that.
 
 The claim checked on every step: UNCHANGED leaves the state's bytes as they were; BUFFERED
@@ -18,10 +18,10 @@ from pipelines.reference import ReferenceRunner
 from runners.catalog_traffic import CatalogTrafficConfig, with_catalog_changes
 from runners.traffic import Malformed, Traffic, TrafficConfig
 from tests.builders import HOUR, MINUTE, T0, add, consent, profile, view
-from transforms.core import BUFFERED, CHANGED, UNCHANGED, Core, step_change
+from transforms.core import Core
 from transforms.product_stage import ProductStage
 from transforms.settings import DAY, CoreSettings
-from transforms.state import CustomerState, rebuffer
+from transforms.state import BUFFERED, CHANGED, UNCHANGED, CustomerState, rebuffer, step_change
 
 DEDUP_TTL = DAY
 
